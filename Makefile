@@ -1,0 +1,116 @@
+# medslip — MeDSLIP in C++17 (+ CUDA). See README.md.
+#
+#   make            build build/medslip and build/medslip_tests (CPU)
+#   make test       build and run every test suite
+#   make CUDA=1     also compile the CUDA kernels (nvcc + cuBLAS)
+#   make NATIVE=1   -march=native instead of the portable x86-64-v3 (AVX2/FMA)
+#   make deps       install the Debian packages the build needs (root)
+#   make fixtures   regenerate the PyTorch parity fixtures (needs python3-torch)
+#   make demo | bench | verify   see README.md
+#
+# Threads: OMP_NUM_THREADS (default: all cores) sets OpenMP and OpenBLAS threads.
+
+SHELL := /bin/bash
+CXX ?= g++
+BUILD ?= build
+CUDA ?= 0
+NATIVE ?= 0
+SAN ?=
+
+ARCHFLAGS := -march=x86-64-v3
+ifeq ($(NATIVE),1)
+  ARCHFLAGS := -march=native
+endif
+
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
+CXXFLAGS ?= -O3
+CXXFLAGS += -std=c++17 $(ARCHFLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -isystem $(BLAS_INC) -MMD -MP
+LDLIBS := -lopenblas -lfmt -lyaml-cpp -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -lpthread
+LDFLAGS := -fopenmp
+
+ifneq ($(SAN),)
+  CXXFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -g -O1
+  LDFLAGS += -fsanitize=$(SAN)
+  BUILD := build-$(SAN)
+endif
+
+# Debian packages the build, tests and demo need (make deps).
+DEB_PACKAGES := g++ make pkg-config libopenblas-dev libfmt-dev doctest-dev libstb-dev \
+  nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libdcmtk-dev libicu-dev zlib1g-dev \
+  python3 python3-numpy
+# Headers whose absence means `make deps` has not run on this machine.
+DEP_HEADERS := /usr/include/doctest/doctest.h /usr/include/fmt/core.h $(BLAS_INC)/cblas.h \
+  /usr/include/stb/stb_image.h /usr/include/nlohmann/json.hpp /usr/include/yaml-cpp/yaml.h \
+  /usr/include/CLI/CLI.hpp /usr/include/dcmtk/dcmdata/dctk.h /usr/include/unicode/uchar.h
+MISSING_DEPS := $(strip $(foreach h,$(DEP_HEADERS),$(if $(wildcard $(h)),,$(h))))
+
+LIB_SRCS := $(wildcard engine/*.cpp engine/ops/*.cpp engine/kernels/cpu/*.cpp engine/nn/*.cpp \
+  model/*.cpp data/*.cpp weights/*.cpp) $(filter-out train/main.cpp,$(wildcard train/*.cpp))
+TEST_SRCS := $(wildcard tests/*.cpp)
+CU_SRCS := $(wildcard engine/kernels/cuda/*.cu)
+
+ifeq ($(CUDA),1)
+  NVCC ?= nvcc
+  # sm_90 (H100/H200) machine code + PTX so newer GPUs JIT it. Override: CUDA_ARCH="-gencode ..."
+  CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
+  CXXFLAGS += -DMEDSLIP_CUDA -isystem $(CUDA_HOME)/include
+  NVCCFLAGS := -O3 -std=c++17 $(CUDA_ARCH) -DMEDSLIP_CUDA -I. -Xcompiler -fopenmp,-Wall
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+  BUILD := $(BUILD)-cuda
+endif
+
+LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(if $(filter 1,$(CUDA)),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
+TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
+
+.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval
+all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests
+ifneq ($(BUILD),build)
+	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
+endif
+
+check-deps:
+ifneq ($(MISSING_DEPS),)
+	@echo "✗ missing: $(MISSING_DEPS) — running make deps"
+	@$(MAKE) --no-print-directory deps
+else
+	@echo "✓ dependencies present (OpenBLAS, fmt, doctest, stb, json, yaml-cpp, CLI11, DCMTK, ICU)$(if $(filter 1,$(CUDA)), ✓ CUDA: $(CUDA_HOME),)"
+endif
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make deps needs root. Run:"; \
+	  echo "  sudo apt-get update && sudo apt-get install -y $(DEB_PACKAGES)"; exit 1; fi
+	@dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEB_PACKAGES); }
+	@echo "✓ Debian packages installed"
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/medslip: $(LIB_OBJS) $(BUILD)/train/main.o
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/medslip_tests: $(LIB_OBJS) $(TEST_OBJS)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# All suites. TESTS=pattern runs a subset (doctest -tc filter), e.g. make test TESTS='engine*'.
+test: all
+	cd . && ./$(BUILD)/medslip_tests $(if $(TESTS),-tc='$(TESTS)',) $(TEST_ARGS)
+
+# Includes the slow full-size parity check (ResNet-50, 224) with a generated fixture.
+test-full: all
+	MEDSLIP_FULL=1 ./$(BUILD)/medslip_tests $(TEST_ARGS)
+
+fixtures:
+	/usr/bin/python3 tests/make_fixtures.py
+
+clean:
+	rm -rf build build-* 
+
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

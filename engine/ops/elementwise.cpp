@@ -1,0 +1,154 @@
+// Elementwise ops with NumPy broadcasting; forward and backward side by side.
+#include <stdexcept>
+
+#include "engine/autograd.h"
+#include "engine/device.h"
+#include "engine/kernels/kernels.h"
+#include "engine/ops.h"
+
+namespace ms {
+
+static Shape broadcast_shape(const Shape& a, const Shape& b, const char* op) {
+  size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1)
+      throw std::invalid_argument(std::string(op) + ": shapes " + shape_str(a) + " and " + shape_str(b) +
+                                  " do not broadcast");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+static Broadcast make_broadcast(const Shape& out, const Shape& a, const Shape& b) {
+  if (out.size() > size_t(kMaxDims)) throw std::invalid_argument("broadcast: more than 8 dims");
+  Broadcast bc;
+  bc.ndim = int(out.size());
+  int64_t sa = 1, sb = 1;
+  for (int d = bc.ndim - 1; d >= 0; --d) {
+    bc.shape[d] = out[size_t(d)];
+    int ia = d - (bc.ndim - int(a.size())), ib = d - (bc.ndim - int(b.size()));
+    int64_t da = ia >= 0 ? a[size_t(ia)] : 1, db = ib >= 0 ? b[size_t(ib)] : 1;
+    bc.stride_a[d] = da == 1 ? 0 : sa;
+    bc.stride_b[d] = db == 1 ? 0 : sb;
+    sa *= da;
+    sb *= db;
+  }
+  bc.numel = shape_numel(out);
+  return bc;
+}
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  Tensor r = g;
+  const int64_t lead = r.dim() - int64_t(shape.size());
+  for (int64_t i = 0; i < lead; ++i) r = sum(r, 0, false);
+  for (int64_t d = 0; d < int64_t(shape.size()); ++d)
+    if (shape[size_t(d)] == 1 && r.size(d) != 1) r = sum(r, d, true);
+  return r.reshape(shape);
+}
+
+// ---- unary ----------------------------------------------------------------------------
+
+static Tensor unary(UnaryOp op, const char* name, const Tensor& a, float s, bool save_x, bool save_y) {
+  Tensor y = Tensor::empty(a.shape(), a.device());
+  MS_DISPATCH(a.device(), unary_forward, op, a.data(), y.data(), a.numel(), s);
+  if (any_requires_grad({a})) {
+    Tensor yd = save_y ? y.detach() : Tensor();
+    record(y, name, {a}, [op, s, a, yd, save_x](const Tensor& g) {
+      Tensor gx = Tensor::empty(a.shape(), a.device());
+      MS_DISPATCH(a.device(), unary_backward, op, save_x ? a.data() : nullptr, yd.defined() ? yd.data() : nullptr,
+                  g.data(), gx.data(), a.numel(), s);
+      accumulate_grad(a, gx);
+    });
+  }
+  return y;
+}
+
+Tensor neg(const Tensor& a) { return unary(UnaryOp::Neg, "neg", a, 0.f, false, false); }
+Tensor exp(const Tensor& a) { return unary(UnaryOp::Exp, "exp", a, 0.f, false, true); }
+Tensor log(const Tensor& a) { return unary(UnaryOp::Log, "log", a, 0.f, true, false); }
+Tensor sqrt(const Tensor& a) { return unary(UnaryOp::Sqrt, "sqrt", a, 0.f, false, true); }
+Tensor rsqrt(const Tensor& a) { return unary(UnaryOp::Rsqrt, "rsqrt", a, 0.f, false, true); }
+Tensor relu(const Tensor& a) { return unary(UnaryOp::Relu, "relu", a, 0.f, true, false); }
+Tensor gelu(const Tensor& a) { return unary(UnaryOp::Gelu, "gelu", a, 0.f, true, false); }
+Tensor tanh(const Tensor& a) { return unary(UnaryOp::Tanh, "tanh", a, 0.f, false, true); }
+Tensor sigmoid(const Tensor& a) { return unary(UnaryOp::Sigmoid, "sigmoid", a, 0.f, false, true); }
+Tensor pow(const Tensor& a, float p) { return unary(UnaryOp::Pow, "pow", a, p, true, false); }
+Tensor add(const Tensor& a, float s) { return unary(UnaryOp::AddScalar, "add_scalar", a, s, false, false); }
+Tensor mul(const Tensor& a, float s) { return unary(UnaryOp::MulScalar, "mul_scalar", a, s, false, false); }
+Tensor rsub(float s, const Tensor& a) { return unary(UnaryOp::RSubScalar, "rsub_scalar", a, s, false, false); }
+
+// ---- binary ---------------------------------------------------------------------------
+
+static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
+  Device dev = common_device({a, b}, name);
+  Shape out_shape = broadcast_shape(a.shape(), b.shape(), name);
+  Tensor out = Tensor::empty(out_shape, dev);
+  Broadcast bc = make_broadcast(out_shape, a.shape(), b.shape());
+  MS_DISPATCH(dev, binary_forward, op, a.data(), b.data(), out.data(), bc);
+  if (any_requires_grad({a, b})) {
+    record(out, name, {a, b}, [op, a, b](const Tensor& g) {
+      const Tensor ad = a.detach(), bd = b.detach();
+      switch (op) {
+        case BinaryOp::Add:  // d(a+b) = (g, g)
+          accumulate_grad(a, sum_to(g, a.shape()));
+          accumulate_grad(b, sum_to(g, b.shape()));
+          break;
+        case BinaryOp::Sub:  // d(a-b) = (g, -g)
+          accumulate_grad(a, sum_to(g, a.shape()));
+          if (needs_grad(b)) accumulate_grad(b, sum_to(neg(g), b.shape()));
+          break;
+        case BinaryOp::Mul:  // d(ab) = (g b, g a)
+          if (needs_grad(a)) accumulate_grad(a, sum_to(mul(g, bd), a.shape()));
+          if (needs_grad(b)) accumulate_grad(b, sum_to(mul(g, ad), b.shape()));
+          break;
+        case BinaryOp::Div:  // d(a/b) = (g / b, -g a / b^2)
+          if (needs_grad(a)) accumulate_grad(a, sum_to(div(g, bd), a.shape()));
+          if (needs_grad(b)) accumulate_grad(b, sum_to(neg(div(mul(g, ad), mul(bd, bd))), b.shape()));
+          break;
+      }
+    });
+  }
+  return out;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Add, "add", a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, "sub", a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, "mul", a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, "div", a, b); }
+
+// ---- where / masked_fill ----------------------------------------------------------------
+
+Tensor where(const std::vector<uint8_t>& mask, const Tensor& a, const Tensor& b) {
+  Device dev = common_device({a, b}, "where");
+  Shape out_shape = broadcast_shape(a.shape(), b.shape(), "where");
+  if (int64_t(mask.size()) != shape_numel(out_shape))
+    throw std::invalid_argument("where: mask has " + std::to_string(mask.size()) + " elements, output " +
+                                shape_str(out_shape) + " needs " + std::to_string(shape_numel(out_shape)));
+  if (dev == Device::CUDA) throw std::runtime_error("where: CUDA path goes through masked ops on host masks");
+  Tensor out = Tensor::empty(out_shape, dev);
+  Broadcast bc = make_broadcast(out_shape, a.shape(), b.shape());
+  cpu::where_forward(mask.data(), a.data(), b.data(), out.data(), bc);
+  if (any_requires_grad({a, b})) {
+    record(out, "where", {a, b}, [mask, a, b, out_shape](const Tensor& g) {
+      // d where = (g on mask, g off mask), each summed back to its operand's shape
+      std::vector<uint8_t> inv(mask.size());
+      for (size_t i = 0; i < mask.size(); ++i) inv[i] = !mask[i];
+      Tensor zero = Tensor::zeros({}, g.device());
+      if (needs_grad(a)) accumulate_grad(a, sum_to(where(mask, g, zero), a.shape()));
+      if (needs_grad(b)) accumulate_grad(b, sum_to(where(inv, g, zero), b.shape()));
+    });
+  }
+  return out;
+}
+
+Tensor masked_fill(const Tensor& a, const std::vector<uint8_t>& mask, float value) {
+  std::vector<uint8_t> inv(mask.size());
+  for (size_t i = 0; i < mask.size(); ++i) inv[i] = !mask[i];
+  return where(inv, a, Tensor::full({}, value, a.device()));
+}
+
+}  // namespace ms

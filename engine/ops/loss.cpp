@@ -1,0 +1,62 @@
+// Losses with a validity mask: cross_entropy and bce_with_logits. The mean runs over the
+// counted rows/elements only, and an empty selection gives 0 instead of NaN (spec B.6.5).
+#include <stdexcept>
+
+#include "engine/autograd.h"
+#include "engine/kernels/kernels.h"
+#include "engine/ops.h"
+
+namespace ms {
+
+static int64_t count(const std::vector<uint8_t>& v) {
+  int64_t n = 0;
+  for (auto x : v) n += x ? 1 : 0;
+  return n;
+}
+
+Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& target, const std::vector<uint8_t>& valid) {
+  if (logits.dim() != 2) throw std::invalid_argument("cross_entropy: logits must be [R,C], got " + shape_str(logits.shape()));
+  const int64_t R = logits.size(0), C = logits.size(1);
+  if (int64_t(target.size()) != R || int64_t(valid.size()) != R)
+    throw std::invalid_argument("cross_entropy: " + std::to_string(target.size()) + " targets / " + std::to_string(valid.size()) + " masks for " + std::to_string(R) + " rows");
+  for (int64_t r = 0; r < R; ++r)
+    if (valid[size_t(r)] && (target[size_t(r)] < 0 || target[size_t(r)] >= C))
+      throw std::out_of_range("cross_entropy: target " + std::to_string(target[size_t(r)]) + " of row " + std::to_string(r) + " outside [0, " + std::to_string(C) + ")");
+  Tensor lg = logits.to(Device::CPU);
+  const int64_t n = count(valid);
+  std::vector<float> row(static_cast<size_t>(R));
+  cpu::cross_entropy_forward(lg.data(), target.data(), valid.data(), row.data(), R, C);
+  double s = 0.0;
+  for (float v : row) s += v;
+  Tensor out = Tensor::full({}, n ? float(s / double(n)) : 0.f, logits.device());
+  record(out, "cross_entropy", {logits}, [logits, target, valid, n, R, C](const Tensor& g) {
+    Tensor lg = logits.to(Device::CPU);
+    Tensor gl = Tensor::empty(logits.shape());
+    float scale = n ? g.item() / float(n) : 0.f;  // d mean CE = (softmax - onehot) / n
+    cpu::cross_entropy_backward(lg.data(), target.data(), valid.data(), scale, gl.data(), R, C);
+    accumulate_grad(logits, gl.to(logits.device()));
+  });
+  return out;
+}
+
+Tensor bce_with_logits(const Tensor& x, const Tensor& target, const std::vector<uint8_t>& valid) {
+  if (target.shape() != x.shape()) throw std::invalid_argument("bce_with_logits: target " + shape_str(target.shape()) + " for logits " + shape_str(x.shape()));
+  if (int64_t(valid.size()) != x.numel()) throw std::invalid_argument("bce_with_logits: mask size does not match " + shape_str(x.shape()));
+  Tensor xc = x.to(Device::CPU), tc = target.to(Device::CPU);
+  const int64_t n = count(valid), N = x.numel();
+  std::vector<float> el(static_cast<size_t>(N));
+  cpu::bce_with_logits_forward(xc.data(), tc.data(), valid.data(), el.data(), N);
+  double s = 0.0;
+  for (float v : el) s += v;
+  Tensor out = Tensor::full({}, n ? float(s / double(n)) : 0.f, x.device());
+  record(out, "bce_with_logits", {x}, [x, target, valid, n, N](const Tensor& g) {
+    Tensor xc = x.to(Device::CPU), tc = target.to(Device::CPU);
+    Tensor gx = Tensor::empty(x.shape());
+    float scale = n ? g.item() / float(n) : 0.f;  // d mean BCE = (sigmoid(x) - t) / n
+    cpu::bce_with_logits_backward(xc.data(), tc.data(), valid.data(), scale, gx.data(), N);
+    accumulate_grad(x, gx.to(x.device()));
+  });
+  return out;
+}
+
+}  // namespace ms

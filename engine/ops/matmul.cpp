@@ -1,0 +1,92 @@
+// Matrix products: matmul (2-D, batched, batched x shared) and linear.
+#include <stdexcept>
+
+#include "engine/autograd.h"
+#include "engine/device.h"
+#include "engine/kernels/kernels.h"
+#include "engine/ops.h"
+
+namespace ms {
+
+namespace {
+struct MatDims {
+  int64_t batch, M, K, N;
+  int64_t sa, sb;  // batch strides (0 = shared operand)
+};
+}  // namespace
+
+static MatDims mat_dims(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  auto bad = [&]() {
+    return std::invalid_argument("matmul: cannot multiply " + shape_str(a.shape()) + (ta ? "^T" : "") + " by " +
+                                 shape_str(b.shape()) + (tb ? "^T" : ""));
+  };
+  if (a.dim() < 2 || a.dim() > 3 || b.dim() < 2 || b.dim() > 3 || (a.dim() == 2 && b.dim() == 3)) throw bad();
+  MatDims d;
+  int64_t ar = a.size(-2), ac = a.size(-1), br = b.size(-2), bc = b.size(-1);
+  d.M = ta ? ac : ar;
+  d.K = ta ? ar : ac;
+  int64_t kb = tb ? bc : br;
+  d.N = tb ? br : bc;
+  if (d.K != kb) throw bad();
+  d.batch = a.dim() == 3 ? a.size(0) : 1;
+  if (b.dim() == 3 && b.size(0) != d.batch) throw bad();
+  d.sa = ar * ac;
+  d.sb = b.dim() == 3 ? br * bc : 0;
+  return d;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  Device dev = common_device({a, b}, "matmul");
+  MatDims d = mat_dims(a, b, ta, tb);
+  Shape out_shape = a.dim() == 3 ? Shape{d.batch, d.M, d.N} : Shape{d.M, d.N};
+  Tensor c = Tensor::empty(out_shape, dev);
+  MS_DISPATCH(dev, gemm_batched, ta, tb, d.batch, d.M, d.N, d.K, 1.f, a.data(), d.sa, b.data(), d.sb, 0.f, c.data(),
+              d.M * d.N);
+  record(c, "matmul", {a, b}, [a, b, ta, tb, d, dev](const Tensor& g) {
+    // C = op(A) op(B): dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op.
+    if (needs_grad(a)) {
+      Tensor ga = Tensor::empty(a.shape(), dev);
+      if (!ta)  // dA[M,K] = G[M,N] op(B)^T
+        MS_DISPATCH(dev, gemm_batched, false, !tb, d.batch, d.M, d.K, d.N, 1.f, g.data(), d.M * d.N, b.data(), d.sb,
+                    0.f, ga.data(), d.sa);
+      else  // dA[K,M] = op(B) G^T
+        MS_DISPATCH(dev, gemm_batched, tb, true, d.batch, d.K, d.M, d.N, 1.f, b.data(), d.sb, g.data(), d.M * d.N,
+                    0.f, ga.data(), d.sa);
+      accumulate_grad(a, ga);
+    }
+    if (needs_grad(b)) {
+      // Shared B (sb == 0): accumulate all batches into one buffer with beta = 1.
+      Tensor gb = Tensor::zeros(b.shape(), dev);
+      const int64_t nb = d.sb ? d.batch : 1;
+      for (int64_t i = 0; i < (d.sb ? 1 : d.batch); ++i) {
+        const float* ai = a.data() + i * d.sa;
+        const float* gi = g.data() + i * d.M * d.N;
+        if (!tb)  // dB[K,N] = op(A)^T G
+          MS_DISPATCH(dev, gemm_batched, !ta, false, nb, d.K, d.N, d.M, 1.f, ai, d.sa, gi, d.M * d.N, 1.f, gb.data(),
+                      d.sb);
+        else  // dB[N,K] = G^T op(A)
+          MS_DISPATCH(dev, gemm_batched, true, ta, nb, d.N, d.K, d.M, 1.f, gi, d.M * d.N, ai, d.sa, 1.f, gb.data(),
+                      d.sb);
+      }
+      accumulate_grad(b, gb);
+    }
+  });
+  return c;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (w.dim() != 2) throw std::invalid_argument("linear: weight must be 2-D [out,in], got " + shape_str(w.shape()));
+  const int64_t in = w.size(1), out = w.size(0);
+  if (x.dim() < 1 || x.size(-1) != in)
+    throw std::invalid_argument("linear: input " + shape_str(x.shape()) + " does not end in " + std::to_string(in) +
+                                " (weight " + shape_str(w.shape()) + ")");
+  if (b.defined() && b.shape() != Shape{out})
+    throw std::invalid_argument("linear: bias " + shape_str(b.shape()) + " for weight " + shape_str(w.shape()));
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  Tensor y = matmul(x.reshape({x.numel() / in, in}), w, false, true);  // [R,in] x [out,in]^T
+  if (b.defined()) y = add(y, b);
+  return y.reshape(out_shape);
+}
+
+}  // namespace ms

@@ -1,0 +1,107 @@
+// defines: Tensor (float32, contiguous, row-major) with shared Storage, device tag and
+// the autograd hooks (requires_grad, grad, grad_fn). Views (reshape) share storage;
+// transposes, permutes and slices are ops that copy (engine/ops.h).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ms {
+
+using Shape = std::vector<int64_t>;
+
+enum class Device : uint8_t { CPU = 0, CUDA = 1 };
+const char* device_name(Device d);
+Device parse_device(const std::string& s);  // "cpu" | "cuda"; throws otherwise
+
+// A flat block of floats on one device. CPU memory is 64-byte aligned.
+struct Storage {
+  float* data = nullptr;
+  int64_t numel = 0;
+  Device device = Device::CPU;
+  static std::shared_ptr<Storage> allocate(int64_t numel, Device device);
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+};
+
+struct Node;
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements, for views into a larger storage
+  Shape shape;
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape
+  std::shared_ptr<Node> grad_fn;     // set on op outputs that require grad
+  bool retain_grad = false;          // keep .grad on a non-leaf after backward
+};
+
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // --- creation -------------------------------------------------------------------
+  static Tensor empty(const Shape& shape, Device device = Device::CPU);
+  static Tensor zeros(const Shape& shape, Device device = Device::CPU);
+  static Tensor ones(const Shape& shape, Device device = Device::CPU);
+  static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
+  static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
+  static Tensor scalar(float v) { return from_vector({v}, {}); }
+
+  // --- inspection -----------------------------------------------------------------
+  bool defined() const { return bool(impl_); }
+  const Shape& shape() const { return impl_->shape; }
+  int64_t dim() const { return int64_t(impl_->shape.size()); }
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const { return shape_numel(impl_->shape); }
+  Device device() const { return impl_->storage->device; }
+  bool is_cuda() const { return device() == Device::CUDA; }
+  float* data() const { return impl_->storage->data + impl_->offset; }
+  float item() const;                      // one-element tensor -> float (any device)
+  std::vector<float> to_vector() const;    // copies to host
+  std::string str(int max_elems = 8) const;  // "Tensor[2,3] cpu {..}"
+
+  // --- views and copies -----------------------------------------------------------
+  Tensor reshape(const Shape& shape) const;  // view; one -1 allowed; differentiable
+  Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
+  Tensor unsqueeze(int64_t d) const;
+  Tensor squeeze(int64_t d) const;
+  Tensor detach() const;                    // shares storage, no grad history
+  Tensor clone() const;                     // deep copy, differentiable
+  Tensor to(Device device) const;           // copy across devices (differentiable)
+  void copy_(const Tensor& src);            // in place, same shape, no grad tracking
+  void fill_(float v);
+
+  // --- autograd -------------------------------------------------------------------
+  bool requires_grad() const { return impl_->requires_grad; }
+  Tensor& requires_grad_(bool on = true);
+  Tensor grad() const { return impl_->grad ? Tensor(impl_->grad) : Tensor(); }
+  void set_grad(const Tensor& g) { impl_->grad = g.impl_; }
+  void zero_grad() { impl_->grad.reset(); }
+  void retain_grad() { impl_->retain_grad = true; }
+  bool is_leaf() const { return !impl_->grad_fn; }
+  // Reverse-mode sweep from this tensor. With no argument it must hold one element
+  // and is seeded with 1. Frees the graph's intermediate state as it goes.
+  void backward(const Tensor& grad_output = Tensor()) const;
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Throws std::invalid_argument with "<what>: expected shape [..], got [..]".
+void check_shape(const Tensor& t, const Shape& expected, const std::string& what);
+
+}  // namespace ms

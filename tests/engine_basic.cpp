@@ -1,0 +1,88 @@
+// Core tensor and autograd behaviour: views, accumulation, graph release, NoGrad.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+using namespace ms;
+
+TEST_CASE("engine: reshape is a view and differentiable") {
+  Tensor a = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}).requires_grad_();
+  Tensor v = a.reshape({3, 2});
+  CHECK(v.data() == a.data());
+  Tensor s = sum(mul(v, v));
+  s.backward();
+  auto g = a.grad().to_vector();
+  for (int i = 0; i < 6; ++i) CHECK(g[size_t(i)] == doctest::Approx(2.0 * (i + 1)));
+}
+
+TEST_CASE("engine: a tensor used twice receives the sum of both gradients") {
+  Tensor a = Tensor::from_vector({3}, {1}).requires_grad_();
+  Tensor y = add(mul(a, a), mul(a, 2.f));  // y = a^2 + 2a, dy/da = 2a + 2 = 8
+  sum(y).backward();
+  CHECK(a.grad().item() == doctest::Approx(8.0));
+}
+
+TEST_CASE("engine: NoGradGuard records nothing") {
+  Tensor a = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  NoGradGuard ng;
+  Tensor y = mul(a, 3.f);
+  CHECK_FALSE(y.requires_grad());
+  CHECK(y.is_leaf());
+}
+
+TEST_CASE("engine: backward releases intermediates and grads accumulate across calls") {
+  Tensor a = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  Tensor h = exp(a);
+  Tensor y = sum(h);
+  y.backward();
+  CHECK(h.is_leaf());           // graph was freed
+  CHECK_FALSE(h.grad().defined());  // intermediate grad released
+  sum(exp(a)).backward();
+  auto g = a.grad().to_vector();
+  CHECK(g[0] == doctest::Approx(2 * std::exp(1.0)));
+}
+
+TEST_CASE("engine: broadcasting add/mul and their reductions in backward") {
+  Tensor a = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}).requires_grad_();
+  Tensor b = Tensor::from_vector({10, 20, 30}, {3}).requires_grad_();
+  Tensor y = mul(a, b);
+  CHECK(y.shape() == Shape{2, 3});
+  CHECK(y.to_vector()[4] == doctest::Approx(100));
+  sum(y).backward();
+  auto gb = b.grad().to_vector();
+  CHECK(gb[0] == doctest::Approx(5));
+  CHECK(gb[2] == doctest::Approx(9));
+}
+
+TEST_CASE("engine: matmul batched with shared right operand") {
+  Tensor a = Tensor::from_vector({1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2}).requires_grad_();
+  Tensor b = Tensor::from_vector({1, 0, 0, 2}, {2, 2}).requires_grad_();
+  Tensor c = matmul(a, b);
+  auto v = c.to_vector();
+  CHECK(v[0] == 1); CHECK(v[1] == 4); CHECK(v[7] == 16);
+  sum(c).backward();
+  auto gb = b.grad().to_vector();  // dB = sum_b A_b^T 1
+  CHECK(gb[0] == doctest::Approx(1 + 3 + 5 + 7));
+  CHECK(gb[3] == doctest::Approx(2 + 4 + 6 + 8));
+}
+
+TEST_CASE("engine: bad shapes give named errors") {
+  Tensor a = Tensor::zeros({2, 3});
+  CHECK_THROWS_WITH_AS(a.reshape({4, 2}), doctest::Contains("cannot view [2,3]"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(add(a, Tensor::zeros({4})), doctest::Contains("do not broadcast"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(matmul(a, a), doctest::Contains("cannot multiply [2,3] by [2,3]"), std::invalid_argument);
+}
+
+TEST_CASE("engine: losses with no valid rows are zero, not NaN") {
+  Tensor l = Tensor::from_vector({1, 2, 3, 4}, {2, 2}).requires_grad_();
+  Tensor ce = cross_entropy(l, {0, 1}, {0, 0});
+  CHECK(ce.item() == 0.f);
+  ce.backward();
+  for (float g : l.grad().to_vector()) CHECK(g == 0.f);
+  Tensor x = Tensor::from_vector({1, -2}, {2});
+  CHECK(bce_with_logits(x, Tensor::zeros({2}), {0, 0}).item() == 0.f);
+}
