@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""Fixtures for tests/engine_io.cpp and tests/weights_torch.cpp (suites "io: " and "weights: ").
+
+Regenerate (Debian python with torch 1.13 and the safetensors package):
+    /usr/bin/python3 -m pip install --break-system-packages safetensors   # once
+    cd /work/main && /usr/bin/python3 tests/make_fixtures_weights.py
+
+Writes to tests/fixtures/ (all small, ~50 KB together):
+  weights_dtypes.pth        torch.save (zip, pickle protocol 2) of a dict of tensors: every dtype,
+                            a transposed (non-contiguous) view, a sliced view with a storage offset,
+                            two tensors sharing one storage, a 0-d scalar, an empty tensor, a Parameter
+  weights_dtypes_p4.pth     the same dict saved with pickle protocol 4 (FRAME, STACK_GLOBAL, MEMOIZE)
+  weights_nested.pth        {"model": OrderedDict with "module." keys incl. BatchNorm num_batches_tracked,
+                             "optimizer": AdamW state_dict, "epoch": 3, "config": {...}} like train_MeDSLIP.py
+  weights_module.pth        a plain nn.Module state_dict (Conv2d, BatchNorm2d, Linear)
+  weights_numpy.pth         a dict holding a numpy array -> must fail: unsupported global
+  weights_evil.pth          a pickle whose __reduce__ calls os.system -> must fail, never executed
+  weights_legacy.pth        the pre-1.6 non-zip torch.save format -> must fail with a "re-save" hint
+  weights_badpickle.pth     a valid zip whose data.pkl has an unknown opcode -> must fail
+  weights_expected.safetensors  the expected values (contiguous copies), written by the Python
+                            safetensors library: "dtypes.<k>", "nested.model.<k>", "module.<k>",
+                            plus "io.*" tensors read by tests/engine_io.cpp (interop)
+"""
+import collections
+import io
+import os
+import sys
+import zipfile
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+os.makedirs(OUT, exist_ok=True)
+torch.manual_seed(0)
+
+
+def path(name):
+    return os.path.join(OUT, name)
+
+
+def dtypes_dict():
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6) * 0.25 - 2.0
+    shared = torch.randn(5, 3)
+    d = {
+        "f32": torch.randn(3, 4),
+        "f64": torch.randn(2, 3, dtype=torch.float64),
+        "i64": torch.tensor([0, -1, 2**40 + 1, 2**63 - 1, -(2**63)], dtype=torch.int64),
+        "i32": torch.tensor([[-7, 0], [7, 2**31 - 1]], dtype=torch.int32),
+        "i16": torch.tensor([-300, 300], dtype=torch.int16),
+        "i8": torch.tensor([-128, 127], dtype=torch.int8),
+        "u8": torch.tensor([0, 128, 255], dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "bf16": torch.randn(2, 5).to(torch.bfloat16),
+        "f16": torch.randn(3, 2).to(torch.float16),
+        "transposed": base.t(),  # (6, 4), strides (1, 6): non-contiguous
+        "sliced": base[1:3, 2:5],  # storage offset 8, strides (6, 1)
+        "step2": base[:, ::2],  # strides (6, 2)
+        "shared_full": shared,
+        "shared_row": shared[2],  # same storage as shared_full, offset 6
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+        "param": torch.nn.Parameter(torch.randn(2, 2)),
+    }
+    return d
+
+
+def nested_checkpoint():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3, 2)
+            self.bn = torch.nn.BatchNorm1d(2)
+
+        def forward(self, x):
+            return self.bn(self.a(x))
+
+    net = torch.nn.DataParallel(Net())  # "module." prefix like the DDP-wrapped training script
+    net.train()
+    net(torch.randn(4, 3)).sum().backward()  # bumps num_batches_tracked, fills running stats
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.02)
+    opt.step()
+    return {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "lr_scheduler": None,
+        "config": {"image_res": 224, "lr": 1e-4, "name": "medslip", "flags": [True, False], "pair": (1, 2.5)},
+        "epoch": 3,
+    }
+
+
+def module_state_dict():
+    m = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        m[1].running_mean.uniform_()
+        m[1].num_batches_tracked.fill_(7)
+    return m.state_dict()
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo medslip-fixture-pwned > /tmp/medslip_pwned",))
+
+
+def bad_pickle_zip(p):
+    # a real torch zip whose data.pkl ends in an opcode outside our subset (0xff)
+    buf = io.BytesIO()
+    torch.save({"x": torch.ones(2)}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                data = data[:2] + b"\xff" + data[2:]
+            dst.writestr(info.filename, data)
+
+
+def main():
+    d = dtypes_dict()
+    torch.save(d, path("weights_dtypes.pth"))
+    torch.save(d, path("weights_dtypes_p4.pth"), pickle_protocol=4)
+    nested = nested_checkpoint()
+    torch.save(nested, path("weights_nested.pth"))
+    msd = module_state_dict()
+    torch.save(msd, path("weights_module.pth"))
+    torch.save({"x": np.arange(3)}, path("weights_numpy.pth"))
+    torch.save({"x": Evil()}, path("weights_evil.pth"))
+    torch.save({"x": torch.ones(2)}, path("weights_legacy.pth"), _use_new_zipfile_serialization=False)
+    bad_pickle_zip(path("weights_badpickle.pth"))
+
+    exp = {}
+    for k, v in d.items():
+        exp["dtypes." + k] = v.detach().contiguous().clone()
+    for k, v in nested["model"].items():
+        exp["nested.model." + k] = v.contiguous().clone()
+    for k, v in msd.items():
+        exp["module." + k] = v.contiguous().clone()
+    # interop tensors for tests/engine_io.cpp (values restated there)
+    exp["io.f32_ramp"] = torch.arange(12, dtype=torch.float32).reshape(3, 4) * 0.5 - 1.0
+    exp["io.i64_big"] = torch.tensor([-3, 2**53 + 1, 2**63 - 1], dtype=torch.int64)
+    exp["io.f64"] = torch.tensor([0.1, -2.5, 1e-310], dtype=torch.float64)
+    exp["io.bf16"] = torch.tensor([1.0, -2.0, 0.5, 256.0], dtype=torch.bfloat16)
+    exp["io.f16"] = torch.tensor([1.0, -2.0, 0.5, 65504.0], dtype=torch.float16)
+    exp["io.i32"] = torch.tensor([-7, 0, 7], dtype=torch.int32)
+    exp["io.u8"] = torch.tensor([0, 128, 255], dtype=torch.uint8)
+    exp["io.bool"] = torch.tensor([True, False, True])
+    save_file(exp, path("weights_expected.safetensors"), metadata={"generator": "tests/make_fixtures_weights.py"})
+
+    total = 0
+    for name in sorted(os.listdir(OUT)):
+        if name.startswith("weights_"):
+            total += os.path.getsize(path(name))
+            print(f"{name:32s} {os.path.getsize(path(name)):8d} bytes")
+    print(f"total {total} bytes", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
