@@ -1,2 +1,41 @@
+// medslip — MeDSLIP in C++: the command-line entry point. Every subcommand has --help.
 #include <cstdio>
-int main() { std::puts("medslip"); return 0; }
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "engine/threads.h"
+#include "train/commands.h"
+
+namespace ms {
+// Subcommands, in the order `medslip --help` lists them. Add a line per new command.
+static const std::vector<Command> kCommands = {
+};
+}  // namespace ms
+
+static void usage() {
+  std::printf("medslip — MeDSLIP (Medical Dual-Stream Language-Image Pre-training) in C++\n\n"
+              "usage: medslip <command> [options]   (medslip <command> --help for its options)\n\ncommands:\n");
+  for (const auto& c : ms::kCommands) std::printf("  %-11s %s\n", c.name, c.help);
+  std::printf("\nThreads: OMP_NUM_THREADS (default: all cores), or --threads N where a command takes it.\n");
+}
+
+int main(int argc, char** argv) {
+  ms::init_threads();
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : ms::kCommands) {
+    if (std::string(argv[1]) != c.name) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "medslip %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "medslip: unknown command '%s' (see medslip --help)\n", argv[1]);
+  return 2;
+}
