@@ -11,6 +11,7 @@
 namespace ms {
 // Subcommands, in the order `medslip --help` lists them. Add a line per new command.
 static const std::vector<Command> kCommands = {
+    {"step", cmd_step, "one forward + backward pass on a batch; writes losses, outputs, gradients"},
 };
 }  // namespace ms
 

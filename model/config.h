@@ -1,0 +1,60 @@
+// defines: MedslipConfig — every hyper-parameter of the model and the pretraining recipe,
+// read from YAML with the keys of the official Pretrain_MeDSLIP.yaml (same meaning) plus
+// our own. Unknown keys warn; bad values throw naming the key.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace ms {
+
+struct MedslipConfig {
+  // --- model (spec A) -------------------------------------------------------------
+  std::string res_base_model = "resnet50";  // resnet18 | resnet50 (trunk to layer3)
+  int image_res = 224;                      // input side S; patches = (S/16)^2
+  int d_model = 256;                        // decoder width d
+  int N = 4;                                // decoder layers per stream
+  int H = 4;                                // attention heads
+  int dim_feedforward = 1024;               // FFN width (hard-coded in the reference)
+  float dropout = 0.1f;                     // heads (dropout_feas_*); the reference's config key
+  float decoder_dropout = 0.1f;             // decoder layers (hard-coded 0.1 in the reference)
+  int attribute_set_size = 2;               // existence classes (absent, present)
+  int num_neg_samples = 7;                  // ProtoCL negatives (dataset, spec C.3)
+  float alpha = 1.f;                        // weight of ProtoCL (paper's alpha; code uses 1)
+  float beta = 1.f;                         // weight of ICL (paper's beta; code uses 1)
+  bool no_cl = false;                       // drop the ProtoCL terms
+
+  // --- text side (spec A.1) -------------------------------------------------------
+  std::string text_encoder;       // Hugging Face BERT folder (config.json, vocab.txt, weights)
+  std::string books;              // precomputed books (safetensors), instead of text_encoder
+  std::string pathology_book;     // JSON of 75 observation descriptions (official key order)
+  int text_max_length = 128;      // 128 in pretraining, 64 in the official zero-shot scripts
+
+  // --- data -------------------------------------------------------------------------
+  std::string train_file, valid_file, test_file, label_file, image_root;
+
+  // --- recipe (spec D) --------------------------------------------------------------
+  int batch_size = 64;
+  int test_batch_size = 32;
+  std::string opt = "adamW";
+  float lr = 1e-4f, weight_decay = 0.02f;
+  std::string sched = "cosine";
+  int epochs = 100, warmup_epochs = 5;
+  float min_lr = 1e-5f, warmup_lr = 1e-5f, decay_rate = 1.f;
+  int warmup_iters_per_step = 100;  // the reference steps warmup every 100 iterations
+  int seed = 42;
+  int num_workers = 2;
+  int log_every = 10;
+  int max_steps_per_epoch = 0;      // 0 = full epoch (demo/test runs cap it)
+
+  std::vector<std::string> warnings;  // unknown or ignored keys, for the caller to print
+
+  // Loads YAML; throws std::runtime_error naming the file and key on a bad value.
+  static MedslipConfig from_yaml(const std::string& path);
+  static MedslipConfig from_yaml_string(const std::string& text, const std::string& origin = "<string>");
+  std::string to_yaml() const;
+  int trunk_channels() const;  // 1024 for resnet50, 256 for resnet18
+  int patches() const { return (image_res / 16) * (image_res / 16); }
+  void validate() const;
+};
+
+}  // namespace ms

@@ -1,0 +1,54 @@
+#include "model/decoder.h"
+
+namespace ms {
+
+DecoderLayer::DecoderLayer(int64_t d, int64_t heads, int64_t ffn, float p, Rng& init) {
+  self_attn = register_module("self_attn", std::make_shared<nn::MultiheadAttention>(d, heads, p, init));
+  multihead_attn = register_module("multihead_attn", std::make_shared<nn::MultiheadAttention>(d, heads, p, init));
+  linear1 = register_module("linear1", std::make_shared<nn::Linear>(d, ffn, true, init));
+  linear2 = register_module("linear2", std::make_shared<nn::Linear>(ffn, d, true, init));
+  norm1 = register_module("norm1", std::make_shared<nn::LayerNorm>(d));
+  norm2 = register_module("norm2", std::make_shared<nn::LayerNorm>(d));
+  norm3 = register_module("norm3", std::make_shared<nn::LayerNorm>(d));
+  dropout = register_module("dropout", std::make_shared<nn::Dropout>(p));
+  dropout1 = register_module("dropout1", std::make_shared<nn::Dropout>(p));
+  dropout2 = register_module("dropout2", std::make_shared<nn::Dropout>(p));
+  dropout3 = register_module("dropout3", std::make_shared<nn::Dropout>(p));
+}
+
+// forward_pre of DETR's TransformerDecoderLayer (normalize_before=True).
+DecoderLayer::Output DecoderLayer::forward(const Tensor& tgt, const Tensor& memory) {
+  Tensor t = tgt;
+  Tensor t2 = norm1->forward(t);
+  t = add(t, dropout1->forward(self_attn->forward(t2, t2, t2, {}, false).out));  // t += Drop(SelfAttn(LN1 t))
+  t2 = norm2->forward(t);
+  auto cross = multihead_attn->forward(t2, memory, memory);
+  t = add(t, dropout2->forward(cross.out));                                       // t += Drop(CrossAttn(LN2 t, m))
+  t2 = norm3->forward(t);
+  t2 = linear2->forward(dropout->forward(relu(linear1->forward(t2))));
+  t = add(t, dropout3->forward(t2));                                              // t += Drop(FFN(LN3 t))
+  return {t, cross.attn_weights};
+}
+
+Decoder::Decoder(int64_t d, int64_t heads, int64_t ffn, float p, int n, std::shared_ptr<nn::LayerNorm> norm_, Rng& init)
+    : norm(std::move(norm_)) {
+  auto list = std::make_shared<nn::Module>();  // nn.ModuleList "layers"
+  for (int i = 0; i < n; ++i)
+    layers.push_back(list->register_module(std::to_string(i), std::make_shared<DecoderLayer>(d, heads, ffn, p, init)));
+  register_module("layers", list);
+  register_module("norm", norm);
+}
+
+Decoder::Output Decoder::forward(const Tensor& tgt, const Tensor& memory) {
+  Output out;
+  Tensor t = tgt;
+  for (auto& l : layers) {
+    auto o = l->forward(t, memory);
+    t = o.tokens;
+    out.attn.push_back(o.attn);
+  }
+  out.tokens = norm->forward(t);
+  return out;
+}
+
+}  // namespace ms

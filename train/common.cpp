@@ -1,0 +1,76 @@
+#include "train/common.h"
+
+#include <cstdio>
+#include <stdexcept>
+
+#include "engine/io.h"
+#include "engine/ops.h"
+#include "model/state.h"
+
+namespace ms {
+
+MedslipConfig load_config(const std::string& path) {
+  MedslipConfig c = MedslipConfig::from_yaml(path);
+  for (const auto& w : c.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  return c;
+}
+
+std::pair<Tensor, Tensor> load_books(const std::string& path) {
+  auto t = load_safetensors(path);
+  for (const char* k : {"pathology_book", "anatomy_book"})
+    if (!t.count(k)) throw std::runtime_error(path + ": no tensor '" + k + "' (expected pathology_book [75,T] and anatomy_book [51,T])");
+  Tensor p = t["pathology_book"], a = t["anatomy_book"];
+  if (p.dim() != 2 || p.size(0) != kNumPathologies)
+    throw std::runtime_error(path + ": 'pathology_book' must be [75,T], got " + shape_str(p.shape()));
+  if (a.dim() != 2 || a.size(0) != kNumAnatomies || a.size(1) != p.size(1))
+    throw std::runtime_error(path + ": 'anatomy_book' must be [51," + std::to_string(p.size(1)) + "], got " + shape_str(a.shape()));
+  return {p, a};
+}
+
+void load_weights(nn::Module& model, const std::string& path, bool strict) {
+  std::map<std::string, Tensor> sd = load_safetensors(path);
+  auto rep = load_module_state(model, sd, strict, path);
+  for (const auto& k : rep.missing) std::fprintf(stderr, "warning: %s: missing key %s (left at its initial value)\n", path.c_str(), k.c_str());
+  for (const auto& k : rep.unexpected) std::fprintf(stderr, "warning: %s: unexpected key %s (ignored)\n", path.c_str(), k.c_str());
+}
+
+MedslipBatch load_batch(const std::string& path) {
+  auto raw = load_safetensors_raw(path);
+  auto get = [&](const char* k) -> const FileTensor& {
+    auto it = raw.find(k);
+    if (it == raw.end()) throw std::runtime_error(path + ": batch has no tensor '" + std::string(k) + "'");
+    return it->second;
+  };
+  MedslipBatch b;
+  b.image = get("image").to_float();
+  if (b.image.dim() != 4) throw std::runtime_error(path + ": 'image' must be [B,3,S,S], got " + shape_str(b.image.shape()));
+  const int64_t B = b.image.size(0);
+  auto expect = [&](const char* k, const Shape& s) {
+    if (get(k).shape != s) throw std::runtime_error(path + ": '" + std::string(k) + "' must be " + shape_str(s) + ", got " + shape_str(get(k).shape));
+  };
+  expect("matrix", {B, 51, 75});
+  expect("label_pathology", {B, 75});
+  expect("label_anatomy", {B, 51});
+  expect("index_pathology", {B, 75, 8});
+  expect("index_anatomy", {B, 51, 8});
+  auto m = get("matrix").to_f64();
+  b.matrix.assign(m.begin(), m.end());
+  b.label_pathology = get("label_pathology").to_i64();
+  b.label_anatomy = get("label_anatomy").to_i64();
+  b.index_pathology = get("index_pathology").to_i64();
+  b.index_anatomy = get("index_anatomy").to_i64();
+  try {
+    b.validate();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+  return b;
+}
+
+Tensor stack_layers(const std::vector<Tensor>& per_layer) {
+  std::vector<Tensor> u;
+  for (const auto& t : per_layer) u.push_back(t.detach().unsqueeze(0));
+  return concat(u, 0);
+}
+
+}  // namespace ms
