@@ -17,6 +17,8 @@ Writes to tests/fixtures/ (all small, ~50 KB together):
   weights_evil.pth          a pickle whose __reduce__ calls os.system -> must fail, never executed
   weights_legacy.pth        the pre-1.6 non-zip torch.save format -> must fail with a "re-save" hint
   weights_badpickle.pth     a valid zip whose data.pkl has an unknown opcode -> must fail
+  weights_truncpickle.pth   a valid zip whose data.pkl is cut in half -> must fail
+  weights_badview.pth       a tensor view larger than its storage -> must fail
   weights_expected.safetensors  the expected values (contiguous copies), written by the Python
                             safetensors library: "dtypes.<k>", "nested.model.<k>", "module.<k>",
                             plus "io.*" tensors read by tests/engine_io.cpp (interop)
@@ -103,8 +105,8 @@ class Evil:
         return (os.system, ("echo medslip-fixture-pwned > /tmp/medslip_pwned",))
 
 
-def bad_pickle_zip(p):
-    # a real torch zip whose data.pkl ends in an opcode outside our subset (0xff)
+def patched_zip(p, patch):
+    """A real torch.save zip of {"x": ones(2)} whose data.pkl is rewritten by patch(bytes)."""
     buf = io.BytesIO()
     torch.save({"x": torch.ones(2)}, buf)
     src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
@@ -112,8 +114,14 @@ def bad_pickle_zip(p):
         for info in src.infolist():
             data = src.read(info.filename)
             if info.filename.endswith("data.pkl"):
-                data = data[:2] + b"\xff" + data[2:]
+                data = patch(data)
             dst.writestr(info.filename, data)
+
+
+def oversized_view(pkl):
+    # the size tuple (2,) -> (9,): a view beyond its 2-element storage
+    assert pkl.count(b"K\x02\x85") == 1
+    return pkl.replace(b"K\x02\x85", b"K\x09\x85")
 
 
 def main():
@@ -127,7 +135,9 @@ def main():
     torch.save({"x": np.arange(3)}, path("weights_numpy.pth"))
     torch.save({"x": Evil()}, path("weights_evil.pth"))
     torch.save({"x": torch.ones(2)}, path("weights_legacy.pth"), _use_new_zipfile_serialization=False)
-    bad_pickle_zip(path("weights_badpickle.pth"))
+    patched_zip(path("weights_badpickle.pth"), lambda d: d[:2] + b"\xff" + d[2:])  # opcode outside our subset
+    patched_zip(path("weights_truncpickle.pth"), lambda d: d[: len(d) // 2])
+    patched_zip(path("weights_badview.pth"), oversized_view)
 
     exp = {}
     for k, v in d.items():
