@@ -11,6 +11,7 @@
 namespace ms {
 // Subcommands, in the order `medslip --help` lists them. Add a line per new command.
 static const std::vector<Command> kCommands = {
+    {"books", cmd_books, "encode the 75 observation descriptions and 51 anatomy prompts with a BERT (the books)"},
     {"step", cmd_step, "one forward + backward pass on a batch; writes losses, outputs, gradients"},
 };
 }  // namespace ms
