@@ -13,6 +13,8 @@ Writes to tests/fixtures/ (all small, ~50 KB together):
   weights_nested.pth        {"model": OrderedDict with "module." keys incl. BatchNorm num_batches_tracked,
                              "optimizer": AdamW state_dict, "epoch": 3, "config": {...}} like train_MeDSLIP.py
   weights_module.pth        a plain nn.Module state_dict (Conv2d, BatchNorm2d, Linear)
+  weights_hf_bert.bin       a tiny BertModel state dict with Hugging Face names as pytorch_model.bin ...
+  weights_hf_bert.safetensors  ... and as model.safetensors (metadata format=pt)
   weights_numpy.pth         a dict holding a numpy array -> must fail: unsupported global
   weights_evil.pth          a pickle whose __reduce__ calls os.system -> must fail, never executed
   weights_legacy.pth        the pre-1.6 non-zip torch.save format -> must fail with a "re-save" hint
@@ -20,7 +22,7 @@ Writes to tests/fixtures/ (all small, ~50 KB together):
   weights_truncpickle.pth   a valid zip whose data.pkl is cut in half -> must fail
   weights_badview.pth       a tensor view larger than its storage -> must fail
   weights_expected.safetensors  the expected values (contiguous copies), written by the Python
-                            safetensors library: "dtypes.<k>", "nested.model.<k>", "module.<k>",
+                            safetensors library: "dtypes.<k>", "nested.model.<k>", "module.<k>", "hf_bert.<k>",
                             plus "io.*" tensors read by tests/engine_io.cpp (interop)
 """
 import collections
@@ -100,6 +102,38 @@ def module_state_dict():
     return m.state_dict()
 
 
+def hf_bert_state_dict():
+    """A tiny BertModel state dict with Hugging Face names, as save_pretrained writes it (the Debian
+    torch 1.13 is too old for current transformers, so the layout is reproduced by hand)."""
+    H, I, V, P = 8, 16, 30, 16
+    g = torch.Generator().manual_seed(1)
+    sd = collections.OrderedDict()
+
+    def lin(name, o, i):
+        sd[name + ".weight"] = torch.randn(o, i, generator=g)
+        sd[name + ".bias"] = torch.randn(o, generator=g)
+
+    def ln(name):
+        sd[name + ".weight"] = 1 + 0.1 * torch.randn(H, generator=g)
+        sd[name + ".bias"] = 0.1 * torch.randn(H, generator=g)
+
+    sd["embeddings.position_ids"] = torch.arange(P).unsqueeze(0)  # I64 buffer older transformers saved
+    sd["embeddings.word_embeddings.weight"] = torch.randn(V, H, generator=g)
+    sd["embeddings.position_embeddings.weight"] = torch.randn(P, H, generator=g)
+    sd["embeddings.token_type_embeddings.weight"] = torch.randn(2, H, generator=g)
+    ln("embeddings.LayerNorm")
+    pre = "encoder.layer.0."
+    for n in ("query", "key", "value"):
+        lin(pre + "attention.self." + n, H, H)
+    lin(pre + "attention.output.dense", H, H)
+    ln(pre + "attention.output.LayerNorm")
+    lin(pre + "intermediate.dense", I, H)
+    lin(pre + "output.dense", H, I)
+    ln(pre + "output.LayerNorm")
+    lin("pooler.dense", H, H)
+    return sd
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo medslip-fixture-pwned > /tmp/medslip_pwned",))
@@ -132,6 +166,9 @@ def main():
     torch.save(nested, path("weights_nested.pth"))
     msd = module_state_dict()
     torch.save(msd, path("weights_module.pth"))
+    hf = hf_bert_state_dict()
+    torch.save(hf, path("weights_hf_bert.bin"))  # what save_pretrained(safe_serialization=False) does
+    save_file(hf, path("weights_hf_bert.safetensors"), metadata={"format": "pt"})
     torch.save({"x": np.arange(3)}, path("weights_numpy.pth"))
     torch.save({"x": Evil()}, path("weights_evil.pth"))
     torch.save({"x": torch.ones(2)}, path("weights_legacy.pth"), _use_new_zipfile_serialization=False)
@@ -146,6 +183,8 @@ def main():
         exp["nested.model." + k] = v.contiguous().clone()
     for k, v in msd.items():
         exp["module." + k] = v.contiguous().clone()
+    for k, v in hf.items():
+        exp["hf_bert." + k] = v.contiguous().clone()
     # interop tensors for tests/engine_io.cpp (values restated there)
     exp["io.f32_ramp"] = torch.arange(12, dtype=torch.float32).reshape(3, 4) * 0.5 - 1.0
     exp["io.i64_big"] = torch.tensor([-3, 2**53 + 1, 2**63 - 1], dtype=torch.int64)

@@ -10,6 +10,7 @@
 
 #include "engine/io.h"
 #include "tests/test_util.h"
+#include "train/commands.h"
 #include "weights/state_dict.h"
 #include "weights/torch_pickle.h"
 #include "weights/zip_reader.h"
@@ -224,4 +225,44 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
     std::ofstream(p, std::ios::binary) << eocd;
     require_error(error_of([&] { read_state_dict(p); }), {"plain.zip", "data.pkl"});
   }
+}
+
+TEST_CASE("weights: Hugging Face pytorch_model.bin and model.safetensors agree") {
+  if (!have_fixtures()) return;
+  StateDict bin = read_state_dict(fx("weights_hf_bert.bin"));
+  StateDict st = read_state_dict(fx("weights_hf_bert.safetensors"));
+  check_exact(bin, "hf_bert.", 24);
+  check_exact(st, "hf_bert.", 24);
+  CHECK(bin.names.front() == "embeddings.position_ids");
+  CHECK(bin.tensors.at("embeddings.position_ids").dtype == "I64");
+  CHECK(bin.numel() == st.numel());
+  auto a = load_state_dict_any(fx("weights_hf_bert.bin")), b = load_state_dict_any(fx("weights_hf_bert.safetensors"));
+  REQUIRE(a.size() == b.size());
+  for (const auto& [k, t] : a) CHECK(t.to_vector() == b.at(k).to_vector());
+}
+
+TEST_CASE("weights: medslip convert and inspect") {
+  if (!have_fixtures()) return;
+  auto dir = test::scratch_dir("weights_cli");
+  std::string out = (dir / "model.safetensors").string();
+  auto run = [](std::vector<std::string> args, int (*fn)(int, char**)) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    return fn(int(argv.size()), argv.data());
+  };
+  CHECK(run({"convert", fx("weights_nested.pth"), out, "--key", "model", "--strip-prefix", "module."}, cmd_convert) == 0);
+  StateDict sd = read_state_dict(out);
+  CHECK(sd.names.size() == 7);
+  CHECK(sd.tensors.at("bn.num_batches_tracked").dtype == "I64");
+  CHECK(safetensors_metadata(out).at("format") == "pt");
+  check_exact(read_state_dict(out), "nested.model.module.", 7);
+  // bf16/f16/f64 become F32 by default
+  CHECK(run({"convert", fx("weights_dtypes.pth"), out}, cmd_convert) == 0);
+  CHECK(read_state_dict(out).tensors.at("bf16").dtype == "F32");
+  CHECK(run({"inspect", out, "--limit", "2"}, cmd_inspect) == 0);
+  CHECK(run({"inspect", fx("weights_nested.pth"), "--limit", "3"}, cmd_inspect) == 0);
+  require_error(error_of([&] { run({"convert", fx("weights_dtypes.pth"), (dir / "x.bin").string()}, cmd_convert); }),
+                {"x.bin", ".safetensors"});
+  require_error(error_of([&] { run({"inspect", fx("weights_numpy.pth")}, cmd_inspect); }), {"numpy.core.multiarray"});
+  CHECK(run({"inspect", "--help"}, cmd_inspect) == 0);
 }

@@ -11,6 +11,8 @@
 namespace ms {
 // Subcommands, in the order `medslip --help` lists them. Add a line per new command.
 static const std::vector<Command> kCommands = {
+    {"inspect", cmd_inspect, "list names, dtypes and shapes (+ parameter count) of .safetensors/.pth/.bin files"},
+    {"convert", cmd_convert, "convert a .pth/.bin (torch.save) or .safetensors state dict to .safetensors"},
     {"books", cmd_books, "encode the 75 observation descriptions and 51 anatomy prompts with a BERT (the books)"},
     {"step", cmd_step, "one forward + backward pass on a batch; writes losses, outputs, gradients"},
 };
