@@ -248,6 +248,13 @@ TEST_CASE("model: bert real text encoder weights/text_encoder matches HF (all-Mi
     return;
   }
   auto meta = safetensors_metadata(ref_path.string());
+  if (fs::exists(dir / "medslip_source.json")) {
+    auto src = read_json(dir / "medslip_source.json");
+    if (src.value("weights_sha256", std::string()) != meta.at("weights_sha256")) {
+      MESSAGE("skipping: weights/text_encoder holds another encoder (" << src.value("name", std::string("?")) << ")");
+      return;
+    }
+  }
   TextEncoder enc = TextEncoder::load(dir.string());
   MESSAGE("text encoder: " << enc.describe());
   CHECK(enc.width() == 384);
