@@ -85,6 +85,18 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEB_PACKAGES); }
 	@echo "✓ Debian packages installed"
 
+# The git commit and flags are compiled into train/platform.cpp only, through a stamp
+# header that changes only when they do (so a commit does not rebuild everything).
+GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+$(BUILD)/gen/stamp.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define MEDSLIP_GIT_COMMIT "%s"\n#define MEDSLIP_BUILD_FLAGS "%s"\n' '$(GIT_COMMIT)' '$(strip $(ARCHFLAGS) $(if $(filter 1,$(CUDA)),CUDA=1,CPU) $(if $(SAN),SAN=$(SAN)))' > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+$(BUILD)/train/platform.o: $(BUILD)/gen/stamp.h
+$(BUILD)/train/platform.o: CXXFLAGS += -include $(BUILD)/gen/stamp.h
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@

@@ -12,12 +12,11 @@
 #include "engine/nn.h"
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/labels.h"
 #include "model/resnet.h"
 
 namespace ms {
 
-constexpr int64_t kNumPathologies = 75;  // observations, spec C.1
-constexpr int64_t kNumAnatomies = 51;    // landmarks, spec C.1
 constexpr int64_t kNumCandidates = 8;    // 1 prototype + 7 negatives, spec C.3
 
 // One training batch in the layout of the reference dataset (spec C.3).
