@@ -6,10 +6,9 @@
 // gradients CASE.R{j}, loss = sum_j sum(out_j * R_j), CASE.grad.K = dloss/dK for the inputs that take one.
 #include <doctest/doctest.h>
 
-#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
-#include <iomanip>
 #include <map>
 #include <memory>
 #include <set>
@@ -33,6 +32,13 @@ namespace {
 constexpr const char* kFixtureVersion = "1";  // make_fixtures.py FIXTURE_VERSION
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
+// %.<digits>g, so a message's precision does not leak into doctest's shared stream.
+std::string num(double v, int digits = 3) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+  return buf;
+}
 
 // One fixture file, loaded exactly as stored. Accessors throw naming the file and key.
 struct Fixture {
@@ -99,8 +105,8 @@ struct Tally {
     if (!(share <= worst_share)) worst_share = share, worst_name = name;  // NaN sticks
   }
   void summary() const {
-    MESSAGE("engine parity " << family << ": " << tensors << " tensors, worst " << std::setprecision(3)
-                             << 100 * worst_share << "% of its tolerance (" << worst_name << ")");
+    MESSAGE("engine parity " << family << ": " << tensors << " tensors, worst " << num(100 * worst_share)
+                             << "% of its tolerance (" << worst_name << ")");
   }
 };
 
@@ -139,7 +145,8 @@ struct CaseRunner {
       std::vector<Tensor> outs = fn(in), rs;
       for (size_t j = 0; j < outs.size(); ++j) rs.push_back(fx.f(name + ".R" + std::to_string(j)));
       if (fx.has(name + ".out" + std::to_string(outs.size())))
-        throw std::runtime_error("case '" + name + "': the fixture has more outputs than " + std::to_string(outs.size()));
+        throw std::runtime_error("case '" + name + "': the fixture has more outputs than " +
+                                 std::to_string(outs.size()));
       sum_products(outs, rs).backward();
       for (size_t j = 0; j < outs.size(); ++j) {
         const std::string o = ".out" + std::to_string(j);
@@ -307,7 +314,9 @@ TEST_CASE("engine: parity conv2d and pooling") {
   CaseRunner r(fx, "conv_");
   for (const auto& c : fx.cases("conv_")) {
     auto geom = fx.i64(c + ".geom");  // stride, padding
-    r.run(c, [&](const Inputs& in) { return V{conv2d(in.at("x"), in.at("w"), in_or_undef(in, "b"), geom[0], geom[1])}; });
+    r.run(c, [&](const Inputs& in) {
+      return V{conv2d(in.at("x"), in.at("w"), in_or_undef(in, "b"), geom[0], geom[1])};
+    });
   }
   r.finish();
   CaseRunner p(fx, "pool_");
@@ -348,17 +357,20 @@ void check_block(const std::string& name, bool training) {
   tally.check(name + ".out0 (maxpool)", outs[0], fx.f(name + ".out0"), tol::kForward);
   tally.check(name + ".out1 (avgpool)", outs[1], fx.f(name + ".out1"), tol::kForward);
   tally.check(name + ".grad.x", x.grad(), fx.f(name + ".grad.x"), tol::kOpGrad);
-  for (auto& [k, p] : block.named_parameters()) tally.check(name + ".grad." + k, p.grad(), fx.f(name + ".grad." + k), tol::kOpGrad);
+  for (auto& [k, p] : block.named_parameters())
+    tally.check(name + ".grad." + k, p.grad(), fx.f(name + ".grad." + k), tol::kOpGrad);
   // Running statistics: updated with momentum and the unbiased variance in train mode, untouched in eval.
   auto check_stats = [&](const std::string& when) {
-    tally.check(name + when + "1.running_mean", block.bn->running_mean, fx.f(name + when + "1.running_mean"), tol::kRunningStats);
-    tally.check(name + when + "1.running_var", block.bn->running_var, fx.f(name + when + "1.running_var"), tol::kRunningStats);
+    for (auto [stat, t] : {std::pair<const char*, Tensor>{"1.running_mean", block.bn->running_mean},
+                           std::pair<const char*, Tensor>{"1.running_var", block.bn->running_var}})
+      tally.check(name + when + stat, t, fx.f(name + when + stat), tol::kRunningStats);
     CHECK(block.bn->num_batches_tracked.item() == float(fx.i64(name + when + "1.num_batches_tracked")[0]));
   };
   check_stats(".after.");
   {
     NoGradGuard ng;
-    tally.check(name + ".out_second", block.forward(fx.f(name + ".in.x2"))[1], fx.f(name + ".out_second"), tol::kForward);
+    Tensor second = block.forward(fx.f(name + ".in.x2"))[1];  // [N,8,1,1]
+    tally.check(name + ".out_second", second, fx.f(name + ".out_second"), tol::kForward);
   }
   check_stats(".after2.");
   tally.summary();
@@ -445,7 +457,8 @@ TEST_CASE("engine: parity AdamW, three steps with two parameter groups") {
     auto after = fx.sub(pre);
     for (auto& [k, p] : mlp.named_parameters()) {
       tally.check(pre + k, p, after.at(k), tol::kAdamWParam);
-      tally.check(pre + k + " (update)", sub(p.detach(), before.at(k)), sub(after.at(k), before.at(k)), tol::kAdamWUpdate);
+      tally.check(pre + k + " (update)", sub(p.detach(), before.at(k)), sub(after.at(k), before.at(k)),
+                  tol::kAdamWUpdate);
     }
     before = after;
   }
@@ -453,7 +466,8 @@ TEST_CASE("engine: parity AdamW, three steps with two parameter groups") {
     NoGradGuard ng;
     losses.push_back(mse().item());
   }
-  tally.check("adamw.losses", Tensor::from_vector(losses, {int64_t(losses.size())}), fx.f("adamw.losses"), tol::kAdamWLoss);
+  Tensor ours = Tensor::from_vector(losses, {int64_t(losses.size())});  // before steps 1..3, after step 3
+  tally.check("adamw.losses", ours, fx.f("adamw.losses"), tol::kAdamWLoss);
   tally.summary();
 }
 
@@ -482,10 +496,10 @@ TEST_CASE("engine: parity LR schedule vs the official timm CosineLRScheduler, st
       double rel = std::fabs(ours - ref[i]) / std::fabs(ref[i]);
       if (!(rel <= worst)) worst = rel, worst_i = i;
     }
-    MESSAGE(name << ": " << ref.size() << " (epoch, iter) points, max rel err " << worst << " ("
-                 << std::setprecision(3) << 100 * worst / tol::kLrSchedule << "% of " << tol::kLrSchedule << ") at epoch "
-                 << epoch[worst_i] << " iter " << iter[worst_i] << ": " << std::setprecision(9) << s.at(int(epoch[worst_i]), iter[worst_i])
-                 << " vs " << ref[worst_i]);
+    const float ours = s.at(int(epoch[worst_i]), iter[worst_i]);
+    MESSAGE(name << ": " << ref.size() << " (epoch, iter) points, max rel err " << num(worst) << " ("
+                 << num(100 * worst / tol::kLrSchedule) << "% of " << tol::kLrSchedule << ") at epoch "
+                 << epoch[worst_i] << " iter " << iter[worst_i] << ": " << num(ours, 9) << " vs " << num(ref[worst_i], 9));
     CHECK(worst <= tol::kLrSchedule);
   }
 }

@@ -190,7 +190,8 @@ def engine_ops(fx):
             {"a": rand("mm_shared_b_tb.a", 2, 3, 4), "b": rand("mm_shared_b_tb.b", 5, 4)})
     fx.case("mm_linear", F.linear, {"x": rand("mm_linear.x", 2, 3, 4), "w": rand("mm_linear.w", 5, 4),
                                     "b": rand("mm_linear.b", 5)})
-    fx.case("mm_linear_nobias", F.linear, {"x": rand("mm_linear_nobias.x", 3, 4), "w": rand("mm_linear_nobias.w", 5, 4)})
+    fx.case("mm_linear_nobias", F.linear,
+            {"x": rand("mm_linear_nobias.x", 3, 4), "w": rand("mm_linear_nobias.w", 5, 4)})
 
     # shape ops
     fx.case("sh_reshape", lambda a: a.reshape(3, 4), {"a": rand("sh_reshape.a", 2, 6)})
@@ -213,8 +214,8 @@ def engine_ops(fx):
     fx.case("sh_masked_select", lambda a: a.masked_select(m), {"a": rand("sh_masked_select.a", 3, 4)},
             extra={"mask": m})
     m = rand("sh_where.m", 2, 3, 4) > 0
-    fx.case("sh_where", lambda a, b: torch.where(m, a, b), {"a": rand("sh_where.a", 2, 3, 4), "b": rand("sh_where.b", 4)},
-            extra={"mask": m})
+    fx.case("sh_where", lambda a, b: torch.where(m, a, b),
+            {"a": rand("sh_where.a", 2, 3, 4), "b": rand("sh_where.b", 4)}, extra={"mask": m})
     m = rand("sh_masked_fill.m", 3, 4) > 0
     fx.case("sh_masked_fill", lambda a: a.masked_fill(m, -2.5), {"a": rand("sh_masked_fill.a", 3, 4)},
             extra={"mask": m})
@@ -590,27 +591,29 @@ def main():
         os.environ["MEDSLIP_OFFICIAL_REPO"] = args.official_repo
 
     def run_section(name):
-        print(f"[{name}]")
+        print(f"[{name}]", flush=True)
         SECTIONS[name](args.out)
 
     def run_script(name):
-        print(f"[{name}] {os.path.relpath(scripts[name])}")
+        print(f"[{name}] {os.path.relpath(scripts[name])}", flush=True)
         r = subprocess.run([sys.executable, scripts[name]], cwd=os.path.dirname(HERE))
-        if r.returncode != 0:
-            raise SystemExit(f"{scripts[name]} failed with exit code {r.returncode}")
+        return r.returncode == 0
 
     if args.only:
         if args.only in SECTIONS:
             run_section(args.only)
         elif args.only in scripts:
-            run_script(args.only)
+            if not run_script(args.only):
+                return 1
         else:
             ap.error(f"--only {args.only}: unknown; sections are {list(SECTIONS)}, scripts {list(scripts)}")
         return 0
     for name in SECTIONS:
         run_section(name)
-    for name in scripts:
-        run_script(name)
+    failed = [name for name in scripts if not run_script(name)]  # the others still run
+    if failed:
+        print(f"FAILED: {', '.join(os.path.relpath(scripts[n]) for n in failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
