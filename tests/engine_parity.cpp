@@ -499,7 +499,8 @@ TEST_CASE("engine: parity LR schedule vs the official timm CosineLRScheduler, st
     const float ours = s.at(int(epoch[worst_i]), iter[worst_i]);
     MESSAGE(name << ": " << ref.size() << " (epoch, iter) points, max rel err " << num(worst) << " ("
                  << num(100 * worst / tol::kLrSchedule) << "% of " << tol::kLrSchedule << ") at epoch "
-                 << epoch[worst_i] << " iter " << iter[worst_i] << ": " << num(ours, 9) << " vs " << num(ref[worst_i], 9));
+                 << epoch[worst_i] << " iter " << iter[worst_i] << ": " << num(ours, 9) << " vs "
+                 << num(ref[worst_i], 9));
     CHECK(worst <= tol::kLrSchedule);
   }
 }
