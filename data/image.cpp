@@ -1,0 +1,485 @@
+// Image decoding: PNG / JPEG / BMP with stb_image, DICOM with DCMTK, and the RSNA
+// histogram equalisation of spec §C.7. PIL parity notes are in data/image.h.
+#include "data/image.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <stdexcept>
+
+// stb: Debian ships libstb.so, but the Makefile does not link it (yet), so we compile a
+// private (static) copy of the two decoders we use here, restricted to our formats.
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO
+#define STBI_MAX_DIMENSIONS (1 << 16)
+#include <stb/stb_image.h>
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dctk.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/oflog/oflog.h>
+#include <stb/stb_image_write.h>
+
+// numpy's interp / histogram arithmetic has no fused multiply-adds; GCC would contract
+// a*b+c at -march=x86-64-v3 and move the equalised values across truncation boundaries.
+#pragma GCC optimize("fp-contract=off")
+
+namespace ms {
+
+namespace {
+
+// Larger images are refused before any allocation (PIL's decompression-bomb limit is 179M).
+constexpr int64_t kMaxPixels = int64_t(1) << 28;
+
+[[noreturn]] void fail(const std::string& name, const std::string& why) { throw std::runtime_error(name + ": " + why); }
+
+std::string hex_prefix(const uint8_t* d, size_t n) {
+  static const char* k = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n && i < 8; ++i) {
+    if (i) s += ' ';
+    s += k[d[i] >> 4];
+    s += k[d[i] & 15];
+  }
+  return s;
+}
+
+bool ends_with_ci(const std::string& s, const std::string& suf) {
+  if (s.size() < suf.size()) return false;
+  for (size_t i = 0; i < suf.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suf.size() + i])) != suf[i]) return false;
+  return true;
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(path, "cannot open file");
+  std::streamoff n = f.tellg();
+  if (n < 0) fail(path, "cannot read file");
+  std::vector<uint8_t> buf(static_cast<size_t>(n));
+  f.seekg(0);
+  if (n > 0 && !f.read(reinterpret_cast<char*>(buf.data()), n)) fail(path, "read error");
+  return buf;
+}
+
+enum class Format { kPng, kJpeg, kBmp, kDicom, kUnknown };
+
+Format sniff(const uint8_t* d, size_t n) {
+  static const uint8_t png[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (n >= 8 && std::memcmp(d, png, 8) == 0) return Format::kPng;
+  if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return Format::kJpeg;
+  if (n >= 2 && d[0] == 'B' && d[1] == 'M') return Format::kBmp;
+  if (n >= 132 && std::memcmp(d + 128, "DICM", 4) == 0) return Format::kDicom;
+  return Format::kUnknown;
+}
+
+// stb decodes a JPEG that ends early as if the missing data were zeros (grey blocks); PIL
+// raises "image file is truncated". Walk the marker structure to the EOI marker so a cut
+// file is an error here too. Anything else malformed is left to the decoder to report.
+bool jpeg_truncated(const uint8_t* d, size_t n) {
+  size_t p = 2;  // after SOI
+  while (true) {
+    while (p < n && d[p] != 0xFF) ++p;  // tolerate junk between segments, as libjpeg does
+    while (p < n && d[p] == 0xFF) ++p;  // fill bytes
+    if (p >= n) return true;
+    uint8_t m = d[p++];
+    if (m == 0xD9) return false;                          // EOI
+    if ((m >= 0xD0 && m <= 0xD7) || m == 0x01) continue;  // standalone markers
+    if (p + 2 > n) return true;
+    size_t len = (size_t(d[p]) << 8) | d[p + 1];
+    if (len < 2 || p + len > n) return true;
+    p += len;
+    if (m != 0xDA) continue;
+    // Entropy-coded data after SOS: FF00 is a stuffed byte, FFD0-FFD7 restart markers.
+    while (true) {
+      if (p + 1 >= n) return true;
+      if (d[p] != 0xFF) {
+        ++p;
+        continue;
+      }
+      uint8_t b = d[p + 1];
+      if (b == 0x00 || (b >= 0xD0 && b <= 0xD7)) {
+        p += 2;
+        continue;
+      }
+      if (b == 0xFF) {
+        ++p;
+        continue;
+      }
+      break;  // a marker: the next segment (progressive scans, DHT, EOI)
+    }
+  }
+}
+
+// stb reads a BMP whose pixel array is cut short as zeros; require the bytes to be there.
+void check_bmp_size(const uint8_t* d, size_t n, const std::string& name) {
+  auto u32 = [&](size_t o) {
+    return uint32_t(d[o]) | uint32_t(d[o + 1]) << 8 | uint32_t(d[o + 2]) << 16 | uint32_t(d[o + 3]) << 24;
+  };
+  auto u16 = [&](size_t o) { return uint32_t(d[o]) | uint32_t(d[o + 1]) << 8; };
+  if (n < 26) fail(name, "truncated BMP (" + std::to_string(n) + " bytes, header incomplete)");
+  uint32_t off = u32(10), hsz = u32(14);
+  int64_t w, h, bpp, comp = 0;
+  if (hsz == 12) {
+    w = u16(18), h = u16(20), bpp = u16(24);
+  } else {
+    if (n < 34) fail(name, "truncated BMP (" + std::to_string(n) + " bytes, header incomplete)");
+    w = int32_t(u32(18)), h = int32_t(u32(22)), bpp = u16(28), comp = u32(30);
+  }
+  if (comp != 0 && comp != 3 && comp != 6) return;  // RLE etc.: stb refuses them itself
+  if (w <= 0 || h == 0 || bpp <= 0) return;         // stb reports a bad header
+  int64_t stride = ((bpp * w + 31) / 32) * 4;
+  int64_t need = int64_t(off) + stride * std::llabs(h);
+  if (int64_t(n) < need)
+    fail(name, "truncated BMP (" + std::to_string(n) + " bytes, the " + std::to_string(w) + "x" +
+                   std::to_string(std::llabs(h)) + " pixel array needs " + std::to_string(need) + ")");
+}
+
+void check_dims(int64_t w, int64_t h, const std::string& name) {
+  if (w <= 0 || h <= 0) fail(name, "image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  if (w * h > kMaxPixels)
+    fail(name, "image too large (" + std::to_string(w) + "x" + std::to_string(h) + " pixels, limit 2^28)");
+}
+
+Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name, const ReadOptions& opt) {
+  const char* kind = fmt == Format::kPng ? "PNG" : fmt == Format::kJpeg ? "JPEG" : "BMP";
+  if (n > size_t(INT32_MAX)) fail(name, std::string(kind) + " file too large");
+  if (fmt == Format::kJpeg && jpeg_truncated(d, n)) fail(name, "truncated JPEG (no end-of-image marker)");
+  if (fmt == Format::kBmp) check_bmp_size(d, n, name);
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(d, int(n), &w, &h, &comp))
+    fail(name, std::string("cannot decode ") + kind + ": " + stbi_failure_reason());
+  check_dims(w, h, name);
+  bool grey = comp <= 2;
+  // PNG IHDR: bit depth at byte 24, colour type at 25 (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA).
+  bool grey16 = fmt == Format::kPng && n > 25 && d[24] == 16 && d[25] == 0;
+  int c = grey && opt.keep_grey ? 1 : 3;
+  Image img;
+  if (grey16) {
+    // PIL opens 16-bit grey as mode "I"; convert('RGB'/'L') clips to 0..255 (not >> 8).
+    int ww, hh, cc;
+    stbi_us* p = stbi_load_16_from_memory(d, int(n), &ww, &hh, &cc, 1);
+    if (!p) fail(name, std::string("cannot decode PNG: ") + stbi_failure_reason());
+    img = Image(ww, hh, c);
+    size_t np = size_t(ww) * hh;
+    for (size_t i = 0; i < np; ++i) {
+      uint8_t v = p[i] > 255 ? 255 : uint8_t(p[i]);
+      for (int k = 0; k < c; ++k) img.px[i * c + k] = v;
+    }
+    stbi_image_free(p);
+    return img;
+  }
+  // 8-bit request: stb keeps the high byte of 16-bit RGB(A)/grey+alpha (PIL's ";16B" raw
+  // modes do the same) and drops alpha without compositing (as PIL's convert).
+  int ww, hh, cc;
+  stbi_uc* p = stbi_load_from_memory(d, int(n), &ww, &hh, &cc, c);
+  if (!p) fail(name, std::string("cannot decode ") + kind + ": " + stbi_failure_reason());
+  img.w = ww, img.h = hh, img.c = c;
+  img.px.assign(p, p + size_t(ww) * hh * c);
+  stbi_image_free(p);
+  return img;
+}
+
+// ---- DICOM --------------------------------------------------------------------------
+
+void register_dicom_codecs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Our own errors carry DCMTK's reason; keep its logger from printing them twice.
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+    DJDecoderRegistration::registerCodecs();  // JPEG baseline / extended / lossless
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+template <class T>
+T require_u16(DcmDataset* ds, const DcmTagKey& tag, const char* what, const std::string& path) {
+  Uint16 v = 0;
+  if (ds->findAndGetUint16(tag, v).bad()) fail(path, std::string("DICOM attribute ") + what + " missing or invalid");
+  return T(v);
+}
+
+}  // namespace
+
+Image to_rgb(const Image& img) {
+  if (img.c == 3) return img;
+  if (img.c != 1) throw std::invalid_argument("to_rgb: expected 1 or 3 channels, got " + std::to_string(img.c));
+  Image out(img.w, img.h, 3);
+  for (size_t i = 0, n = img.px.size(); i < n; ++i) out.px[3 * i] = out.px[3 * i + 1] = out.px[3 * i + 2] = img.px[i];
+  return out;
+}
+
+DicomPixels read_dicom_pixels(const std::string& path) {
+  register_dicom_codecs();
+  DcmFileFormat ff;
+  OFCondition st = ff.loadFile(OFFilename(path.c_str()));
+  if (st.bad()) fail(path, std::string("cannot read DICOM: ") + st.text());
+  DcmDataset* ds = ff.getDataset();
+  DicomPixels d;
+  DcmXfer xfer(ds->getOriginalXfer());
+  d.transfer_syntax = xfer.getXferName();
+  if (!ds->tagExists(DCM_PixelData)) fail(path, "DICOM file has no PixelData");
+  st = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+  if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
+    fail(path, "cannot decompress DICOM pixel data (transfer syntax " + d.transfer_syntax + ")" +
+                   (st.bad() ? std::string(": ") + st.text() : std::string(": no decoder for it")));
+
+  int rows = require_u16<int>(ds, DCM_Rows, "Rows", path);
+  int cols = require_u16<int>(ds, DCM_Columns, "Columns", path);
+  d.bits_allocated = require_u16<int>(ds, DCM_BitsAllocated, "BitsAllocated", path);
+  d.bits_stored = require_u16<int>(ds, DCM_BitsStored, "BitsStored", path);
+  d.is_signed = require_u16<int>(ds, DCM_PixelRepresentation, "PixelRepresentation", path) == 1;
+  Uint16 spp = 1, planar = 0;
+  ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+  ds->findAndGetUint16(DCM_PlanarConfiguration, planar);
+  OFString photometric;
+  if (ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric).bad())
+    fail(path, "DICOM attribute PhotometricInterpretation missing");
+  d.photometric = photometric.c_str();
+  while (!d.photometric.empty() && d.photometric.back() == ' ') d.photometric.pop_back();
+  check_dims(cols, rows, path);
+  d.w = cols, d.h = rows, d.samples = spp;
+  if (d.photometric == "MONOCHROME1" || d.photometric == "MONOCHROME2") {
+    if (spp != 1) fail(path, "DICOM " + d.photometric + " with SamplesPerPixel " + std::to_string(spp));
+  } else if (d.photometric == "RGB") {
+    if (spp != 3) fail(path, "DICOM RGB with SamplesPerPixel " + std::to_string(spp));
+  } else {
+    fail(path, "unsupported DICOM PhotometricInterpretation " + d.photometric +
+                   " (expected MONOCHROME1, MONOCHROME2 or RGB)");
+  }
+  if (d.bits_allocated != 8 && d.bits_allocated != 16)
+    fail(path, "unsupported DICOM BitsAllocated " + std::to_string(d.bits_allocated) + " (expected 8 or 16)");
+  if (d.bits_stored < 1 || d.bits_stored > d.bits_allocated)
+    fail(path, "invalid DICOM BitsStored " + std::to_string(d.bits_stored) + " for BitsAllocated " +
+                   std::to_string(d.bits_allocated));
+
+  Float64 f = 0;
+  if (ds->findAndGetFloat64(DCM_RescaleSlope, f).good() && f != 0) d.slope = f;
+  if (ds->findAndGetFloat64(DCM_RescaleIntercept, f).good()) d.intercept = f;
+  Float64 wc = 0, ww = 0;
+  if (ds->findAndGetFloat64(DCM_WindowCenter, wc, 0).good() && ds->findAndGetFloat64(DCM_WindowWidth, ww, 0).good()) {
+    d.has_window = true, d.window_center = wc, d.window_width = ww;
+    OFString fn;
+    if (ds->findAndGetOFString(DCM_VOILUTFunction, fn).good() && !fn.empty()) {
+      d.voi_function = fn.c_str();
+      while (!d.voi_function.empty() && d.voi_function.back() == ' ') d.voi_function.pop_back();
+    }
+  }
+
+  DcmElement* pe = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, pe).bad() || !pe) fail(path, "DICOM PixelData unreadable");
+  size_t n = size_t(rows) * cols * spp;  // first frame
+  d.values.resize(n);
+  if (d.bits_allocated == 8) {
+    Uint8* p = nullptr;
+    if (pe->getUint8Array(p).bad() || !p) fail(path, "DICOM PixelData unreadable as 8-bit");
+    if (pe->getLength() < n)
+      fail(path, "DICOM PixelData too short (" + std::to_string(pe->getLength()) + " bytes for " +
+                     std::to_string(cols) + "x" + std::to_string(rows) + "x" + std::to_string(spp) + " 8-bit samples)");
+    for (size_t i = 0; i < n; ++i) d.values[i] = d.is_signed ? int32_t(int8_t(p[i])) : int32_t(p[i]);
+  } else {
+    Uint16* p = nullptr;
+    if (pe->getUint16Array(p).bad() || !p) fail(path, "DICOM PixelData unreadable as 16-bit");
+    if (pe->getLength() < 2 * n)
+      fail(path, "DICOM PixelData too short (" + std::to_string(pe->getLength()) + " bytes for " +
+                     std::to_string(cols) + "x" + std::to_string(rows) + "x" + std::to_string(spp) +
+                     " 16-bit samples)");
+    for (size_t i = 0; i < n; ++i) d.values[i] = d.is_signed ? int32_t(int16_t(p[i])) : int32_t(p[i]);
+  }
+  if (spp == 3 && planar == 1) {  // RRR..GGG..BBB -> RGBRGB
+    std::vector<int32_t> il(n);
+    size_t np = size_t(rows) * cols;
+    for (size_t i = 0; i < np; ++i)
+      for (int k = 0; k < 3; ++k) il[3 * i + k] = d.values[k * np + i];
+    d.values.swap(il);
+  }
+  return d;
+}
+
+std::vector<uint8_t> equalize_hist_u8(const std::vector<int32_t>& values) {
+  if (values.empty()) throw std::invalid_argument("equalize_hist_u8: empty image");
+  auto [mn_it, mx_it] = std::minmax_element(values.begin(), values.end());
+  const int32_t vmin = *mn_it, vmax = *mx_it;
+  // The output depends on a pixel only through its value: work on distinct values.
+  const int64_t range = int64_t(vmax) - vmin + 1;
+  std::vector<int32_t> uniq;
+  std::vector<int64_t> count;
+  if (range <= (int64_t(1) << 22)) {
+    std::vector<int64_t> dense(size_t(range), 0);
+    for (int32_t v : values) ++dense[size_t(v - vmin)];
+    for (int64_t i = 0; i < range; ++i)
+      if (dense[size_t(i)]) uniq.push_back(int32_t(vmin + i)), count.push_back(dense[size_t(i)]);
+  } else {
+    std::vector<int32_t> s(values);
+    std::sort(s.begin(), s.end());
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (i == 0 || s[i] != s[i - 1]) uniq.push_back(s[i]), count.push_back(0);
+      ++count.back();
+    }
+  }
+  // np.histogram(x, bins=256) with x = v / 255. (float64): edges by np.linspace, the bin
+  // index from (x - first) * norm with numpy's +-1 corrections at the edges.
+  constexpr int kBins = 256;
+  double first = double(vmin) / 255.0, last = double(vmax) / 255.0;
+  if (first == last) first -= 0.5, last += 0.5;
+  double edges[kBins + 1];
+  const double step = (last - first) / kBins;
+  for (int i = 0; i < kBins; ++i) edges[i] = double(i) * step + first;
+  edges[kBins] = last;
+  const double norm = kBins / (last - first);
+  int64_t hist[kBins] = {0};
+  for (size_t u = 0; u < uniq.size(); ++u) {
+    double x = double(uniq[u]) / 255.0;
+    int64_t idx = int64_t((x - first) * norm);
+    if (idx == kBins) --idx;
+    if (x < edges[idx]) --idx;
+    if (idx != kBins - 1 && x >= edges[idx + 1]) ++idx;
+    hist[idx] += count[u];
+  }
+  // cdf = cumsum / total; np.interp(x, bin_centres, cdf).
+  double cdf[kBins], centre[kBins];
+  int64_t acc = 0;
+  for (int i = 0; i < kBins; ++i) acc += hist[i];
+  const double total = double(acc);
+  acc = 0;
+  for (int i = 0; i < kBins; ++i) {
+    acc += hist[i];
+    cdf[i] = double(acc) / total;
+    centre[i] = (edges[i] + edges[i + 1]) / 2.0;
+  }
+  std::vector<uint8_t> lut(uniq.size());
+  for (size_t u = 0; u < uniq.size(); ++u) {
+    double x = double(uniq[u]) / 255.0, y;
+    if (x < centre[0]) {
+      y = cdf[0];
+    } else if (x > centre[kBins - 1]) {
+      y = cdf[kBins - 1];
+    } else {
+      int j = int(std::upper_bound(centre, centre + kBins, x) - centre) - 1;  // centre[j] <= x < centre[j+1]
+      if (j == kBins - 1 || centre[j] == x) {
+        y = cdf[j];
+      } else {
+        double slope = (cdf[j + 1] - cdf[j]) / (centre[j + 1] - centre[j]);
+        double t = slope * (x - centre[j]);  // two statements: no fused multiply-add
+        y = t + cdf[j];
+      }
+    }
+    double o = 255.0 * y;
+    lut[u] = uint8_t(o < 0 ? 0 : o > 255 ? 255 : o);  // astype(uint8) truncates
+  }
+  std::vector<uint8_t> out(values.size());
+  if (range <= (int64_t(1) << 22)) {
+    std::vector<uint8_t> dense(size_t(range), 0);
+    for (size_t u = 0; u < uniq.size(); ++u) dense[size_t(uniq[u] - vmin)] = lut[u];
+    for (size_t i = 0; i < values.size(); ++i) out[i] = dense[size_t(values[i] - vmin)];
+  } else {
+    for (size_t i = 0; i < values.size(); ++i)
+      out[i] = lut[size_t(std::lower_bound(uniq.begin(), uniq.end(), values[i]) - uniq.begin())];
+  }
+  return out;
+}
+
+Image dicom_to_image(const DicomPixels& d, DicomMode mode, const std::string& path) {
+  const size_t n = d.values.size();
+  if (n != size_t(d.w) * d.h * d.samples) fail(path, "DICOM pixel count does not match Rows x Columns");
+  Image img(d.w, d.h, d.samples);
+  if (mode == DicomMode::kRsna) {
+    // dataset_RSNA.py: equalize_hist over all samples (a colour image is flattened).
+    img.px = equalize_hist_u8(d.values);
+    return img;
+  }
+  if (d.samples == 3) {  // RGB: scale BitsStored to 8 bits
+    const double mx = double((int64_t(1) << d.bits_stored) - 1);
+    for (size_t i = 0; i < n; ++i) {
+      double v = std::clamp(double(d.values[i]), 0.0, mx);
+      img.px[i] = uint8_t(std::lround(v * 255.0 / mx));
+    }
+    return img;
+  }
+  // Stored value (masked / sign-extended to BitsStored) -> modality value.
+  std::vector<double> m(n);
+  const int bs = d.bits_stored;
+  const uint32_t mask = bs >= 32 ? 0xFFFFFFFFu : ((1u << bs) - 1);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t raw = uint32_t(d.values[i]) & mask;
+    int64_t v = raw;
+    if (d.is_signed && bs < 32 && (raw >> (bs - 1)) & 1) v = int64_t(raw) - (int64_t(1) << bs);
+    m[i] = double(v) * d.slope + d.intercept;
+  }
+  const double c = d.window_center, w = d.window_width;
+  bool linear = d.voi_function == "LINEAR", exact = d.voi_function == "LINEAR_EXACT",
+       sigmoid = d.voi_function == "SIGMOID";
+  bool use_window = d.has_window && ((linear && w >= 1) || ((exact || sigmoid) && w > 0));
+  double lo = 0, hi = 0;
+  if (!use_window) {
+    auto [a, b] = std::minmax_element(m.begin(), m.end());
+    lo = *a, hi = *b;
+  }
+  const bool invert = d.photometric == "MONOCHROME1";
+  for (size_t i = 0; i < n; ++i) {
+    double x = m[i], y;
+    if (!use_window) {
+      y = hi > lo ? (x - lo) / (hi - lo) * 255.0 : 0.0;
+    } else if (linear) {  // PS3.3 C.11.2.1.2.1
+      if (x <= c - 0.5 - (w - 1) / 2)
+        y = 0;
+      else if (x > c - 0.5 + (w - 1) / 2)
+        y = 255;
+      else
+        y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0;
+    } else if (exact) {  // C.11.2.1.3.2
+      if (x <= c - w / 2)
+        y = 0;
+      else if (x > c + w / 2)
+        y = 255;
+      else
+        y = ((x - c) / w + 0.5) * 255.0;
+    } else {  // SIGMOID, C.11.2.1.3.1
+      y = 255.0 / (1.0 + std::exp(-4.0 * (x - c) / w));
+    }
+    if (invert) y = 255.0 - y;
+    img.px[i] = uint8_t(std::lround(std::clamp(y, 0.0, 255.0)));
+  }
+  return img;
+}
+
+Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name, const ReadOptions& opt) {
+  if (n == 0) fail(name, "empty file");
+  Format fmt = sniff(data, n);
+  if (fmt == Format::kDicom) fail(name, "DICOM can only be read from a file (use read_image)");
+  if (fmt == Format::kUnknown)
+    fail(name, "not a PNG, JPEG, BMP or DICOM file (first bytes: " + hex_prefix(data, n) + ")");
+  return decode_stb(data, n, fmt, name, opt);
+}
+
+Image read_image(const std::string& path, const ReadOptions& opt) {
+  std::vector<uint8_t> buf = read_file(path);
+  if (buf.empty()) fail(path, "empty file");
+  Format fmt = sniff(buf.data(), buf.size());
+  if (fmt == Format::kDicom ||
+      (fmt == Format::kUnknown && (ends_with_ci(path, ".dcm") || ends_with_ci(path, ".dicom")))) {
+    buf.clear();
+    buf.shrink_to_fit();
+    Image img = dicom_to_image(read_dicom_pixels(path), opt.dicom, path);
+    return opt.keep_grey || img.c == 3 ? img : to_rgb(img);
+  }
+  return decode_image_bytes(buf.data(), buf.size(), path, opt);
+}
+
+void write_png(const std::string& path, const Image& img) {
+  if ((img.c != 1 && img.c != 3) || img.w <= 0 || img.h <= 0 || img.px.size() != size_t(img.w) * img.h * img.c)
+    throw std::invalid_argument(path + ": write_png expects a non-empty 1- or 3-channel image");
+  if (!stbi_write_png(path.c_str(), img.w, img.h, img.c, img.px.data(), img.w * img.c))
+    throw std::runtime_error(path + ": cannot write PNG");
+}
+
+}  // namespace ms
