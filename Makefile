@@ -22,10 +22,13 @@ ifeq ($(NATIVE),1)
   ARCHFLAGS := -march=native
 endif
 
-BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
+# OpenBLAS built for OpenMP: one thread pool shared with our own parallel loops (the
+# pthread build would spin up a second pool that competes for the same cores).
+BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 CXXFLAGS ?= -O3
 CXXFLAGS += -std=c++17 $(ARCHFLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -isystem $(BLAS_INC) -MMD -MP
-LDLIBS := -lopenblas -lfmt -lyaml-cpp -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -lpthread
+LDLIBS := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -lyaml-cpp -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -lpthread
 LDFLAGS := -fopenmp
 
 ifneq ($(SAN),)
@@ -35,7 +38,7 @@ ifneq ($(SAN),)
 endif
 
 # Debian packages the build, tests and demo need (make deps).
-DEB_PACKAGES := g++ make pkg-config libopenblas-dev libfmt-dev doctest-dev libstb-dev \
+DEB_PACKAGES := g++ make pkg-config libopenblas-openmp-dev libfmt-dev doctest-dev libstb-dev \
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libdcmtk-dev libicu-dev zlib1g-dev \
   python3 python3-numpy
 # Headers whose absence means `make deps` has not run on this machine.

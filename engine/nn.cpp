@@ -230,7 +230,7 @@ MultiheadAttention::Output MultiheadAttention::forward(const Tensor& query, cons
     scores = masked_fill(scores, m, -INFINITY);
   }
   Tensor attn = softmax(scores, -1);                          // [B*H, L, S]
-  attn = dropout(attn, dropout_p, is_training(), rng());
+  if (is_training() && dropout_p > 0.f) attn = dropout(attn, dropout_p, true, rng());
   Tensor ctx = matmul(attn, v);                               // [B*H, L, hd]
   ctx = transpose(ctx, 0, 1).reshape({L, B, E});              // [L, B, E]
   Output out;

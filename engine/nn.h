@@ -116,7 +116,8 @@ class LayerNorm : public Module {
 class Dropout : public Module {
  public:
   explicit Dropout(float p) : p(p) {}
-  Tensor forward(const Tensor& x) const { return dropout(x, p, is_training(), rng()); }
+  // The RNG is only needed when something is dropped (training with p > 0).
+  Tensor forward(const Tensor& x) const { return is_training() && p > 0.f ? dropout(x, p, true, rng()) : x; }
   float p;
 };
 
