@@ -1,0 +1,84 @@
+// CPU reference kernels: batch norm over [N, C, HW] with per-channel statistics. One
+// thread owns a channel (or a plane) and sums in index order, in double, so results do
+// not depend on the thread count.
+#include <cmath>
+
+#include "engine/kernels/kernels.h"
+
+namespace ms::cpu {
+
+// Two passes (mean, then mean squared deviation) for accuracy; var is biased (/ N*HW).
+void batch_norm_stats(const float* x, float* mean, float* var_biased, int64_t N, int64_t C, int64_t HW) {
+  const double M = double(N * HW);
+#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xp = x + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) s += xp[i];
+    }
+    const double m = s / M;
+    double v = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xp = x + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) { double d = xp[i] - m; v += d * d; }
+    }
+    mean[c] = float(m);
+    var_biased[c] = float(v / M);
+  }
+}
+
+// y = x * a + b' with a = rstd w, b' = b - mean a (PyTorch's CPU form). w, b may be null.
+void batch_norm_apply(const float* x, const float* mean, const float* rstd, const float* w, const float* b, float* y,
+                      int64_t N, int64_t C, int64_t HW) {
+#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
+  for (int64_t p = 0; p < N * C; ++p) {
+    const int64_t c = p % C;
+    const float a = rstd[c] * (w ? w[c] : 1.f);
+    const float sh = (b ? b[c] : 0.f) - mean[c] * a;
+    const float* xp = x + p * HW;
+    float* yp = y + p * HW;
+    for (int64_t i = 0; i < HW; ++i) yp[i] = xp[i] * a + sh;
+  }
+}
+
+// With xc = x - mean, M = N*HW, sg = sum gy, sd = sum gy xc:
+//   gb = sg, gw = sd rstd;
+//   training: gx = w rstd (gy - sg/M - xc sd rstd^2/M)  (statistics depend on x)
+//   eval:     gx = w rstd gy                           (statistics are constants)
+// Any of gx, gw, gb may be null; all are written, not accumulated.
+void batch_norm_backward(const float* x, const float* mean, const float* rstd, const float* w, const float* gy,
+                         float* gx, float* gw, float* gb, int64_t N, int64_t C, int64_t HW, bool training) {
+  const double M = double(N * HW);
+#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
+  for (int64_t c = 0; c < C; ++c) {
+    const float m = mean[c], rs = rstd[c], wc = w ? w[c] : 1.f;
+    double sg = 0.0, sd = 0.0;
+    if (gw || gb || (gx && training)) {
+      for (int64_t n = 0; n < N; ++n) {
+        const float* xp = x + (n * C + c) * HW;
+        const float* gp = gy + (n * C + c) * HW;
+        for (int64_t i = 0; i < HW; ++i) {
+          sg += gp[i];
+          sd += double(gp[i]) * (xp[i] - m);
+        }
+      }
+    }
+    if (gb) gb[c] = float(sg);
+    if (gw) gw[c] = float(sd * rs);
+    if (!gx) continue;
+    const float a = wc * rs;
+    const float gmean = float(sg / M), proj = float(sd * double(rs) * double(rs) / M);
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xp = x + (n * C + c) * HW;
+      const float* gp = gy + (n * C + c) * HW;
+      float* op = gx + (n * C + c) * HW;
+      if (training)
+        for (int64_t i = 0; i < HW; ++i) op[i] = (gp[i] - gmean - (xp[i] - m) * proj) * a;
+      else
+        for (int64_t i = 0; i < HW; ++i) op[i] = gp[i] * a;
+    }
+  }
+}
+
+}  // namespace ms::cpu

@@ -1,0 +1,157 @@
+// CPU reference kernels: im2col / col2im for convolution, max pooling and adaptive
+// average pooling on [NC, H, W] planes. Every output element is produced by one thread
+// in a fixed order, so results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine/kernels/kernels.h"
+
+namespace ms::cpu {
+
+// Output columns ow whose input column iw = ow*stride - pad + j lies in [0, W): [lo, hi).
+static inline void valid_range(int64_t j, int64_t W, int64_t stride, int64_t pad, int64_t OW, int64_t& lo,
+                               int64_t& hi) {
+  const int64_t a = pad - j;  // need ow*stride >= a
+  lo = a > 0 ? (a + stride - 1) / stride : 0;
+  const int64_t b = W + pad - j;  // need ow*stride < b
+  hi = b > 0 ? (b - 1) / stride + 1 : 0;
+  lo = std::min(lo, OW);
+  hi = std::max(lo, std::min(hi, OW));
+}
+
+// col[(c*kh + i)*kw + j, oh*OW + ow] = x[c, oh*stride - pad + i, ow*stride - pad + j], 0 outside.
+void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride,
+            int64_t pad, int64_t OH, int64_t OW) {
+  const int64_t rows = C * kh * kw, L = OH * OW;
+#pragma omp parallel for schedule(static) if (rows * L > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+    int64_t lo, hi;
+    valid_range(j, W, stride, pad, OW, lo, hi);
+    const float* xc = x + c * H * W;
+    float* cr = col + r * L;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      float* dst = cr + oh * OW;
+      const int64_t ih = oh * stride - pad + i;
+      if (ih < 0 || ih >= H) {
+        std::memset(dst, 0, size_t(OW) * sizeof(float));
+        continue;
+      }
+      const int64_t base = ih * W - pad + j;  // x[c, ih, ow*stride - pad + j] = xc[base + ow*stride]
+      for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = 0.f;
+      if (stride == 1) {
+        if (hi > lo) std::memcpy(dst + lo, xc + (base + lo), size_t(hi - lo) * sizeof(float));
+      } else {
+        for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = xc[base + ow * stride];
+      }
+      for (int64_t ow = hi; ow < OW; ++ow) dst[ow] = 0.f;
+    }
+  }
+}
+
+// The adjoint of im2col: x[c, ih, iw] += col[...]. One thread owns a channel and adds its
+// kh*kw rows in order, so overlapping windows sum the same way on any thread count.
+void col2im(const float* col, float* x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride,
+            int64_t pad, int64_t OH, int64_t OW) {
+  const int64_t L = OH * OW;
+#pragma omp parallel for schedule(static) if (C * kh * kw * L > 32768)
+  for (int64_t c = 0; c < C; ++c) {
+    float* xc = x + c * H * W;
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) {
+        int64_t lo, hi;
+        valid_range(j, W, stride, pad, OW, lo, hi);
+        const float* cr = col + ((c * kh + i) * kw + j) * L;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t ih = oh * stride - pad + i;
+          if (ih < 0 || ih >= H) continue;
+          const int64_t base = ih * W - pad + j;
+          const float* src = cr + oh * OW;
+          for (int64_t ow = lo; ow < hi; ++ow) xc[base + ow * stride] += src[ow];
+        }
+      }
+  }
+}
+
+// Window clipped to the image (padded cells act as -inf). Ties keep the first maximum in
+// row-major scan order and NaN propagates, as PyTorch's CPU kernel. arg = h*W + w within
+// the plane (-1 for an empty window, which the op's padding check rules out).
+void max_pool2d_forward(const float* x, float* y, int64_t* arg, int64_t NC, int64_t H, int64_t W, int64_t k,
+                        int64_t stride, int64_t pad, int64_t OH, int64_t OW) {
+#pragma omp parallel for collapse(2) schedule(static) if (NC * OH * OW * k * k > 32768)
+  for (int64_t p = 0; p < NC; ++p)
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const float* xp = x + p * H * W;
+      const int64_t h0 = std::max<int64_t>(oh * stride - pad, 0), h1 = std::min(oh * stride - pad + k, H);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(ow * stride - pad, 0), w1 = std::min(ow * stride - pad + k, W);
+        float best = -std::numeric_limits<float>::infinity();
+        int64_t bi = (h0 < h1 && w0 < w1) ? h0 * W + w0 : -1;
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) {
+            const float v = xp[h * W + w];
+            if (v > best || std::isnan(v)) { best = v; bi = h * W + w; }
+          }
+        y[(p * OH + oh) * OW + ow] = best;
+        arg[(p * OH + oh) * OW + ow] = bi;
+      }
+    }
+}
+
+// gx = 0, then gx[arg] += gy per plane in output order (gx is written, not accumulated).
+void max_pool2d_backward(const float* gy, const int64_t* arg, float* gx, int64_t NC, int64_t H, int64_t W, int64_t OH,
+                         int64_t OW) {
+#pragma omp parallel for schedule(static) if (NC * H * W > 32768)
+  for (int64_t p = 0; p < NC; ++p) {
+    float* gp = gx + p * H * W;
+    std::memset(gp, 0, size_t(H * W) * sizeof(float));
+    const float* gyp = gy + p * OH * OW;
+    const int64_t* ap = arg + p * OH * OW;
+    for (int64_t o = 0; o < OH * OW; ++o)
+      if (ap[o] >= 0) gp[ap[o]] += gyp[o];
+  }
+}
+
+// PyTorch's adaptive bins: [floor(i*H/OH), ceil((i+1)*H/OH)).
+static inline int64_t bin_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+static inline int64_t bin_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+void adaptive_avg_pool2d_forward(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t OH, int64_t OW) {
+#pragma omp parallel for schedule(static) if (NC * H * W > 32768)
+  for (int64_t p = 0; p < NC; ++p) {
+    const float* xp = x + p * H * W;
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
+        double s = 0.0;
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) s += xp[h * W + w];
+        y[(p * OH + oh) * OW + ow] = float(s / double((h1 - h0) * (w1 - w0)));
+      }
+    }
+  }
+}
+
+// gx[h, w] = sum over the bins containing (h, w) of gy / bin area (gx is written).
+void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_t H, int64_t W, int64_t OH,
+                                  int64_t OW) {
+#pragma omp parallel for schedule(static) if (NC * H * W > 32768)
+  for (int64_t p = 0; p < NC; ++p) {
+    float* gp = gx + p * H * W;
+    std::memset(gp, 0, size_t(H * W) * sizeof(float));
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
+        const float g = gy[(p * OH + oh) * OW + ow] / float((h1 - h0) * (w1 - w0));
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) gp[h * W + w] += g;
+      }
+    }
+  }
+}
+
+}  // namespace ms::cpu

@@ -1,0 +1,144 @@
+// Same seed -> bitwise-equal results, on two runs and on 1 vs 2 threads (OpenMP and
+// OpenBLAS), for the RNG fills, a conv/batch_norm/pool block and an attention-like
+// matmul/softmax/layer_norm chain (forward and backward), and dropout masks. Sizes are
+// chosen above the kernels' OpenMP thresholds so that 2 threads really split the work.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/rng.h"
+#include "engine/threads.h"
+
+using namespace ms;
+
+namespace {
+
+// Sets the thread count for a scope and restores the previous one.
+struct ThreadScope {
+  int prev;
+  explicit ThreadScope(int n) : prev(num_threads()) { set_num_threads(n); }
+  ~ThreadScope() { set_num_threads(prev); }
+};
+
+// Named float buffers produced by one run.
+using Run = std::vector<std::pair<std::string, std::vector<float>>>;
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Runs `f` twice on 1 thread and once on 2; every buffer must match bit for bit.
+void check_deterministic(const std::string& what, const std::function<Run()>& f) {
+  Run a, b, c;
+  {
+    ThreadScope t(1);
+    a = f();
+    b = f();
+  }
+  {
+    ThreadScope t(2);
+    c = f();
+  }
+  REQUIRE(a.size() == b.size());
+  REQUIRE(a.size() == c.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK_MESSAGE(bitwise_equal(a[i].second, b[i].second), what << ": " << a[i].first << " differs between two runs");
+    CHECK_MESSAGE(bitwise_equal(a[i].second, c[i].second), what << ": " << a[i].first << " differs on 1 vs 2 threads");
+  }
+  MESSAGE(what << ": " << a.size() << " buffers bitwise equal over 2 runs and 1 vs 2 threads");
+}
+
+Tensor seeded(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  Tensor t = Tensor::empty(s);
+  Rng(seed, kStreamInit).fill_uniform(t.data(), t.numel(), lo, hi);
+  return t;
+}
+
+// sum(y * R) for a fixed R: a scalar whose gradient reaches every output element.
+Tensor probe_loss(const Tensor& y, uint64_t seed) { return sum(mul(y, seeded(y.shape(), seed))); }
+
+}  // namespace
+
+TEST_CASE("engine: determinism of Rng fills (uniform, normal, keep mask)") {
+  check_deterministic("rng fills", [] {
+    const int64_t n = 100003;  // odd, and not a multiple of 4
+    Rng r(42, kStreamData);
+    std::vector<float> u(static_cast<size_t>(n)), g(static_cast<size_t>(n)), m(static_cast<size_t>(n));
+    std::vector<uint8_t> keep(static_cast<size_t>(n));
+    r.fill_uniform(u.data(), n, -2.f, 3.f);
+    r.fill_normal(g.data(), n, 0.5f, 2.f);
+    r.fill_keep_mask(keep.data(), n, 0.25f);
+    for (int64_t i = 0; i < n; ++i) m[size_t(i)] = keep[size_t(i)];
+    return Run{{"uniform", u}, {"normal", g}, {"keep", m}, {"next", {r.uniform()}}};
+  });
+}
+
+TEST_CASE("engine: determinism of conv2d + batch_norm2d + max_pool2d forward and backward") {
+  check_deterministic("conv block", [] {
+    Tensor x = seeded({2, 8, 40, 40}, 1).requires_grad_();                // (N, C, H, W)
+    Tensor w1 = seeded({16, 8, 3, 3}, 2, -0.2f, 0.2f).requires_grad_();  // 3x3, im2col path
+    Tensor g = seeded({16}, 3, 0.5f, 1.5f).requires_grad_(), b = seeded({16}, 4).requires_grad_();
+    Tensor w2 = seeded({12, 16, 1, 1}, 5, -0.3f, 0.3f).requires_grad_();  // 1x1, direct GEMM path
+    Tensor b2 = seeded({12}, 6).requires_grad_();
+    Tensor w3 = seeded({8, 12, 3, 3}, 7, -0.2f, 0.2f).requires_grad_();   // stride 2
+    Tensor rm = Tensor::zeros({16}), rv = Tensor::ones({16});
+    Tensor h = conv2d(x, w1, Tensor(), 1, 1);                           // (2, 16, 40, 40)
+    h = relu(batch_norm2d(h, g, b, rm, rv, true));
+    h = max_pool2d(h, 3, 2, 1);                                         // (2, 16, 20, 20)
+    h = conv2d(h, w2, b2, 1, 0);                                        // (2, 12, 20, 20)
+    h = conv2d(h, w3, Tensor(), 2, 1);                                  // (2, 8, 10, 10)
+    Tensor y = adaptive_avg_pool2d(h, 3, 3);                            // (2, 8, 3, 3)
+    probe_loss(y, 8).backward();
+    return Run{{"y", y.to_vector()},           {"dx", x.grad().to_vector()},  {"dw1", w1.grad().to_vector()},
+               {"dgamma", g.grad().to_vector()}, {"dbeta", b.grad().to_vector()}, {"dw2", w2.grad().to_vector()},
+               {"db2", b2.grad().to_vector()},  {"dw3", w3.grad().to_vector()}, {"running_mean", rm.to_vector()},
+               {"running_var", rv.to_vector()}};
+  });
+}
+
+TEST_CASE("engine: determinism of a matmul / softmax / layer_norm chain forward and backward") {
+  check_deterministic("attention-like chain", [] {
+    Tensor x = seeded({4, 64, 96}, 11).requires_grad_();                // (B, T, D)
+    Tensor wq = seeded({96, 96}, 12, -0.1f, 0.1f).requires_grad_();
+    Tensor wk = seeded({96, 96}, 13, -0.1f, 0.1f).requires_grad_();
+    Tensor ln_w = seeded({96}, 14, 0.5f, 1.5f).requires_grad_(), ln_b = seeded({96}, 15).requires_grad_();
+    Tensor h = layer_norm(x, ln_w, ln_b, 1e-5f);                        // (B, T, D)
+    Tensor q = linear(h, wq), k = linear(h, wk);                        // (B, T, D)
+    Tensor att = softmax(mul(matmul(q, k, false, true), 0.1f), -1);      // (B, T, T)
+    Tensor o = gelu(matmul(att, h));                                    // (B, T, D)
+    Tensor y = log_softmax(sum(o, 1), -1);                              // (B, D)
+    probe_loss(y, 16).backward();
+    return Run{{"y", y.to_vector()},          {"dx", x.grad().to_vector()},       {"dwq", wq.grad().to_vector()},
+               {"dwk", wk.grad().to_vector()}, {"dln_w", ln_w.grad().to_vector()}, {"dln_b", ln_b.grad().to_vector()}};
+  });
+}
+
+TEST_CASE("engine: determinism of dropout masks") {
+  const int64_t n = 50001;
+  Tensor x = seeded({n}, 21, 0.5f, 1.5f);  // never 0, so a zero output means dropped
+  check_deterministic("dropout", [x] {
+    Rng rng(5, kStreamDropout);
+    Tensor a = dropout(x, 0.1f, true, rng), b = dropout(x, 0.1f, true, rng);  // two draws, counter advances
+    return Run{{"first", a.to_vector()}, {"second", b.to_vector()}};
+  });
+  // The masks follow the shared Philox rule, and the second call draws a fresh mask.
+  Rng rng(5, kStreamDropout);
+  const uint64_t c0 = rng.offset();
+  auto a = dropout(x, 0.1f, true, rng).to_vector();
+  auto b = dropout(x, 0.1f, true, rng).to_vector();
+  int64_t mismatched = 0, differ = 0, kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const bool k = a[size_t(i)] != 0.f;
+    mismatched += k != philox_keep(rng.key(), c0, i, 0.1f);
+    differ += k != (b[size_t(i)] != 0.f);
+    kept += k;
+  }
+  CHECK(mismatched == 0);
+  CHECK(differ > n / 10);                              // independent masks differ in ~18% of places
+  CHECK(double(kept) / n == doctest::Approx(0.9).epsilon(0.01));
+}
