@@ -14,6 +14,7 @@ static const std::vector<Command> kCommands = {
     {"inspect", cmd_inspect, "list names, dtypes and shapes (+ parameter count) of .safetensors/.pth/.bin files"},
     {"convert", cmd_convert, "convert a .pth/.bin (torch.save) or .safetensors state dict to .safetensors"},
     {"books", cmd_books, "encode the 75 observation descriptions and 51 anatomy prompts with a BERT (the books)"},
+    {"synth", cmd_synth, "write the synthetic chest X-ray set (PNG phantoms, labels, CXR14/RSNA-style test csvs)"},
     {"step", cmd_step, "one forward + backward pass on a batch; writes losses, outputs, gradients"},
     {"preprocess", cmd_preprocess, "write the [1,3,S,S] tensor the model sees for one image (audit vs torchvision)"},
 };
