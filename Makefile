@@ -68,7 +68,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 
 .PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests
-ifneq ($(BUILD),build)
+ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
 endif
 

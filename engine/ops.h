@@ -74,7 +74,7 @@ Tensor expand(const Tensor& a, const Shape& shape);  // broadcast copy
 Tensor softmax(const Tensor& a, int64_t dim);
 Tensor log_softmax(const Tensor& a, int64_t dim);
 
-// ---- normalisation (ops/norm.cpp) --------------------------------------------------
+// ---- normalisation (ops/layer_norm.cpp, ops/batch_norm.cpp) --------------------------------------------------
 // Over the last dim; weight/bias [C] or undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
 // x [N,C,H,W]. training: batch statistics (biased var to normalise), and running_mean /

@@ -3,9 +3,11 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "data/transforms.h"
 #include "engine/io.h"
 #include "engine/ops.h"
 #include "model/state.h"
+#include "weights/state_dict.h"
 
 namespace ms {
 
@@ -28,7 +30,7 @@ std::pair<Tensor, Tensor> load_books(const std::string& path) {
 }
 
 void load_weights(nn::Module& model, const std::string& path, bool strict) {
-  std::map<std::string, Tensor> sd = load_safetensors(path);
+  std::map<std::string, Tensor> sd = load_state_dict_any(path);
   auto rep = load_module_state(model, sd, strict, path);
   for (const auto& k : rep.missing) std::fprintf(stderr, "warning: %s: missing key %s (left at its initial value)\n", path.c_str(), k.c_str());
   for (const auto& k : rep.unexpected) std::fprintf(stderr, "warning: %s: unexpected key %s (ignored)\n", path.c_str(), k.c_str());
@@ -71,6 +73,44 @@ Tensor stack_layers(const std::vector<Tensor>& per_layer) {
   std::vector<Tensor> u;
   for (const auto& t : per_layer) u.push_back(t.detach().unsqueeze(0));
   return concat(u, 0);
+}
+
+ImageFn train_image_fn(int size) {
+  return [size](const std::string& path, Rng& rng) { return train_transform(read_image(path), size, rng); };
+}
+
+ImageFn test_image_fn(int size, DicomMode dicom) {
+  return [size, dicom](const std::string& path, Rng&) {
+    ReadOptions o;
+    o.dicom = dicom;
+    return test_transform(read_image(path, o), size);
+  };
+}
+
+InferenceModel load_inference_model(const std::string& checkpoint, const std::string& books,
+                                    const std::string& config_path, Device device, bool strict) {
+  InferenceModel im;
+  if (!config_path.empty()) {
+    im.cfg = load_config(config_path);
+  } else if (is_safetensors_file(checkpoint) && safetensors_metadata(checkpoint).count("config")) {
+    im.cfg = MedslipConfig::from_yaml_string(safetensors_metadata(checkpoint).at("config"), checkpoint + " (metadata)");
+  } else {
+    // The released .pth holds no usable config: infer the trunk from the weights.
+    auto sd = load_state_dict_any(checkpoint);
+    im.cfg.res_base_model = sd.count("res_features.4.0.conv3.weight") ? "resnet50" : "resnet18";
+    std::fprintf(stderr, "note: %s carries no config; assuming the official one with %s at %d px (pass --config to change)\n",
+                 checkpoint.c_str(), im.cfg.res_base_model.c_str(), im.cfg.image_res);
+  }
+  auto [p, a] = load_books(books);
+  auto meta = safetensors_metadata(books);
+  for (const char* k : {"encoder", "vocab", "max_length"})
+    if (meta.count(k)) im.books_info += (im.books_info.empty() ? "" : ", ") + std::string(k) + " " + meta[k];
+  im.model = std::make_unique<Medslip>(im.cfg, p.size(1), 0);
+  load_weights(*im.model, checkpoint, strict);
+  im.model->set_books(p.to(device), a.to(device));
+  im.model->to(device);
+  im.model->eval();
+  return im;
 }
 
 }  // namespace ms

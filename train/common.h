@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "data/image.h"
+#include "data/loader.h"
 #include "model/config.h"
 #include "model/medslip.h"
 
@@ -21,5 +23,21 @@ void load_weights(nn::Module& model, const std::string& path, bool strict);
 MedslipBatch load_batch(const std::string& path);
 // N x [B,Q,P] -> [N,B,Q,P]
 Tensor stack_layers(const std::vector<Tensor>& per_layer);
+
+// Image file -> normalised [3,S,S]: the pretraining augmentation (spec C.4) or the test
+// transform (spec C.5). DICOMs are read with `dicom` (the RSNA path for RSNA csvs).
+ImageFn train_image_fn(int size);
+ImageFn test_image_fn(int size, DicomMode dicom = DicomMode::kDisplay);
+
+// A model ready for zero-shot use: weights from a checkpoint (our safetensors with the
+// config in its metadata, or the released .pth with official names; `config_path`
+// overrides or supplies the config), books set, eval mode, on `device`.
+struct InferenceModel {
+  MedslipConfig cfg;
+  std::unique_ptr<Medslip> model;
+  std::string books_info;  // encoder / vocab / max_length recorded in the books file
+};
+InferenceModel load_inference_model(const std::string& checkpoint, const std::string& books,
+                                    const std::string& config_path, Device device, bool strict = true);
 
 }  // namespace ms
