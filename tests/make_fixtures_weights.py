@@ -12,6 +12,7 @@ Writes to tests/fixtures/ (all small, ~50 KB together):
   weights_dtypes_p4.pth     the same dict saved with pickle protocol 4 (FRAME, STACK_GLOBAL, MEMOIZE)
   weights_nested.pth        {"model": OrderedDict with "module." keys incl. BatchNorm num_batches_tracked,
                              "optimizer": AdamW state_dict, "epoch": 3, "config": {...}} like train_MeDSLIP.py
+  weights_deflated.pth      weights_nested.pth re-zipped with deflate
   weights_module.pth        a plain nn.Module state_dict (Conv2d, BatchNorm2d, Linear)
   weights_hf_bert.bin       a tiny BertModel state dict with Hugging Face names as pytorch_model.bin ...
   weights_hf_bert.safetensors  ... and as model.safetensors (metadata format=pt)
@@ -38,6 +39,7 @@ from safetensors.torch import save_file
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 os.makedirs(OUT, exist_ok=True)
 torch.manual_seed(0)
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry dates, so regenerated files are byte-identical
 
 
 def path(name):
@@ -149,7 +151,7 @@ def patched_zip(p, patch):
             data = src.read(info.filename)
             if info.filename.endswith("data.pkl"):
                 data = patch(data)
-            dst.writestr(info.filename, data)
+            dst.writestr(zipfile.ZipInfo(info.filename, date_time=FIXED_TIME), data)
 
 
 def oversized_view(pkl):
@@ -174,6 +176,12 @@ def main():
     torch.save({"x": torch.ones(2)}, path("weights_legacy.pth"), _use_new_zipfile_serialization=False)
     patched_zip(path("weights_badpickle.pth"), lambda d: d[:2] + b"\xff" + d[2:])  # opcode outside our subset
     patched_zip(path("weights_truncpickle.pth"), lambda d: d[: len(d) // 2])
+    # torch never compresses, but a re-zipped checkpoint may be deflated
+    with zipfile.ZipFile(path("weights_nested.pth")) as src, \
+            zipfile.ZipFile(path("weights_deflated.pth"), "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(zipfile.ZipInfo(info.filename, date_time=FIXED_TIME), src.read(info.filename),
+                         compress_type=zipfile.ZIP_DEFLATED)
     patched_zip(path("weights_badview.pth"), oversized_view)
 
     exp = {}

@@ -104,6 +104,10 @@ TEST_CASE("weights: nested training checkpoint picks 'model' and strips 'module.
   auto fl = load_state_dict_any(fx("weights_nested.pth"), "model", "module.");
   CHECK(fl.at("bn.num_batches_tracked").item() == 1.f);
 
+  StateDict dz = read_state_dict(fx("weights_deflated.pth"), opt);  // same content, deflated entries
+  CHECK(dz.names == st.names);
+  for (const auto& n : st.names) CHECK(dz.tensors.at(n).bytes == st.tensors.at(n).bytes);
+
   // optimizer state is reachable with a nested key; non-tensor values are named
   opt.key = "optimizer/state";
   opt.strip_prefix.clear();
