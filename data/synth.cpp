@@ -64,7 +64,7 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-double clampd(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+double clampd(double x, double lo, double hi) { return std::min(std::max(x, lo), hi); }
 double smoothstep(double e0, double e1, double x) {
   double t = clampd((x - e0) / (e1 - e0), 0.0, 1.0);
   return t * t * (3 - 2 * t);
@@ -98,6 +98,9 @@ struct Phantom {
 // apex and the upper lateral wall (a pneumothorax's visceral pleural line).
 double lung_margin(const Phantom& P, int s, double q, double v, double shrink = 0) {
   double va = P.v_apex + 1.1 * shrink;
+  // Far outside the lung's bounding box: the exact margin is not needed.
+  double out = std::max(std::max(P.mw - 0.03 - q, q - P.lw - 0.03), std::max(va - 0.03 - v, v - P.v_cp - 0.03));
+  if (out > 0) return -0.03 - out;
   double t = clampd((v - va) / (P.v_cp - va), 0.0, 1.0);
   double q_lat = P.q_ap + (P.lw - P.q_ap) * std::sqrt(1 - (1 - t) * (1 - t));
   double tm = std::min(1.0, t / 0.3);
@@ -132,12 +135,14 @@ double heart_margin(const Phantom& P, double u, double v) {
 struct Canvas {
   int S = 0;
   double px = 0;  // canonical units per pixel
+  double inv_ramp = 0;  // 1 / (1.2 px)
   std::vector<float> cu, cv;
   double cx = 0, cy = 0, cs = 1, sn = 0, scale = 1;
 
   Canvas(const Phantom& P, int size) : S(size) {
     scale = P.scale;
     px = 1.0 / (S * scale);
+    inv_ramp = 1.0 / (1.2 * px);
     cx = 0.5 + P.tx;
     cy = 0.5 + P.ty;
     cs = std::cos(P.rot);
@@ -158,7 +163,7 @@ struct Canvas {
     y = (cy + sn * a + cs * b) * S;
   }
   // Soft inside-ness for a margin in canonical units (about 1.2 pixels of ramp).
-  float soft(double margin) const { return float(clampd(0.5 + margin / (1.2 * px), 0.0, 1.0)); }
+  float soft(double margin) const { return float(clampd(0.5 + margin * inv_ramp, 0.0, 1.0)); }
 };
 
 // A thick segment from a to b (canonical), width tapering wa -> wb, combined with max.

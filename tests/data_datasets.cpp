@@ -24,6 +24,7 @@
 #include "data/triplets.h"
 #include "data/vocab.h"
 #include "tests/test_util.h"
+#include "train/commands.h"
 
 using namespace ms;
 namespace fs = std::filesystem;
@@ -718,6 +719,13 @@ TEST_CASE("data: medslip synth output loads through the dataset readers") {
     for (const Box& b : r.boxes) {
       CHECK(b.x + b.w <= 1024.0 + 1e-9);
       CHECK(b.y + b.h <= 1024.0 + 1e-9);
+      // The box lies on the side of a lung zone holding pneumonia (patient's right = image left).
+      bool right = b.x + 0.5 * b.w < 512;
+      bool side_has = false;
+      for (const char* a : right ? std::vector<const char*>{"right_upper_lung", "right_mid_lung", "right_lower_lung"}
+                                 : std::vector<const char*>{"left_upper_lung", "left_mid_lung", "left_lower_lung"})
+        side_has = side_has || m[size_t(anatomy_index(a) * kNumPathologies + 20)] == 1;
+      CHECK(side_has);
     }
     if (pneu) {
       auto seg = rsna_seg_map(r.boxes);
@@ -815,4 +823,24 @@ TEST_CASE("data: eval loader over CXR14 keeps csv order and a short last batch")
     }
     CHECK(sizes == std::vector<int64_t>{2, 2, 1});
   }
+}
+
+TEST_CASE("data: medslip synth command line") {
+  auto dir = test::scratch_dir("synth_cli");
+  std::string out = (dir / "s").string();
+  auto run = [](std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(&a[0]);
+    return cmd_synth(int(argv.size()), argv.data());
+  };
+  CHECK(run({"synth", "--out", out, "--n", "5", "--size", "48", "--seed", "3", "--threads", "2"}) == 0);
+  CHECK(fs::exists(fs::path(out) / "images" / "000004.png"));
+  CHECK(read_npy_header((fs::path(out) / "landmark_observation_adj_mtx.npy").string()).shape ==
+        std::vector<int64_t>{5, kNumAnatomies, kNumPathologies});
+  auto manifest = nlohmann::json::parse(read_file(fs::path(out) / "synth.json"));
+  CHECK(manifest["seed"] == 3);
+  CHECK(manifest["splits"]["test"] == 1);
+  CHECK(run({"synth", "--out", out, "--n", "0"}) != 0);
+  CHECK(run({"synth", "--out", out, "--size", "16"}) != 0);
+  CHECK(run({"synth", "--n", "3"}) != 0);  // --out is required
 }
