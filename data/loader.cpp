@@ -103,12 +103,15 @@ PretrainBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   return out;
 }
 
-void PretrainLoader::start_epoch(int64_t epoch) {
+void PretrainLoader::start_epoch(int64_t epoch, int64_t first_batch) {
+  if (first_batch < 0 || first_batch > size())
+    throw std::out_of_range("PretrainLoader: first batch " + std::to_string(first_batch) + " outside [0, " +
+                            std::to_string(size()) + "]");
   pf_.stop();
   epoch_ = epoch;
   order_ = epoch_order(ds_.size(), opt_.seed, epoch, opt_.shuffle);
-  pf_.start(size(), opt_.num_workers, std::max(1, opt_.num_workers * opt_.prefetch),
-            [this, epoch](int64_t b) { return make_batch(epoch, b); });
+  pf_.start(size() - first_batch, opt_.num_workers, std::max(1, opt_.num_workers * opt_.prefetch),
+            [this, epoch, first_batch](int64_t b) { return make_batch(epoch, b + first_batch); });
 }
 
 bool PretrainLoader::next(PretrainBatch& out) { return pf_.next(out); }

@@ -137,8 +137,9 @@ class PretrainLoader {
   // Batches per epoch: floor(N/B) with drop_last, else ceil(N/B).
   int64_t size() const;
   const LoaderOptions& options() const { return opt_; }
-  // Starts (or restarts) an epoch; batches then come from next() in order.
-  void start_epoch(int64_t epoch);
+  // Starts (or restarts) an epoch at batch `first_batch` (a resumed run); batches then come
+  // from next() in order. A batch depends only on (seed, epoch, index), never on where it starts.
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   bool next(PretrainBatch& out);
   // One batch built on the calling thread (what the workers run).
   PretrainBatch make_batch(int64_t epoch, int64_t index) const;

@@ -20,6 +20,7 @@
 #include "train/commands.h"
 #include "train/platform.h"
 #include "train/reference_problem.h"
+#include "train/run_record.h"
 
 #if __has_include("train/verify_reference.inc")
 #include "train/verify_reference.inc"
@@ -97,9 +98,11 @@ int cmd_verify(int argc, char** argv) {
                "constants recorded from the official PyTorch code on the same weights and batch, a gradient check\n"
                "of a few ops, and a determinism check. Prints a report and PASS/FAIL (the exit code says the same).",
                "medslip verify"};
-  std::string export_dir;
-  int threads = 0;
+  std::string export_dir, run_dir;
+  int threads = 0, epochs = 1;
   app.add_option("--export", export_dir, "write the reference problem (config, weights, books, batch) to DIR and exit");
+  app.add_option("--run", run_dir, "re-run the first --epochs epochs of a pretrain run folder and compare weight hashes");
+  app.add_option("--epochs", epochs, "epochs to re-run with --run")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
@@ -111,6 +114,8 @@ int cmd_verify(int argc, char** argv) {
                p.cfg.image_res, p.batch.batch_size(), export_dir);
     return 0;
   }
+
+  if (!run_dir.empty()) return verify_run(run_dir, epochs);
 
   const auto t0 = std::chrono::steady_clock::now();
   fmt::print("medslip verify\n{}\n\n", platform_report());
