@@ -119,11 +119,27 @@ test: all
 	cd . && ./$(BUILD)/medslip_tests $(if $(TESTS),-tc='$(TESTS)',) $(TEST_ARGS)
 
 # Includes the slow full-size parity check (ResNet-50, 224) with a generated fixture.
-test-full: all
-	MEDSLIP_FULL=1 ./$(BUILD)/medslip_tests $(TEST_ARGS)
+# make test, then the full-size parity check (ResNet-50, 224, every gradient) against the
+# official code, with a generated fixture (needs python3-torch and MEDSLIP_OFFICIAL_REPO).
+test-full: test
+	/usr/bin/python3 tests/full_parity.py
 
 fixtures:
 	/usr/bin/python3 tests/make_fixtures.py
+
+# The whole pipeline on the synthetic set (README "make demo").
+demo: all
+	train/demo.sh
+
+# Thin wrappers: make train CONFIG=my.yaml [OUT=runs/x]; make eval CHECKPOINT=... BOOKS=... CSV=...
+train: all
+	./$(BUILD)/medslip pretrain --config $(CONFIG) $(if $(OUT),--out $(OUT),)
+eval: all
+	./$(BUILD)/medslip zeroshot --checkpoint $(CHECKPOINT) --books $(BOOKS) --csv $(CSV) $(if $(DATASET),--dataset $(DATASET),)
+
+# Check this build against the official MeDSLIP (constants recorded from PyTorch).
+verify: all
+	./$(BUILD)/medslip verify
 
 clean:
 	rm -rf build build-* 

@@ -98,9 +98,12 @@ int cmd_verify(int argc, char** argv) {
                "constants recorded from the official PyTorch code on the same weights and batch, a gradient check\n"
                "of a few ops, and a determinism check. Prints a report and PASS/FAIL (the exit code says the same).",
                "medslip verify"};
-  std::string export_dir, run_dir;
-  int threads = 0, epochs = 1;
+  std::string export_dir, run_dir, backbone = "resnet18";
+  int threads = 0, epochs = 1, res = 64, batch = 2;
   app.add_option("--export", export_dir, "write the reference problem (config, weights, books, batch) to DIR and exit");
+  app.add_option("--backbone", backbone, "with --export: resnet18 (default) or resnet50")->check(CLI::IsMember({"resnet18", "resnet50"}));
+  app.add_option("--res", res, "with --export: image side (default 64)");
+  app.add_option("--batch", batch, "with --export: batch size (default 2)");
   app.add_option("--run", run_dir, "re-run the first --epochs epochs of a pretrain run folder and compare weight hashes");
   app.add_option("--epochs", epochs, "epochs to re-run with --run")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
@@ -108,7 +111,7 @@ int cmd_verify(int argc, char** argv) {
   if (threads > 0) set_num_threads(threads);
 
   if (!export_dir.empty()) {
-    ReferenceProblem p = make_reference_problem();
+    ReferenceProblem p = make_reference_problem(2024, backbone, res, batch);
     export_reference_problem(p, export_dir);
     fmt::print("wrote the reference problem (seed {}, {}, {} px, batch {}) to {}\n", p.seed, p.cfg.res_base_model,
                p.cfg.image_res, p.batch.batch_size(), export_dir);
