@@ -26,9 +26,9 @@ using json = nlohmann::json;
 static constexpr uint64_t kMaxHeader = 100u * 1000u * 1000u;
 
 static const std::map<std::string, int64_t>& dtype_sizes() {
-  static const std::map<std::string, int64_t> m = {
-      {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
-      {"I8", 1},  {"U64", 8}, {"U32", 4}, {"U16", 2},  {"U8", 1},   {"BOOL", 1}};
+  static const std::map<std::string, int64_t> m = {{"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8},
+                                                   {"I32", 4}, {"I16", 2}, {"I8", 1},  {"U64", 8},  {"U32", 4},
+                                                   {"U16", 2}, {"U8", 1},  {"BOOL", 1}};
   return m;
 }
 
@@ -97,8 +97,9 @@ static double element_f64(const FileTensor& t, int64_t i) {
 static void check_size(const FileTensor& t) {
   int64_t n = t.numel();
   if (n < 0 || int64_t(t.bytes.size()) != n * safetensors_dtype_size(t.dtype))
-    throw std::invalid_argument("FileTensor " + t.dtype + shape_str(t.shape) + " holds " + std::to_string(t.bytes.size()) +
-                                " bytes, expected " + std::to_string(n * safetensors_dtype_size(t.dtype)));
+    throw std::invalid_argument("FileTensor " + t.dtype + shape_str(t.shape) + " holds " +
+                                std::to_string(t.bytes.size()) + " bytes, expected " +
+                                std::to_string(n * safetensors_dtype_size(t.dtype)));
 }
 
 bool FileTensor::is_integer() const { return dtype[0] == 'I' || dtype[0] == 'U' || dtype == "BOOL"; }
@@ -254,7 +255,8 @@ uint64_t file_size_of(const std::string& path) {
 int64_t json_int(const std::string& path, const std::string& name, const char* field, const json& v) {
   if (v.is_number_unsigned()) {
     uint64_t u = v.get<uint64_t>();
-    if (u > uint64_t(std::numeric_limits<int64_t>::max())) fail(path, "tensor '" + name + "': " + field + " value too large");
+    if (u > uint64_t(std::numeric_limits<int64_t>::max()))
+      fail(path, "tensor '" + name + "': " + field + " value too large");
     return int64_t(u);
   }
   if (v.is_number_integer()) {
@@ -269,12 +271,14 @@ Header read_header(const std::string& path, std::ifstream& f) {
   uint64_t fsize = file_size_of(path);
   f.open(path, std::ios::binary);
   if (!f) fail(path, "cannot open safetensors file");
-  if (fsize < 8) fail(path, "file is " + std::to_string(fsize) + " bytes, too short for a safetensors header (8-byte length)");
+  if (fsize < 8)
+    fail(path, "file is " + std::to_string(fsize) + " bytes, too short for a safetensors header (8-byte length)");
   uint8_t lenbuf[8];
   f.read(reinterpret_cast<char*>(lenbuf), 8);
   if (!f) fail(path, "cannot read the 8-byte header length");
   uint64_t n = load_le<uint64_t>(lenbuf);
-  if (n > kMaxHeader) fail(path, "header length " + std::to_string(n) + " exceeds the 100 MB limit (not a safetensors file?)");
+  if (n > kMaxHeader)
+    fail(path, "header length " + std::to_string(n) + " exceeds the 100 MB limit (not a safetensors file?)");
   if (n > fsize - 8)
     fail(path, "header length " + std::to_string(n) + " runs beyond the end of the file (" + std::to_string(fsize) +
                    " bytes): truncated or not a safetensors file");
@@ -300,7 +304,8 @@ Header read_header(const std::string& path, std::ifstream& f) {
     if (name == "__metadata__") {
       if (!e.is_object()) fail(path, "__metadata__ must be an object of strings");
       for (auto m = e.begin(); m != e.end(); ++m) {
-        if (!m.value().is_string()) fail(path, "__metadata__ value for '" + m.key() + "' must be a string, got " + m.value().dump());
+        if (!m.value().is_string())
+          fail(path, "__metadata__ value for '" + m.key() + "' must be a string, got " + m.value().dump());
         h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -349,8 +354,8 @@ Header read_header(const std::string& path, std::ifstream& f) {
     const auto& a = h.entries[i - 1];
     const auto& b = h.entries[i];
     if (b.begin < a.end)
-      fail(path, "tensors '" + a.name + "' [" + std::to_string(a.begin) + ", " + std::to_string(a.end) + ") and '" + b.name +
-                     "' [" + std::to_string(b.begin) + ", " + std::to_string(b.end) + ") overlap");
+      fail(path, "tensors '" + a.name + "' [" + std::to_string(a.begin) + ", " + std::to_string(a.end) + ") and '" +
+                     b.name + "' [" + std::to_string(b.begin) + ", " + std::to_string(b.end) + ") overlap");
   }
   return h;
 }
@@ -452,7 +457,8 @@ void save_safetensors(const std::string& path, const std::vector<SaveItem>& item
   uint64_t offset = 0;
   for (const auto& it : items) {
     if (it.name.empty()) throw std::invalid_argument(path + ": cannot save a tensor with an empty name");
-    if (it.name == "__metadata__") throw std::invalid_argument(path + ": '__metadata__' is reserved, not a tensor name");
+    if (it.name == "__metadata__")
+      throw std::invalid_argument(path + ": '__metadata__' is reserved, not a tensor name");
     if (!seen.insert(it.name).second) throw std::invalid_argument(path + ": tensor name '" + it.name + "' given twice");
     try {
       check_size(it.value);

@@ -75,8 +75,8 @@ std::vector<TensorFileEntry> list_safetensors(const std::string& path);  // in f
 std::map<std::string, std::string> safetensors_metadata(const std::string& path);
 bool is_safetensors_file(const std::string& path);  // header parses; no exception
 
-std::map<std::string, Tensor> load_safetensors(const std::string& path);  // all as float32
-std::map<std::string, FileTensor> load_safetensors_raw(const std::string& path);  // exact
+std::map<std::string, Tensor> load_safetensors(const std::string& path);           // all as float32
+std::map<std::string, FileTensor> load_safetensors_raw(const std::string& path);   // exact
 Tensor load_safetensors_tensor(const std::string& path, const std::string& name);  // float32
 FileTensor load_safetensors_raw_tensor(const std::string& path, const std::string& name);
 // Exact reads of one tensor; an integer read of a float tensor requires integral values.

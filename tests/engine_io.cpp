@@ -68,9 +68,9 @@ TEST_CASE("io: safetensors round trip of every dtype") {
   hf.bytes = {0x00, 0x3c, 0x01, 0x00, 0x00, 0x7c, 0x00, 0xc1};  // 1.0, 2^-24, inf, -2.5
   FileTensor empty = FileTensor::from_float(std::vector<float>{}, {0, 4});
   save_safetensors(p,
-                   {SaveItem::f32("w", w), SaveItem::as_i64("bn.num_batches_tracked", n), SaveItem::i64("idx", big, {5}),
-                    SaveItem::f64("d", dv, {2, 2}), SaveItem::raw("u8", u8), SaveItem::raw("bf", bf),
-                    SaveItem::raw("hf", hf), SaveItem::raw("empty", empty)},
+                   {SaveItem::f32("w", w), SaveItem::as_i64("bn.num_batches_tracked", n),
+                    SaveItem::i64("idx", big, {5}), SaveItem::f64("d", dv, {2, 2}), SaveItem::raw("u8", u8),
+                    SaveItem::raw("bf", bf), SaveItem::raw("hf", hf), SaveItem::raw("empty", empty)},
                    {{"format", "pt"}, {"note", "medslip test"}});
   CHECK_FALSE(std::filesystem::exists(p + ".tmp"));
 
@@ -146,7 +146,9 @@ TEST_CASE("io: malformed safetensors files give named errors") {
   const std::string ok_entry = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   const std::string data8(8, '\0');
 
-  SUBCASE("missing file") { require_error([&] { list_safetensors((dir / "nope.safetensors").string()); }, {"nope.safetensors", "no such file"}); }
+  SUBCASE("missing file") {
+    require_error([&] { list_safetensors((dir / "nope.safetensors").string()); }, {"nope.safetensors", "no such file"});
+  }
   SUBCASE("empty file") {
     auto p = (dir / "empty.safetensors").string();
     std::ofstream(p, std::ios::binary).close();
@@ -193,9 +195,11 @@ TEST_CASE("io: malformed safetensors files give named errors") {
     require_error([&] { load_safetensors(p); }, {"rev.safetensors", "'t'", "end before begin"});
   }
   SUBCASE("overlapping tensors") {
-    auto p = write_raw(dir, "overlap.safetensors",
-                       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                       std::string(12, '\0'));
+    auto p = write_raw(
+        dir, "overlap.safetensors",
+        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+        R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+        std::string(12, '\0'));
     require_error([&] { load_safetensors(p); }, {"overlap.safetensors", "'a'", "'b'", "overlap"});
   }
   SUBCASE("shape times dtype size differs from the byte range") {
@@ -203,7 +207,8 @@ TEST_CASE("io: malformed safetensors files give named errors") {
     require_error([&] { load_safetensors(p); }, {"size.safetensors", "'t'", "needs 16 bytes", "span 8"});
   }
   SUBCASE("unknown dtype") {
-    auto p = write_raw(dir, "dtype.safetensors", R"({"t":{"dtype":"F8_E4M3X","shape":[8],"data_offsets":[0,8]}})", data8);
+    auto p =
+        write_raw(dir, "dtype.safetensors", R"({"t":{"dtype":"F8_E4M3X","shape":[8],"data_offsets":[0,8]}})", data8);
     require_error([&] { load_safetensors(p); }, {"dtype.safetensors", "'t'", "unknown dtype 'F8_E4M3X'"});
   }
   SUBCASE("bad metadata") {
@@ -228,8 +233,11 @@ TEST_CASE("io: malformed safetensors files give named errors") {
   }
   SUBCASE("bad save requests") {
     std::string p = (dir / "bad_save.safetensors").string();
-    require_error([&] { save_safetensors(p, {SaveItem::f32("a", Tensor::ones({1})), SaveItem::f32("a", Tensor::ones({1}))}); },
-                  {"bad_save.safetensors", "'a'", "twice"});
+    require_error(
+        [&] {
+          save_safetensors(p, {SaveItem::f32("a", Tensor::ones({1})), SaveItem::f32("a", Tensor::ones({1}))});
+        },
+        {"bad_save.safetensors", "'a'", "twice"});
     require_error([&] { save_safetensors(p, {SaveItem::f32("__metadata__", Tensor::ones({1}))}); }, {"reserved"});
     require_error([&] { SaveItem::as_i64("n", Tensor::full({1}, 1.5f)); }, {"'n'", "not an integer"});
     FileTensor wrong = FileTensor::from_float(std::vector<float>{1, 2}, {2});

@@ -170,7 +170,8 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
   require_error(error_of([&] { read_state_dict(fx("weights_evil.pth")); }),
                 {"weights_evil.pth", "unsupported pickle global 'posix.system'"});
   CHECK_FALSE(std::filesystem::exists("/tmp/medslip_pwned"));
-  require_error(error_of([&] { read_state_dict(fx("weights_legacy.pth")); }), {"weights_legacy.pth", "legacy", "re-save"});
+  require_error(error_of([&] { read_state_dict(fx("weights_legacy.pth")); }),
+                {"weights_legacy.pth", "legacy", "re-save"});
   require_error(error_of([&] { read_state_dict(fx("weights_badpickle.pth")); }),
                 {"weights_badpickle.pth", "data.pkl at byte 2", "unsupported pickle opcode 0xff"});
 
@@ -206,8 +207,10 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
     REQUIRE(e);
     std::string b = bytes;
     // the local header + name + extra precede the data; flip the storage's last byte
-    size_t name_n = size_t(uint8_t(b[e->local_header_offset + 26])) | (size_t(uint8_t(b[e->local_header_offset + 27])) << 8);
-    size_t extra_n = size_t(uint8_t(b[e->local_header_offset + 28])) | (size_t(uint8_t(b[e->local_header_offset + 29])) << 8);
+    size_t name_n =
+        size_t(uint8_t(b[e->local_header_offset + 26])) | (size_t(uint8_t(b[e->local_header_offset + 27])) << 8);
+    size_t extra_n =
+        size_t(uint8_t(b[e->local_header_offset + 28])) | (size_t(uint8_t(b[e->local_header_offset + 29])) << 8);
     b[e->local_header_offset + 30 + name_n + extra_n + e->size - 1] ^= 0x40;
     std::ofstream(p, std::ios::binary).write(b.data(), std::streamsize(b.size()));
     StateDictOptions quiet;
@@ -254,7 +257,8 @@ TEST_CASE("weights: medslip convert and inspect") {
     for (auto& a : args) argv.push_back(a.data());
     return fn(int(argv.size()), argv.data());
   };
-  CHECK(run({"convert", fx("weights_nested.pth"), out, "--key", "model", "--strip-prefix", "module."}, cmd_convert) == 0);
+  CHECK(run({"convert", fx("weights_nested.pth"), out, "--key", "model", "--strip-prefix", "module."}, cmd_convert) ==
+        0);
   StateDict sd = read_state_dict(out);
   CHECK(sd.names.size() == 7);
   CHECK(sd.tensors.at("bn.num_batches_tracked").dtype == "I64");
@@ -265,7 +269,9 @@ TEST_CASE("weights: medslip convert and inspect") {
   CHECK(read_state_dict(out).tensors.at("bf16").dtype == "F32");
   CHECK(run({"inspect", out, "--limit", "2"}, cmd_inspect) == 0);
   CHECK(run({"inspect", fx("weights_nested.pth"), "--limit", "3"}, cmd_inspect) == 0);
-  require_error(error_of([&] { run({"convert", fx("weights_dtypes.pth"), (dir / "x.bin").string()}, cmd_convert); }),
+  require_error(error_of([&] {
+                  run({"convert", fx("weights_dtypes.pth"), (dir / "x.bin").string()}, cmd_convert);
+                }),
                 {"x.bin", ".safetensors"});
   require_error(error_of([&] { run({"inspect", fx("weights_numpy.pth")}, cmd_inspect); }), {"numpy.core.multiarray"});
   CHECK(run({"inspect", "--help"}, cmd_inspect) == 0);

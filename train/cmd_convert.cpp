@@ -2,9 +2,9 @@
 // into one .safetensors file (spec A.6: pick checkpoint["model"], strip a DDP "module." prefix).
 // Floats are written as F32 (our engine's type) unless --keep-dtypes; integer tensors keep their
 // dtype, so BatchNorm num_batches_tracked stays I64 and PyTorch load_state_dict(strict=True) accepts it.
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <CLI/CLI.hpp>
 #include <filesystem>
 
 #include "engine/io.h"
@@ -14,10 +14,11 @@
 namespace ms {
 
 int cmd_convert(int argc, char** argv) {
-  CLI::App app{"Convert a PyTorch / Hugging Face checkpoint (.pth, .pt, pytorch_model.bin) or a safetensors file\n"
-               "into a .safetensors state dict. Without --key, a training checkpoint's 'model' (or 'state_dict')\n"
-               "entry is picked automatically (and said so). Nothing in the input is executed.",
-               "medslip convert"};
+  CLI::App app{
+      "Convert a PyTorch / Hugging Face checkpoint (.pth, .pt, pytorch_model.bin) or a safetensors file\n"
+      "into a .safetensors state dict. Without --key, a training checkpoint's 'model' (or 'state_dict')\n"
+      "entry is picked automatically (and said so). Nothing in the input is executed.",
+      "medslip convert"};
   std::string in, out, key, strip;
   bool keep = false, allow_unknown = false;
   app.add_option("input", in, "input weights (.pth, .pt, .bin, .safetensors)")->required();
@@ -51,7 +52,8 @@ int cmd_convert(int argc, char** argv) {
   }
   // "format": "pt" is what transformers' from_pretrained expects of a safetensors file.
   save_safetensors(out, items,
-                   {{"format", "pt"}, {"source", std::filesystem::path(in).filename().string()},
+                   {{"format", "pt"},
+                    {"source", std::filesystem::path(in).filename().string()},
                     {"converted_by", "medslip convert"}});
   fmt::print("wrote {}: {} tensors, {} parameters, {:.3f} MB from {}{}\n", out, items.size(), sd.numel(),
              double(bytes) / 1e6, sd.source,

@@ -1,9 +1,9 @@
 // medslip inspect: names, dtypes and shapes of the tensors in a .safetensors / torch.save
 // (.pth, .pt, pytorch_model.bin) file, plain values of a training checkpoint, and totals.
 // Reads only headers and the pickle unless --key is given (then the state dict is loaded).
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <CLI/CLI.hpp>
 #include <map>
 
 #include "engine/io.h"
@@ -70,17 +70,19 @@ void print_totals(const std::vector<Row>& rows) {
 }  // namespace
 
 int cmd_inspect(int argc, char** argv) {
-  CLI::App app{"List the tensors (name, dtype, shape) of a weights file, with the total parameter count.\n"
-               "Formats (by content): safetensors; torch.save zip (.pth/.pt/pytorch_model.bin). For a training\n"
-               "checkpoint ({\"model\": ..., \"optimizer\": ..., \"epoch\": ...}) every tensor is listed under a dotted\n"
-               "path, plain values are shown, and totals are given per top-level key. Nothing in the file is executed.",
-               "medslip inspect"};
+  CLI::App app{
+      "List the tensors (name, dtype, shape) of a weights file, with the total parameter count.\n"
+      "Formats (by content): safetensors; torch.save zip (.pth/.pt/pytorch_model.bin). For a training\n"
+      "checkpoint ({\"model\": ..., \"optimizer\": ..., \"epoch\": ...}) every tensor is listed under a dotted\n"
+      "path, plain values are shown, and totals are given per top-level key. Nothing in the file is executed.",
+      "medslip inspect"};
   std::string file, key, strip;
   size_t limit = 0;
   bool allow_unknown = false;
   app.add_option("file", file, "weights file (.safetensors, .pth, .pt, .bin)")->required();
-  app.add_option("--key", key, "list only this state dict (torch: the top-level entry, a/b descends; "
-                               "safetensors: names under KEY.)");
+  app.add_option("--key", key,
+                 "list only this state dict (torch: the top-level entry, a/b descends; "
+                 "safetensors: names under KEY.)");
   app.add_option("--strip-prefix", strip, "with --key: remove this prefix from names (e.g. module.)");
   app.add_option("--limit", limit, "print at most this many tensors (0: all)")->capture_default_str();
   app.add_flag("--allow-unknown-globals", allow_unknown,

@@ -39,8 +39,10 @@ std::vector<SaveItem> StateDict::to_save_items(bool keep_float_dtypes) const {
   std::vector<SaveItem> items;
   for (const auto& name : names) {
     const FileTensor& t = tensors.at(name);
-    if (keep_float_dtypes || t.is_integer() || t.dtype == "F32") items.push_back(SaveItem::raw(name, t));
-    else items.push_back(SaveItem::raw(name, FileTensor::from_float(t.to_float_vector(), t.shape)));
+    if (keep_float_dtypes || t.is_integer() || t.dtype == "F32")
+      items.push_back(SaveItem::raw(name, t));
+    else
+      items.push_back(SaveItem::raw(name, FileTensor::from_float(t.to_float_vector(), t.shape)));
   }
   return items;
 }
@@ -58,7 +60,8 @@ static std::string keys_of(const PyObj& d) {
   std::string s;
   for (size_t k = 0; k < d.dict.size() && k < 12; ++k) {
     const auto& [key, v] = d.dict[k];
-    s += (k ? ", " : "") + PyObj::key_text(key) + (v->is_tensor() ? "" : std::string(" (") + (v->is_dict() ? "dict" : v->repr(20)) + ")");
+    s += (k ? ", " : "") + PyObj::key_text(key) +
+         (v->is_tensor() ? "" : std::string(" (") + (v->is_dict() ? "dict" : v->repr(20)) + ")");
   }
   if (d.dict.size() > 12) s += ", ...";
   return s;
@@ -77,7 +80,8 @@ static StateDict read_torch(const std::string& path, const StateDictOptions& opt
   topt.allow_unknown_globals = opt.allow_unknown_globals;
   TorchCheckpoint ck(path, topt);
   PyRef root = ck.root();
-  if (!root->is_dict()) throw std::runtime_error(path + ": top level is a " + root->repr() + ", expected a dict (state dict)");
+  if (!root->is_dict())
+    throw std::runtime_error(path + ": top level is a " + root->repr() + ", expected a dict (state dict)");
   PyRef sel = root;
   std::string where;
   if (!opt.key.empty()) {
@@ -112,14 +116,17 @@ static StateDict read_torch(const std::string& path, const StateDictOptions& opt
       }
     }
     if (!sel)
-      throw std::runtime_error(path + ": top level is not a dict of tensors and has no 'model' or 'state_dict' dict of "
-                               "tensors (keys: " + keys_of(*root) + "); pick one with --key");
+      throw std::runtime_error(path +
+                               ": top level is not a dict of tensors and has no 'model' or 'state_dict' dict of "
+                               "tensors (keys: " +
+                               keys_of(*root) + "); pick one with --key");
   }
   StateDict sd;
   sd.source = path + where;
   for (auto& [name, leaf] : flatten_pyobj(sel)) {
     if (!leaf->is_tensor())
-      throw std::runtime_error(sd.source + ": entry '" + name + "' is " + leaf->repr() + ", not a tensor (pick the state dict with --key)");
+      throw std::runtime_error(sd.source + ": entry '" + name + "' is " + leaf->repr() +
+                               ", not a tensor (pick the state dict with --key)");
     add(sd, path, name, ck.tensor(leaf->tensor), opt.strip_prefix);
   }
   return sd;

@@ -102,19 +102,19 @@ std::string PyObj::repr(size_t max_len) const {
 // ---- the allow-list -----------------------------------------------------------------
 
 static const std::map<std::string, std::string>& storage_dtypes() {
-  static const std::map<std::string, std::string> m = {
-      {"torch.FloatStorage", "F32"}, {"torch.DoubleStorage", "F64"}, {"torch.HalfStorage", "F16"},
-      {"torch.BFloat16Storage", "BF16"}, {"torch.LongStorage", "I64"}, {"torch.IntStorage", "I32"},
-      {"torch.ShortStorage", "I16"}, {"torch.CharStorage", "I8"}, {"torch.ByteStorage", "U8"},
-      {"torch.BoolStorage", "BOOL"}};
+  static const std::map<std::string, std::string> m = {{"torch.FloatStorage", "F32"}, {"torch.DoubleStorage", "F64"},
+                                                       {"torch.HalfStorage", "F16"},  {"torch.BFloat16Storage", "BF16"},
+                                                       {"torch.LongStorage", "I64"},  {"torch.IntStorage", "I32"},
+                                                       {"torch.ShortStorage", "I16"}, {"torch.CharStorage", "I8"},
+                                                       {"torch.ByteStorage", "U8"},   {"torch.BoolStorage", "BOOL"}};
   return m;
 }
 
 static bool is_allowed_callable(const std::string& n) {
-  return n == "collections.OrderedDict" || n == "torch._utils._rebuild_tensor_v2" || n == "torch._utils._rebuild_tensor" ||
-         n == "torch._utils._rebuild_parameter" || n == "torch._utils._rebuild_parameter_with_state" ||
-         n == "builtins.set" || n == "builtins.frozenset" || n == "__builtin__.set" || n == "__builtin__.frozenset" ||
-         n == "torch.Size";
+  return n == "collections.OrderedDict" || n == "torch._utils._rebuild_tensor_v2" ||
+         n == "torch._utils._rebuild_tensor" || n == "torch._utils._rebuild_parameter" ||
+         n == "torch._utils._rebuild_parameter_with_state" || n == "builtins.set" || n == "builtins.frozenset" ||
+         n == "__builtin__.set" || n == "__builtin__.frozenset" || n == "torch.Size";
 }
 
 // ---- the VM ---------------------------------------------------------------------------
@@ -140,9 +140,9 @@ class PickleVM {
           return r;
         }
         case '(': marks_.push_back(stack_.size()); break;  // MARK
-        case '0': pop(); break;                              // POP
-        case '1': pop_mark(); break;                         // POP_MARK
-        case '2': push(top()); break;                        // DUP
+        case '0': pop(); break;                            // POP
+        case '1': pop_mark(); break;                       // POP_MARK
+        case '2': push(top()); break;                      // DUP
         case '}': push(make(Kind::Dict)); break;
         case ']': push(make(Kind::List)); break;
         case ')': push(make(Kind::Tuple)); break;
@@ -181,7 +181,8 @@ class PickleVM {
         case 0x86:
         case 0x87: {  // TUPLE1/2/3
           size_t n = size_t(op - 0x84);
-          if (stack_.size() < n + floor()) fail("TUPLE" + std::to_string(n) + " on a stack of " + std::to_string(stack_.size()));
+          if (stack_.size() < n + floor())
+            fail("TUPLE" + std::to_string(n) + " on a stack of " + std::to_string(stack_.size()));
           auto t = make(Kind::Tuple);
           t->items.assign(stack_.end() - long(n), stack_.end());
           stack_.resize(stack_.size() - n);
@@ -240,12 +241,12 @@ class PickleVM {
           push(t);
           break;
         }
-        case 'q': memo_[uint32_t(le(1))] = top(); break;    // BINPUT
-        case 'r': memo_[uint32_t(le(4))] = top(); break;    // LONG_BINPUT
+        case 'q': memo_[uint32_t(le(1))] = top(); break;          // BINPUT
+        case 'r': memo_[uint32_t(le(4))] = top(); break;          // LONG_BINPUT
         case 0x94: memo_[uint32_t(memo_.size())] = top(); break;  // MEMOIZE
-        case 'h': push(memo(le(1))); break;                 // BINGET
-        case 'j': push(memo(le(4))); break;                 // LONG_BINGET
-        case 'c': {                                         // GLOBAL "module\nname\n"
+        case 'h': push(memo(le(1))); break;                       // BINGET
+        case 'j': push(memo(le(4))); break;                       // LONG_BINGET
+        case 'c': {                                               // GLOBAL "module\nname\n"
           std::string mod = line(), name = line();
           push(global(mod, name));
           break;
@@ -391,8 +392,9 @@ class PickleVM {
     std::string full = mod + "." + name;
     if (is_allowed_callable(full) || storage_dtypes().count(full)) return make_str(Kind::Global, full);
     if (full == "torch.storage._load_from_bytes")
-      fail("unsupported pickle global 'torch.storage._load_from_bytes' (a storage pickled as bytes by an old or "
-           "non-zip torch.save); re-save it with a current torch: torch.save(torch.load(f), g)");
+      fail(
+          "unsupported pickle global 'torch.storage._load_from_bytes' (a storage pickled as bytes by an old or "
+          "non-zip torch.save); re-save it with a current torch: torch.save(torch.load(f), g)");
     if (opt_.allow_unknown_globals) return make_str(Kind::Opaque, full);
     fail("unsupported pickle global '" + full +
          "' (only tensors, OrderedDict and plain Python values are read; nothing is executed — "
@@ -406,14 +408,17 @@ class PickleVM {
     return o->i;
   }
   std::vector<int64_t> as_ints(const PyRef& o, const char* what) const {
-    if (o->kind != Kind::Tuple && o->kind != Kind::List) fail(std::string(what) + " must be a tuple of ints, got " + o->repr());
+    if (o->kind != Kind::Tuple && o->kind != Kind::List)
+      fail(std::string(what) + " must be a tuple of ints, got " + o->repr());
     std::vector<int64_t> v;
     for (const auto& x : o->items) v.push_back(as_int(x, what));
     return v;
   }
 
   PyRef rebuild_tensor(const std::vector<PyRef>& a, const char* fn) {
-    if (a.size() < 4) fail(std::string(fn) + " expects (storage, offset, size, stride, ...), got " + std::to_string(a.size()) + " args");
+    if (a.size() < 4)
+      fail(std::string(fn) + " expects (storage, offset, size, stride, ...), got " + std::to_string(a.size()) +
+           " args");
     if (a[0]->kind != Kind::Storage) fail(std::string(fn) + ": first argument must be a storage, got " + a[0]->repr());
     auto t = make(Kind::Tensor);
     TorchTensorRef& r = t->tensor;
@@ -435,12 +440,13 @@ class PickleVM {
     if (!overflow && numel > 0)
       for (size_t k = 0; k < r.shape.size(); ++k) {
         int64_t ext;
-        if (__builtin_mul_overflow(r.shape[k] - 1, r.stride[k], &ext) || __builtin_add_overflow(last, ext, &last)) overflow = true;
+        if (__builtin_mul_overflow(r.shape[k] - 1, r.stride[k], &ext) || __builtin_add_overflow(last, ext, &last))
+          overflow = true;
       }
     if (overflow || (numel > 0 && last >= r.storage_numel))
       fail("tensor view (offset " + std::to_string(r.offset) + ", size " + shape_str(r.shape) + ", stride " +
-           shape_str(r.stride) + ") lies outside its storage '" + r.storage_key + "' of " + std::to_string(r.storage_numel) +
-           " elements");
+           shape_str(r.stride) + ") lies outside its storage '" + r.storage_key + "' of " +
+           std::to_string(r.storage_numel) + " elements");
     return t;
   }
 
@@ -461,7 +467,8 @@ class PickleVM {
       }
       return d;
     }
-    if (n == "torch._utils._rebuild_tensor_v2" || n == "torch._utils._rebuild_tensor") return rebuild_tensor(a, n.c_str());
+    if (n == "torch._utils._rebuild_tensor_v2" || n == "torch._utils._rebuild_tensor")
+      return rebuild_tensor(a, n.c_str());
     if (n == "torch._utils._rebuild_parameter" || n == "torch._utils._rebuild_parameter_with_state") {
       if (a.empty() || a[0]->kind != Kind::Tensor) fail(n + ": first argument must be a tensor");
       auto t = make(Kind::Tensor);
@@ -533,8 +540,10 @@ static ZipReader open_torch_zip(const std::string& path) {
   uint8_t head[2] = {0, 0};
   f.read(reinterpret_cast<char*>(head), 2);
   if (f && head[0] == 0x80 && head[1] <= 5)
-    throw std::runtime_error(path + ": legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with a "
-                             "current torch: torch.save(torch.load(\"" + path + "\"), \"new.pth\")");
+    throw std::runtime_error(path +
+                             ": legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with a "
+                             "current torch: torch.save(torch.load(\"" +
+                             path + "\"), \"new.pth\")");
   if (!ZipReader::looks_like_zip(path))
     throw std::runtime_error(path + ": not a torch.save file (expected a zip archive starting with 'PK')");
   return ZipReader(path);
@@ -546,14 +555,16 @@ TorchCheckpoint::TorchCheckpoint(const std::string& path, const TorchLoadOptions
   if (prefix_ == "#") {
     for (const auto& e : zip_.entries())
       if (e.name.find("constants.pkl") != std::string::npos)
-        throw std::runtime_error(path + ": a TorchScript archive (torch.jit.save), not a torch.save checkpoint; "
+        throw std::runtime_error(path +
+                                 ": a TorchScript archive (torch.jit.save), not a torch.save checkpoint; "
                                  "save model.state_dict() with torch.save instead");
     throw std::runtime_error(path + ": zip archive without <archive>/data.pkl: not a torch.save file");
   }
   if (const ZipEntry* bo = zip_.find(prefix_ + "byteorder")) {
     auto b = zip_.read(*bo);
     if (std::string(b.begin(), b.end()) != "little")
-      throw std::runtime_error(path + ": byteorder '" + std::string(b.begin(), b.end()) + "' (only little-endian is supported)");
+      throw std::runtime_error(path + ": byteorder '" + std::string(b.begin(), b.end()) +
+                               "' (only little-endian is supported)");
   }
   std::vector<uint8_t> pkl = zip_.read(prefix_ + "data.pkl");
   auto storage_numel = [this](const std::string& key, const std::string& dtype) -> int64_t {
@@ -583,7 +594,8 @@ FileTensor TorchCheckpoint::tensor(const TorchTensorRef& t) {
   int64_t last = t.offset;
   for (size_t k = 0; k < t.shape.size(); ++k) last += (t.shape[k] - 1) * t.stride[k];
   if ((last + 1) * isz > int64_t(cached_.size()))
-    throw std::runtime_error(path_ + ": storage '" + t.storage_key + "' is too small for a tensor view " + shape_str(t.shape));
+    throw std::runtime_error(path_ + ": storage '" + t.storage_key + "' is too small for a tensor view " +
+                             shape_str(t.shape));
   const uint8_t* src = cached_.data();
   uint8_t* dst = out.bytes.data();
   bool contiguous = true;
@@ -623,7 +635,8 @@ static void flatten_into(const PyRef& o, const std::string& prefix, int depth,
   } else if (o->kind == Kind::List || o->kind == Kind::Tuple) {
     bool all_scalar = true;  // short lists of scalars (betas, flags) stay one leaf
     for (const auto& v : o->items)
-      if (v->kind == Kind::Dict || v->kind == Kind::List || v->kind == Kind::Tuple || v->kind == Kind::Tensor) all_scalar = false;
+      if (v->kind == Kind::Dict || v->kind == Kind::List || v->kind == Kind::Tuple || v->kind == Kind::Tensor)
+        all_scalar = false;
     if (all_scalar) {
       out.emplace_back(prefix, o);
       return;

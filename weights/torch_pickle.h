@@ -36,12 +36,12 @@ using PyRef = std::shared_ptr<PyObj>;
 struct PyObj {
   enum class Kind { None, Bool, Int, Float, Str, Bytes, List, Tuple, Dict, Set, Tensor, Global, Storage, Opaque };
   Kind kind = Kind::None;
-  int64_t i = 0;                                // Bool, Int
-  double f = 0;                                 // Float
-  std::string s;                                // Str, Bytes, Global/Opaque name
-  std::vector<PyRef> items;                     // List, Tuple, Set
-  std::vector<std::pair<PyRef, PyRef>> dict;    // Dict, in insertion order
-  TorchTensorRef tensor;                        // Tensor; Storage uses storage_key/dtype/storage_numel
+  int64_t i = 0;                              // Bool, Int
+  double f = 0;                               // Float
+  std::string s;                              // Str, Bytes, Global/Opaque name
+  std::vector<PyRef> items;                   // List, Tuple, Set
+  std::vector<std::pair<PyRef, PyRef>> dict;  // Dict, in insertion order
+  TorchTensorRef tensor;                      // Tensor; Storage uses storage_key/dtype/storage_numel
 
   bool is_str() const { return kind == Kind::Str; }
   bool is_dict() const { return kind == Kind::Dict; }

@@ -17,7 +17,9 @@ constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEocdSig = 
 constexpr uint32_t kEocd64Sig = 0x06064b50, kEocd64LocSig = 0x07064b50;
 
 uint16_t u16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-uint32_t u32(const uint8_t* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24); }
+uint32_t u32(const uint8_t* p) {
+  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
 uint64_t u64(const uint8_t* p) { return uint64_t(u32(p)) | (uint64_t(u32(p + 4)) << 32); }
 
 }  // namespace
@@ -34,7 +36,8 @@ bool ZipReader::looks_like_zip(const std::string& path) {
 void ZipReader::read_bytes(uint64_t offset, void* dst, uint64_t n, const std::string& what) {
   if (offset > file_size_ || n > file_size_ - offset)
     throw std::runtime_error(path_ + ": " + what + " at byte " + std::to_string(offset) + " (+" + std::to_string(n) +
-                             ") lies beyond the end of the file (" + std::to_string(file_size_) + " bytes): truncated?");
+                             ") lies beyond the end of the file (" + std::to_string(file_size_) +
+                             " bytes): truncated?");
   f_.clear();
   f_.seekg(std::streamoff(offset));
   f_.read(static_cast<char*>(dst), std::streamsize(n));
@@ -47,7 +50,8 @@ ZipReader::ZipReader(const std::string& path) : path_(path) {
   file_size_ = std::filesystem::file_size(path, ec);
   f_.open(path, std::ios::binary);
   if (ec || !f_) throw std::runtime_error(path + ": cannot open");
-  if (file_size_ < 22) throw std::runtime_error(path + ": " + std::to_string(file_size_) + " bytes, too short for a zip archive");
+  if (file_size_ < 22)
+    throw std::runtime_error(path + ": " + std::to_string(file_size_) + " bytes, too short for a zip archive");
 
   // The EOCD record (22 bytes + comment of up to 64 KiB) ends the file; scan back for it.
   uint64_t tail_n = std::min<uint64_t>(file_size_, 22 + 65535);
@@ -77,10 +81,11 @@ ZipReader::ZipReader(const std::string& path) : path_(path) {
     cd_offset = u64(rec + 48);
   }
   if (cd_offset > file_size_ || cd_size > file_size_ - cd_offset)
-    throw std::runtime_error(path + ": central directory [" + std::to_string(cd_offset) + ", +" + std::to_string(cd_size) +
-                             ") lies beyond the end of the file: truncated?");
-  if (count > cd_size / 46) throw std::runtime_error(path + ": central directory claims " + std::to_string(count) + " entries in " +
-                                                     std::to_string(cd_size) + " bytes");
+    throw std::runtime_error(path + ": central directory [" + std::to_string(cd_offset) + ", +" +
+                             std::to_string(cd_size) + ") lies beyond the end of the file: truncated?");
+  if (count > cd_size / 46)
+    throw std::runtime_error(path + ": central directory claims " + std::to_string(count) + " entries in " +
+                             std::to_string(cd_size) + " bytes");
   std::vector<uint8_t> cd(cd_size);
   read_bytes(cd_offset, cd.data(), cd_size, "central directory");
   size_t p = 0;
@@ -153,7 +158,8 @@ std::vector<uint8_t> ZipReader::read(const ZipEntry& e) {
   if (e.method == 0) {
     out = std::move(comp);
   } else {
-    if (e.size > (uint64_t(1) << 40)) throw std::runtime_error(path_ + ": " + what + ": implausible size " + std::to_string(e.size));
+    if (e.size > (uint64_t(1) << 40))
+      throw std::runtime_error(path_ + ": " + what + ": implausible size " + std::to_string(e.size));
     out.resize(e.size);
     z_stream zs{};
     if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) throw std::runtime_error(path_ + ": zlib inflateInit failed");
