@@ -355,12 +355,23 @@ const char* aug_op_name(AugOp op) {
 
 namespace {
 void apply_luts(Image& img, const uint8_t (*lut)[256]) {
-  const int c = img.c;
-  for (size_t i = 0, n = img.px.size(); i < n; ++i) img.px[i] = lut[i % c][img.px[i]];
+  uint8_t* px = img.px.data();
+  const size_t n = img.px.size();
+  if (img.c == 1) {
+    for (size_t i = 0; i < n; ++i) px[i] = lut[0][px[i]];
+  } else {
+    for (size_t i = 0; i < n; i += 3) px[i] = lut[0][px[i]], px[i + 1] = lut[1][px[i + 1]], px[i + 2] = lut[2][px[i + 2]];
+  }
 }
 void channel_hist(const Image& img, int64_t (*hist)[256]) {
   for (int c = 0; c < img.c; ++c) std::fill(hist[c], hist[c] + 256, 0);
-  for (size_t i = 0, n = img.px.size(); i < n; ++i) ++hist[i % img.c][img.px[i]];
+  const uint8_t* px = img.px.data();
+  const size_t n = img.px.size();
+  if (img.c == 1) {
+    for (size_t i = 0; i < n; ++i) ++hist[0][px[i]];
+  } else {
+    for (size_t i = 0; i < n; i += 3) ++hist[0][px[i]], ++hist[1][px[i + 1]], ++hist[2][px[i + 2]];
+  }
 }
 }  // namespace
 
@@ -621,6 +632,20 @@ Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw) {
 
 std::vector<float> train_transform(const Image& img, int size, Rng& rng, TrainDraw* draw) {
   return to_normalized_chw(train_augment_u8(img, size, rng, draw));
+}
+
+std::vector<float> load_test_image(const std::string& path, int size, DicomMode dicom) {
+  ReadOptions o;
+  o.keep_grey = true;
+  o.dicom = dicom;
+  return test_transform(read_image(path, o), size);
+}
+
+std::vector<float> load_train_image(const std::string& path, int size, Rng& rng, DicomMode dicom) {
+  ReadOptions o;
+  o.keep_grey = true;
+  o.dicom = dicom;
+  return train_transform(read_image(path, o), size, rng);
 }
 
 }  // namespace ms

@@ -105,4 +105,9 @@ std::vector<float> train_transform(const Image& img, int size, Rng& rng, TrainDr
 // The same up to the uint8 image before ToTensor.
 Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw = nullptr);
 
+// File -> [3,S,S] in one call, shaped for data/loader.h's ImageFn. Grey sources stay one
+// channel until ToTensor (exact, and 2-3x cheaper than replicating first).
+std::vector<float> load_test_image(const std::string& path, int size = 224, DicomMode dicom = DicomMode::kDisplay);
+std::vector<float> load_train_image(const std::string& path, int size, Rng& rng, DicomMode dicom = DicomMode::kDisplay);
+
 }  // namespace ms
