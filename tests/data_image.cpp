@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "data/image.h"
+#include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/io.h"
 #include "tests/test_util.h"
@@ -606,7 +607,13 @@ TEST_CASE("data: image `medslip preprocess` writes the tensor the model sees") {
   Rng rng(9, kStreamAugment);
   CHECK(train_transform(read_image(src), 32, rng) == a);
   CHECK(to_normalized_chw(read_image(png)) == a);
+  // --epoch/--item: the pretraining loader's draws for that sample.
+  args = {"preprocess", src, "--size", "32", "--train", "--seed", "9", "--epoch", "2", "--item", "5", "--out", out};
+  REQUIRE(run(args) == 0);
+  Rng loader_rng = sample_rng(9, 2, 5, false);
+  CHECK(load_safetensors_tensor(out, "image").to_vector() == train_transform(read_image(src), 32, loader_rng));
   CHECK_THROWS(run({"preprocess", src, "--seed", "3", "--out", out}));  // --seed without --train
+  CHECK_THROWS(run({"preprocess", src, "--train", "--epoch", "3", "--out", out}));  // --epoch without --item
 }
 
 TEST_CASE("data: image mutated files either decode or raise, never crash") {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "data/image.h"
+#include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/io.h"
 #include "train/commands.h"
@@ -24,11 +25,15 @@ int cmd_preprocess(int argc, char** argv) {
   int size = 224;
   bool train = false, rsna = false;
   uint64_t seed = 0;
+  int64_t epoch = -1, item = -1;
   app.add_option("image", image, "input image")->required();
   app.add_option("--out", out, "output .safetensors (key `image`, F32 [1,3,S,S])")->required();
   app.add_option("--size", size, "output side S")->check(CLI::Range(1, 4096));
   app.add_flag("--train", train, "the training augmentation instead of the test transform");
   app.add_option("--seed", seed, "--train: seed; the draws are those of Rng(seed, kStreamAugment)");
+  app.add_option("--epoch", epoch, "--train: with --item, the pretraining loader's draws for (seed, epoch, item)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--item", item, "--train: dataset index of the image (see --epoch)")->check(CLI::NonNegativeNumber);
   app.add_flag("--rsna-dicom", rsna, "read DICOMs as the RSNA Dataset does (raw values, equalize_hist), spec §C.7");
   app.add_option("--png", png, "also write the 8-bit image before ToTensor/Normalize");
   try {
@@ -36,7 +41,9 @@ int cmd_preprocess(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (!train && app.count("--seed")) throw std::invalid_argument("--seed only applies with --train");
+  if (!train && (app.count("--seed") || epoch >= 0 || item >= 0))
+    throw std::invalid_argument("--seed/--epoch/--item only apply with --train");
+  if ((epoch >= 0) != (item >= 0)) throw std::invalid_argument("--epoch and --item go together");
 
   ReadOptions ro;
   ro.keep_grey = true;  // exact: every transform is per channel; replicated at ToTensor
@@ -50,7 +57,8 @@ int cmd_preprocess(int argc, char** argv) {
                                              {"dicom_mode", rsna ? "rsna" : "display"}};
   Image u8;
   if (train) {
-    Rng rng(seed, kStreamAugment);
+    // data/loader.h keys each sample's image draws by (seed, epoch, item).
+    Rng rng = epoch >= 0 ? sample_rng(seed, epoch, item, false) : Rng(seed, kStreamAugment);
     TrainDraw d;
     u8 = train_augment_u8(img, size, rng, &d);
     std::string ops;
@@ -59,6 +67,7 @@ int cmd_preprocess(int argc, char** argv) {
              (s.applied ? "(" + std::to_string(s.arg) + ")" : " skipped");
     meta["transform"] = "train";
     meta["seed"] = std::to_string(seed);
+    if (epoch >= 0) meta["loader_key"] = "epoch " + std::to_string(epoch) + ", item " + std::to_string(item);
     meta["crop_ijhw"] = std::to_string(d.crop.top) + "," + std::to_string(d.crop.left) + "," +
                         std::to_string(d.crop.height) + "," + std::to_string(d.crop.width);
     meta["flipped"] = d.flipped ? "1" : "0";
