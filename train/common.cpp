@@ -76,15 +76,11 @@ Tensor stack_layers(const std::vector<Tensor>& per_layer) {
 }
 
 ImageFn train_image_fn(int size) {
-  return [size](const std::string& path, Rng& rng) { return train_transform(read_image(path), size, rng); };
+  return [size](const std::string& path, Rng& rng) { return load_train_image(path, size, rng); };
 }
 
 ImageFn test_image_fn(int size, DicomMode dicom) {
-  return [size, dicom](const std::string& path, Rng&) {
-    ReadOptions o;
-    o.dicom = dicom;
-    return test_transform(read_image(path, o), size);
-  };
+  return [size, dicom](const std::string& path, Rng&) { return load_test_image(path, size, dicom); };
 }
 
 InferenceModel load_inference_model(const std::string& checkpoint, const std::string& books,
