@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
@@ -18,12 +19,11 @@ Tensor dropout(const Tensor& x, float p, bool training, Rng& rng) {
   const uint64_t key = rng.key(), c0 = rng.offset();
   rng.set_offset(c0 + uint64_t((n + 3) / 4));  // the counter range this call consumes
   Tensor y = Tensor::empty(x.shape(), x.device());
-  auto keep = std::make_shared<std::vector<uint8_t>>(size_t(n));
-  if (x.is_cuda()) throw std::runtime_error("dropout: CUDA path not built");
-  cpu::dropout_forward(x.data(), y.data(), keep->data(), n, p, key, c0);
+  auto keep = std::make_shared<DeviceArray<uint8_t>>(n, x.device());  // the mask, on x's device
+  MS_DISPATCH(x.device(), dropout_forward, x.data(), y.data(), keep->data(), n, p, key, c0);
   record(y, "dropout", {x}, [x, keep, n, p](const Tensor& g) {
     Tensor gx = Tensor::empty(x.shape(), x.device());  // d dropout = keep / (1-p)
-    cpu::dropout_backward(g.data(), keep->data(), gx.data(), n, p);
+    MS_DISPATCH(x.device(), dropout_backward, g.data(), keep->data(), gx.data(), n, p);
     accumulate_grad(x, gx);
   });
   return y;

@@ -3,6 +3,7 @@
 
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
@@ -128,10 +129,10 @@ Tensor where(const std::vector<uint8_t>& mask, const Tensor& a, const Tensor& b)
   if (int64_t(mask.size()) != shape_numel(out_shape))
     throw std::invalid_argument("where: mask has " + std::to_string(mask.size()) + " elements, output " +
                                 shape_str(out_shape) + " needs " + std::to_string(shape_numel(out_shape)));
-  if (dev == Device::CUDA) throw std::runtime_error("where: CUDA path goes through masked ops on host masks");
   Tensor out = Tensor::empty(out_shape, dev);
   Broadcast bc = make_broadcast(out_shape, a.shape(), b.shape());
-  cpu::where_forward(mask.data(), a.data(), b.data(), out.data(), bc);
+  const DeviceArray<uint8_t> m(mask, dev);  // the host mask on the tensors' device
+  MS_DISPATCH(dev, where_forward, m.data(), a.data(), b.data(), out.data(), bc);
   if (any_requires_grad({a, b})) {
     record(out, "where", {a, b}, [mask, a, b, out_shape](const Tensor& g) {
       // d where = (g on mask, g off mask), each summed back to its operand's shape

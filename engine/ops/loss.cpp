@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
@@ -22,19 +23,25 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& target, c
   for (int64_t r = 0; r < R; ++r)
     if (valid[size_t(r)] && (target[size_t(r)] < 0 || target[size_t(r)] >= C))
       throw std::out_of_range("cross_entropy: target " + std::to_string(target[size_t(r)]) + " of row " + std::to_string(r) + " outside [0, " + std::to_string(C) + ")");
-  Tensor lg = logits.to(Device::CPU);
+  const Device dev = logits.device();
   const int64_t n = count(valid);
-  std::vector<float> row(static_cast<size_t>(R));
-  cpu::cross_entropy_forward(lg.data(), target.data(), valid.data(), row.data(), R, C);
+  Tensor row = Tensor::empty({R}, dev);  // per-row terms; summed on the host in row order
+  {
+    const DeviceArray<int64_t> dt(target, dev);
+    const DeviceArray<uint8_t> dv(valid, dev);
+    MS_DISPATCH(dev, cross_entropy_forward, logits.data(), dt.data(), dv.data(), row.data(), R, C);
+  }
   double s = 0.0;
-  for (float v : row) s += v;
+  for (float v : row.to_vector()) s += v;
   Tensor out = Tensor::full({}, n ? float(s / double(n)) : 0.f, logits.device());
   record(out, "cross_entropy", {logits}, [logits, target, valid, n, R, C](const Tensor& g) {
-    Tensor lg = logits.to(Device::CPU);
-    Tensor gl = Tensor::empty(logits.shape());
+    const Device dev = logits.device();
+    Tensor gl = Tensor::empty(logits.shape(), dev);
     float scale = n ? g.item() / float(n) : 0.f;  // d mean CE = (softmax - onehot) / n
-    cpu::cross_entropy_backward(lg.data(), target.data(), valid.data(), scale, gl.data(), R, C);
-    accumulate_grad(logits, gl.to(logits.device()));
+    const DeviceArray<int64_t> dt(target, dev);
+    const DeviceArray<uint8_t> dv(valid, dev);
+    MS_DISPATCH(dev, cross_entropy_backward, logits.data(), dt.data(), dv.data(), scale, gl.data(), R, C);
+    accumulate_grad(logits, gl);
   });
   return out;
 }
@@ -42,19 +49,25 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& target, c
 Tensor bce_with_logits(const Tensor& x, const Tensor& target, const std::vector<uint8_t>& valid) {
   if (target.shape() != x.shape()) throw std::invalid_argument("bce_with_logits: target " + shape_str(target.shape()) + " for logits " + shape_str(x.shape()));
   if (int64_t(valid.size()) != x.numel()) throw std::invalid_argument("bce_with_logits: mask size does not match " + shape_str(x.shape()));
-  Tensor xc = x.to(Device::CPU), tc = target.to(Device::CPU);
+  const Device dev = x.device();
+  const Tensor tc = target.to(dev);
   const int64_t n = count(valid), N = x.numel();
-  std::vector<float> el(static_cast<size_t>(N));
-  cpu::bce_with_logits_forward(xc.data(), tc.data(), valid.data(), el.data(), N);
+  Tensor el = Tensor::empty(x.shape(), dev);  // per-element terms; summed on the host in order
+  {
+    const DeviceArray<uint8_t> dv(valid, dev);
+    MS_DISPATCH(dev, bce_with_logits_forward, x.data(), tc.data(), dv.data(), el.data(), N);
+  }
   double s = 0.0;
-  for (float v : el) s += v;
+  for (float v : el.to_vector()) s += v;
   Tensor out = Tensor::full({}, n ? float(s / double(n)) : 0.f, x.device());
   record(out, "bce_with_logits", {x}, [x, target, valid, n, N](const Tensor& g) {
-    Tensor xc = x.to(Device::CPU), tc = target.to(Device::CPU);
-    Tensor gx = Tensor::empty(x.shape());
+    const Device dev = x.device();
+    const Tensor tc = target.to(dev);
+    Tensor gx = Tensor::empty(x.shape(), dev);
     float scale = n ? g.item() / float(n) : 0.f;  // d mean BCE = (sigmoid(x) - t) / n
-    cpu::bce_with_logits_backward(xc.data(), tc.data(), valid.data(), scale, gx.data(), N);
-    accumulate_grad(x, gx.to(x.device()));
+    const DeviceArray<uint8_t> dv(valid, dev);
+    MS_DISPATCH(dev, bce_with_logits_backward, x.data(), tc.data(), dv.data(), scale, gx.data(), N);
+    accumulate_grad(x, gx);
   });
   return out;
 }

@@ -2,6 +2,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
@@ -56,14 +57,13 @@ Tensor max(const Tensor& a, int64_t dim, bool keepdim) {
   int64_t outer, n, inner;
   split(a.shape(), d, outer, n, inner);
   if (n == 0) throw std::invalid_argument("max: reducing an empty dim");
-  if (a.is_cuda()) return max(a.to(Device::CPU), dim, keepdim).to(Device::CUDA);
   Tensor y = Tensor::empty(reduced_shape(a.shape(), d, keepdim), a.device());
-  std::vector<int64_t> arg(size_t(outer * inner));
-  cpu::max_dim(a.data(), y.data(), arg.data(), outer, n, inner);
+  auto arg = std::make_shared<DeviceArray<int64_t>>(outer * inner, a.device());  // argmax, on a's device
+  MS_DISPATCH(a.device(), max_dim, a.data(), y.data(), arg->data(), outer, n, inner);
   record(y, "max_dim", {a}, [a, arg, outer, n, inner](const Tensor& g) {
     // d max = g at the (first) argmax, 0 elsewhere
     Tensor gx = Tensor::zeros(a.shape(), a.device());
-    cpu::max_dim_backward(g.data(), arg.data(), gx.data(), outer, n, inner);
+    MS_DISPATCH(a.device(), max_dim_backward, g.data(), arg->data(), gx.data(), outer, n, inner);
     accumulate_grad(a, gx);
   });
   return y;

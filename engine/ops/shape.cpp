@@ -5,6 +5,7 @@
 
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
@@ -112,11 +113,14 @@ Tensor index_select(const Tensor& a, int64_t dim, const std::vector<int64_t>& in
   Tensor out = Tensor::empty(out_shape, a.device());
   int64_t outer, inner;
   split(a.shape(), d, outer, inner);
-  if (a.is_cuda()) throw std::runtime_error("index_select: CUDA path not built");
-  cpu::index_select_forward(a.data(), index.data(), out.data(), outer, n, int64_t(index.size()), inner);
+  const DeviceArray<int64_t> idx(index, a.device());  // the host indices on a's device
+  MS_DISPATCH(a.device(), index_select_forward, a.data(), idx.data(), out.data(), outer, n, int64_t(index.size()),
+              inner);
   record(out, "index_select", {a}, [a, index, outer, inner, n](const Tensor& g) {
     Tensor ga = Tensor::zeros(a.shape(), a.device());  // d gather = scatter-add, in index order
-    cpu::index_select_backward(g.data(), index.data(), ga.data(), outer, n, int64_t(index.size()), inner);
+    const DeviceArray<int64_t> idx(index, a.device());
+    MS_DISPATCH(a.device(), index_select_backward, g.data(), idx.data(), ga.data(), outer, n, int64_t(index.size()),
+                inner);
     accumulate_grad(a, ga);
   });
   return out;
@@ -136,12 +140,13 @@ Tensor masked_select(const Tensor& a, const std::vector<uint8_t>& mask) {
   std::vector<int64_t> pos;
   for (size_t i = 0; i < mask.size(); ++i)
     if (mask[i]) pos.push_back(int64_t(i));
-  if (a.is_cuda()) throw std::runtime_error("masked_select: CUDA path not built");
   Tensor out = Tensor::empty({int64_t(pos.size())}, a.device());
-  cpu::gather_flat(a.data(), pos.data(), out.data(), int64_t(pos.size()));
+  const DeviceArray<int64_t> dpos(pos, a.device());  // increasing positions, on a's device
+  MS_DISPATCH(a.device(), gather_flat, a.data(), dpos.data(), out.data(), int64_t(pos.size()));
   record(out, "masked_select", {a}, [a, pos](const Tensor& g) {
     Tensor ga = Tensor::zeros(a.shape(), a.device());  // grad only to the selected elements
-    cpu::scatter_add_flat(g.data(), pos.data(), ga.data(), int64_t(pos.size()));
+    const DeviceArray<int64_t> dpos(pos, a.device());
+    MS_DISPATCH(a.device(), scatter_add_flat, g.data(), dpos.data(), ga.data(), int64_t(pos.size()));
     accumulate_grad(a, ga);
   });
   return out;

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# The GPU check of issue 7, for a machine with an NVIDIA GPU (written for the lent H200; one
+# run, well inside 10 minutes). From the repository root:
+#
+#   tests/gpu_check.sh            build with `make CUDA=1 -j16`, then run every check below
+#   tests/gpu_check.sh --bundle   (on a build machine WITHOUT a GPU) build build-cuda/ and pack
+#                                 the two binaries and the shared libraries they need that a
+#                                 bare CUDA image lacks (DCMTK, ICU, yaml-cpp, fmt, OpenBLAS,
+#                                 cudart) into build-cuda/bundle/medslip-cuda.tar.xz
+#
+# When the GPU machine lacks the Debian build dependencies (make check-deps would fail there:
+# it cannot reach a package registry), the check uses that bundle instead of building: carry
+# build-cuda/bundle with the run. cuBLAS is taken from the GPU machine (its CUDA toolkit or
+# the nvidia-cublas Python wheel). docs/cuda.md says how to run it through the device tool.
+#
+# Checks, each a row of the final table:
+#   1. build (or bundle)      make CUDA=1 compiles and links
+#   2. kernel tests           build-cuda/medslip_tests -tc='cuda*': every CUDA kernel vs its CPU
+#                             twin, ops end to end, two GPU runs bitwise equal, the allocator
+#   3. compute-sanitizer      memcheck and racecheck on the kernel tests (exact-size allocations,
+#                             MEDSLIP_CUDA_NO_CACHE=1, so an overrun past a tensor is caught)
+#   4. step parity            medslip verify --export (the parity fixture), then medslip step
+#                             --device cpu and --device cuda; losses, outputs and every gradient
+#                             within the ARCHITECTURE tolerances (1e-4 forward, 1e-3 heads and
+#                             decoders, 1e-2 ResNet trunk); once with dropout 0, once with 0.1
+#                             (same Philox masks on both devices)
+#   5. GPU determinism        medslip pretrain on a small synthetic set, twice, one seed, on
+#                             cuda: every step's losses equal as printed (17 digits)
+#   6. CPU vs GPU pretrain    the first step's loss of a CPU run against the GPU's (information)
+#
+# Environment: OUT (results folder; default build-cuda/gpu_check), JOBS (make -j, default 16).
+# Exit status: 0 when every check passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=${JOBS:-16}
+RES=${OUT:-$ROOT/build-cuda/gpu_check}
+mkdir -p "$RES"
+WORK=$(mktemp -d /tmp/medslip_gpu_check.XXXXXX)
+T0=$(date +%s)
+ROWS=()
+FAILED=0
+row() {  # row NAME STATUS DETAIL
+  ROWS+=("$(printf '%-22s %-5s %s' "$1" "$2" "$3")")
+  [ "$2" = "FAIL" ] && FAILED=1
+  echo "=== [$(( $(date +%s) - T0 ))s] $1: $2 $3"
+}
+DEP_HEADERS="/usr/include/doctest/doctest.h /usr/include/fmt/core.h /usr/include/yaml-cpp/yaml.h
+  /usr/include/CLI/CLI.hpp /usr/include/dcmtk/dcmdata/dctk.h /usr/include/unicode/uchar.h /usr/include/stb/stb_image.h"
+
+# ---- --bundle: pack prebuilt binaries for a GPU machine without the build dependencies ----
+if [ "${1:-}" = "--bundle" ]; then
+  make CUDA=1 -j"${JOBS}" build-cuda/medslip build-cuda/medslip_tests || exit 1
+  B=build-cuda/bundle
+  rm -rf "$B" "$WORK/pack"
+  mkdir -p "$B" "$WORK/pack/bin" "$WORK/pack/lib" "$WORK/pack/lib-fallback"
+  cp build-cuda/medslip build-cuda/medslip_tests "$WORK/pack/bin/"
+  # Everything the binaries load except the C library family and the driver/cuBLAS (taken
+  # from the GPU machine). libstdc++/libgomp/libgcc_s go to lib-fallback, used only if missing.
+  ldd build-cuda/medslip build-cuda/medslip_tests | awk '/=> \//{print $1, $3}' | sort -u |
+    while read -r name path; do
+      case "$name" in
+        libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcublas*) ;;
+        libstdc++.so*|libgomp.so*|libgcc_s.so*) cp -L "$path" "$WORK/pack/lib-fallback/$name" ;;
+        *) cp -L "$path" "$WORK/pack/lib/$name" ;;
+      esac
+    done
+  git rev-parse HEAD > "$WORK/pack/COMMIT" 2>/dev/null || true
+  tar -C "$WORK/pack" -cJf "$B/medslip-cuda.tar.xz" .
+  du -h "$B/medslip-cuda.tar.xz"
+  echo "carry build-cuda/bundle with the device run; the check unpacks it when it cannot build"
+  rm -rf "$WORK"
+  exit 0
+fi
+
+# ---- 1. build, or unpack the bundle ----------------------------------------------------------
+MISSING=""
+for h in $DEP_HEADERS; do [ -f "$h" ] || MISSING="$MISSING $h"; done
+BIN=build-cuda/medslip
+TESTS=build-cuda/medslip_tests
+if [ -z "$MISSING" ] && command -v nvcc >/dev/null; then
+  if make CUDA=1 -j"${JOBS}" build-cuda/medslip build-cuda/medslip_tests > "$RES/build.log" 2>&1; then
+    row "build" "ok" "make CUDA=1 -j${JOBS} ($(( $(date +%s) - T0 ))s), nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+  else
+    tail -30 "$RES/build.log"
+    row "build" "FAIL" "make CUDA=1 failed: see build.log"
+  fi
+elif [ -f build-cuda/bundle/medslip-cuda.tar.xz ]; then
+  mkdir -p "$WORK/bundle"
+  tar -C "$WORK/bundle" -xJf build-cuda/bundle/medslip-cuda.tar.xz
+  BIN=$WORK/bundle/bin/medslip
+  TESTS=$WORK/bundle/bin/medslip_tests
+  export LD_LIBRARY_PATH="$WORK/bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # cuBLAS 13 from this machine: its toolkit, else PyTorch's nvidia-cublas wheel.
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null); do
+    if [ -e "$d/libcublas.so.13" ]; then export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"; break; fi
+  done
+  if ldd "$BIN" | grep -q "not found"; then export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$WORK/bundle/lib-fallback"; fi
+  if ldd "$BIN" "$TESTS" | grep "not found"; then
+    row "build" "FAIL" "bundle: libraries not found (above)"
+  else
+    row "build" "ok" "prebuilt bundle (commit $(cut -c1-10 "$WORK/bundle/COMMIT" 2>/dev/null)); missing here:$MISSING"
+  fi
+else
+  row "build" "FAIL" "cannot build here (missing:$MISSING) and no build-cuda/bundle: run tests/gpu_check.sh --bundle first"
+fi
+if [ ! -x "$BIN" ] || [ ! -x "$TESTS" ]; then
+  printf '%s\n' "${ROWS[@]}" | tee "$RES/gpu_check.txt"
+  exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$RES/device.txt" 2>&1 || true
+echo "device: $(cat "$RES/device.txt")"
+
+# ---- 2. kernel tests ---------------------------------------------------------------------------
+if timeout 300 "$TESTS" -tc='cuda*' > "$RES/tests.log" 2>&1; then
+  row "kernel tests" "ok" "$(grep -E '^\[doctest\] (test cases|assertions)' "$RES/tests.log" | tr -s ' ' | tr '\n' ' ')"
+else
+  grep -B2 -A6 -E "ERROR|FAILED|skipping" "$RES/tests.log" | head -60
+  row "kernel tests" "FAIL" "$(grep -E '^\[doctest\] (test cases|assertions)' "$RES/tests.log" | tr -s ' ' | tr '\n' ' ') see tests.log"
+fi
+if grep -q "skipping" "$RES/tests.log"; then row "kernel tests" "FAIL" "tests skipped: $(grep -m1 skipping "$RES/tests.log")"; fi
+
+# ---- 3. compute-sanitizer ------------------------------------------------------------------------
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [ -n "$SAN" ]; then
+  : > "$RES/sanitizer.log"
+  for tool in memcheck racecheck; do
+    if MEDSLIP_CUDA_NO_CACHE=1 timeout 150 "$SAN" --tool "$tool" --error-exitcode 99 \
+         "$TESTS" -tc='cuda: *kernels*,cuda: gemm*' >> "$RES/sanitizer.log" 2>&1; then
+      row "sanitizer $tool" "ok" "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RES/sanitizer.log" | tail -1)"
+    else
+      rc=$?
+      grep -m20 -E "=========" "$RES/sanitizer.log" | tail -20
+      if [ $rc = 124 ]; then
+        row "sanitizer $tool" "n/a" "stopped after 150 s (timeout; see sanitizer.log)"
+      elif grep -q -E "Device not supported|not supported on this" "$RES/sanitizer.log"; then
+        row "sanitizer $tool" "n/a" "compute-sanitizer does not support this machine (see sanitizer.log)"
+      else
+        row "sanitizer $tool" "FAIL" "exit $rc: see sanitizer.log"
+      fi
+    fi
+  done
+else
+  row "sanitizer" "n/a" "compute-sanitizer not installed"
+fi
+
+# ---- 4. step parity: CPU vs GPU on the parity fixture -------------------------------------------
+compare_steps() {  # compare_steps CPU.safetensors GPU.safetensors LABEL
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, struct, sys
+import numpy as np
+
+def load(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    head = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__":
+            continue
+        dt = {"F32": np.float32, "F64": np.float64, "I64": np.int64}[v["dtype"]]
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dt).astype(np.float64).reshape(v["shape"])
+    return out
+
+cpu, gpu, label = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
+TRUNK = ("res_features.", "mask_generator.", "res_l1_", "res_l2_")
+rows, fails = [], 0
+for k in sorted(cpu):
+    if k not in gpu:
+        print(f"{label}: {k} missing from the GPU output"); fails += 1; continue
+    c, g = cpu[k], gpu[k]
+    if k.startswith("grad."):
+        name = k[5:]
+        tol, kind = (1e-2, "trunk grad") if name.startswith(TRUNK) else (1e-3, "grad")
+    else:
+        tol, kind = 1e-4, "forward"
+    nc = np.linalg.norm(c)
+    if ".in_proj_bias" in k:  # K third: an exactly-zero true gradient, rounding noise in both
+        err = abs(np.linalg.norm(g) - nc) / max(nc, 1e-30); kind += " (norm)"
+    else:
+        err = np.linalg.norm(g - c) / nc if nc > 0 else np.linalg.norm(g - c)
+    ok = np.isfinite(err) and err <= tol
+    fails += 0 if ok else 1
+    rows.append((err / tol if np.isfinite(err) else np.inf, k, kind, err, tol, ok))
+rows.sort(reverse=True)
+print(f"{label}: {len(rows)} tensors; the 12 nearest their tolerance (rel-L2, % of tolerance used):")
+for used, k, kind, err, tol, ok in rows[:12]:
+    print(f"  {k:<64} {kind:<18} {err:10.3g} {100 * used:6.1f}% of {tol:g} {'ok' if ok else 'FAIL'}")
+by = {}
+for used, k, kind, err, tol, ok in rows:
+    by[kind.split(" (")[0]] = max(by.get(kind.split(" (")[0], 0), used)
+losses = {k: (cpu[k].item(), gpu[k].item()) for k in cpu if k.startswith("loss")}
+print(f"{label}: loss cpu {losses['loss'][0]:.7f} gpu {losses['loss'][1]:.7f}")
+summary = ", ".join(f"{kind} worst {100 * u:.1f}%" for kind, u in sorted(by.items()))
+print(f"SUMMARY {label}: {len(rows)} tensors, {fails} outside tolerance; {summary}")
+sys.exit(1 if fails else 0)
+PY
+}
+FIX=$WORK/reference
+if "$BIN" verify --export "$FIX" > "$RES/step.log" 2>&1; then
+  for drop in 0 0.1; do
+    ok=1
+    for dev in cpu cuda; do
+      "$BIN" step --config "$FIX/config.yaml" --weights "$FIX/weights.safetensors" --books "$FIX/books.safetensors" \
+        --batch "$FIX/batch.safetensors" --dropout "$drop" --seed 3 --device "$dev" \
+        --out "$WORK/step_${dev}_${drop}.safetensors" >> "$RES/step.log" 2>&1 || ok=0
+    done
+    if [ $ok = 1 ] && compare_steps "$WORK/step_cpu_${drop}.safetensors" "$WORK/step_cuda_${drop}.safetensors" \
+         "dropout $drop" >> "$RES/step.log" 2>&1; then
+      row "step parity p=$drop" "ok" "$(grep "SUMMARY dropout $drop" "$RES/step.log" | cut -d: -f2-)"
+    else
+      grep -E "FAIL|Error|error|what" "$RES/step.log" | head -20
+      row "step parity p=$drop" "FAIL" "$(grep "SUMMARY dropout $drop" "$RES/step.log" | cut -d: -f2-) see step.log"
+    fi
+  done
+else
+  tail -5 "$RES/step.log"
+  row "step parity" "FAIL" "medslip verify --export failed (step.log)"
+fi
+
+# ---- 5./6. pretraining: GPU twice with one seed (bitwise), CPU once (first step) ----------------
+D=$WORK/pretrain
+mkdir -p "$D"
+cat > "$D/config.yaml" <<EOF
+res_base_model: resnet18
+image_res: 64
+N: 2
+H: 4
+d_model: 256
+dropout: 0.1
+batch_size: 8
+train_file: $D/data/train.json
+valid_file: $D/data/valid.json
+label_file: $D/data/landmark_observation_adj_mtx.npy
+books: $FIX/books.safetensors
+seed: 42
+num_workers: 2
+log_every: 1
+max_steps_per_epoch: 8
+optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
+schedular: {sched: cosine, epochs: 2, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 1, decay_rate: 1, warmup_iters_per_step: 4}
+EOF
+losses_of() { grep '"type":"step"' "$1/metrics.jsonl" | python3 -c '
+import json, sys
+for l in sys.stdin:
+    j = json.loads(l)
+    print(j["step"], *(repr(j[k]) for k in ("loss", "loss_ce_pathology", "loss_cl_pathology", "loss_ce_anatomy", "loss_cl_anatomy", "loss_ap")))'; }
+if "$BIN" synth --out "$D/data" --n 120 --size 64 --seed 1 > "$RES/pretrain.log" 2>&1 &&
+   "$BIN" pretrain --config "$D/config.yaml" --device cuda --out "$D/gpu1" >> "$RES/pretrain.log" 2>&1 &&
+   "$BIN" pretrain --config "$D/config.yaml" --device cuda --out "$D/gpu2" >> "$RES/pretrain.log" 2>&1; then
+  losses_of "$D/gpu1" > "$D/gpu1.txt"
+  losses_of "$D/gpu2" > "$D/gpu2.txt"
+  n=$(wc -l < "$D/gpu1.txt")
+  { echo "--- GPU run 1 losses"; cat "$D/gpu1.txt"; echo "--- GPU run 2 losses"; cat "$D/gpu2.txt"; } >> "$RES/pretrain.log"
+  if [ "$n" -gt 0 ] && cmp -s "$D/gpu1.txt" "$D/gpu2.txt"; then
+    row "GPU determinism" "ok" "pretrain twice, seed 42: $n steps, every loss identical (last: $(tail -1 "$D/gpu1.txt" | cut -d' ' -f2))"
+  else
+    diff "$D/gpu1.txt" "$D/gpu2.txt" | head -10
+    row "GPU determinism" "FAIL" "$n steps; the two runs differ (pretrain.log)"
+  fi
+  if "$BIN" pretrain --config "$D/config.yaml" --device cpu --out "$D/cpu" --max-steps 1 >> "$RES/pretrain.log" 2>&1; then
+    c=$(losses_of "$D/cpu" | head -1 | cut -d' ' -f2)
+    g=$(head -1 "$D/gpu1.txt" | cut -d' ' -f2)
+    rel=$(python3 -c "print(f'{abs($g - $c) / abs($c):.2e}')")
+    st=$(python3 -c "print('ok' if abs($g - $c) <= 1e-4 * abs($c) else 'FAIL')")
+    row "CPU vs GPU pretrain" "$st" "first-step loss cpu $c gpu $g (rel $rel, tol 1e-4)"
+  else
+    row "CPU vs GPU pretrain" "FAIL" "CPU run failed (pretrain.log)"
+  fi
+else
+  tail -8 "$RES/pretrain.log"
+  row "GPU determinism" "FAIL" "synth or pretrain failed (pretrain.log)"
+fi
+
+# ---- table ------------------------------------------------------------------------------------
+{
+  echo
+  echo "medslip GPU check — $(cat "$RES/device.txt" 2>/dev/null) — commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') — $(( $(date +%s) - T0 ))s"
+  printf '%-22s %-5s %s\n' "check" "" "result"
+  printf '%s\n' "${ROWS[@]}"
+  [ $FAILED = 0 ] && echo "ALL CHECKS PASSED" || echo "SOME CHECKS FAILED"
+} | tee "$RES/gpu_check.txt"
+rm -rf "$WORK"
+exit $FAILED
