@@ -37,7 +37,7 @@ Tensor loss_protocl(const Tensor& z_feat, const nn::Linear& cl_fc, const std::ve
   std::vector<int64_t> rows;  // r = b*Q + q with label 1
   for (int64_t r = 0; r < B * Q; ++r)
     if (labels[size_t(r)] == 1) rows.push_back(r);
-  if (rows.empty()) return Tensor::zeros({});  // B.6.5: no positive row -> 0, not NaN
+  if (rows.empty()) return Tensor::zeros({}, z_feat.device());  // B.6.5: no positive row -> 0, not NaN
   const int64_t R = int64_t(rows.size());
 
   // Candidates [R,K,T]: constants (the books are frozen), built in double as the reference

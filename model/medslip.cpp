@@ -140,8 +140,8 @@ MedslipLosses Medslip::losses(const MedslipOutput& out, const MedslipBatch& batc
   L.ce_anatomy = loss_existence(out.logits_anatomy, batch.label_anatomy);
   L.icl = loss_icl(out.feat_pathology, out.feat_anatomy, batch.matrix);
   if (cfg_.no_cl) {
-    L.cl_pathology = Tensor::zeros({});
-    L.cl_anatomy = Tensor::zeros({});
+    L.cl_pathology = Tensor::zeros({}, out.feat_pathology.device());
+    L.cl_anatomy = Tensor::zeros({}, out.feat_pathology.device());
   } else {
     // Pos = [M == 1], never a mutated M (spec B.6.1). Oriented per stream: [Qp,Qa] / [Qa,Qp].
     std::vector<uint8_t> pos_p(size_t(B * Qp * Qa)), pos_a(size_t(B * Qa * Qp));
