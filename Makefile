@@ -137,6 +137,16 @@ train: all
 eval: all
 	./$(BUILD)/medslip zeroshot --checkpoint $(CHECKPOINT) --books $(BOOKS) --csv $(CSV) $(if $(DATASET),--dataset $(DATASET),)
 
+# Throughput table (docs/performance.md): training steps and forward passes on synthetic
+# batches, one worker process per row. OFFICIAL=PATH (a clone of Shef-AIRE/MeDSLIP) also
+# times the original model (Debian's python3-torch) step by step in alternation with ours;
+# BENCH_FULL=1 runs the full sweep (more steps, the original on every row, ResNet-18 rows).
+# BENCH_ARGS passes more options (medslip bench --help), e.g. BENCH_ARGS='--threads 2'.
+BENCH_PYTHON ?= /usr/bin/python3
+OFFICIAL ?= $(MEDSLIP_OFFICIAL_REPO)
+bench: check-deps $(BUILD)/medslip
+	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(BENCH_ARGS)
+
 # Check this build against the official MeDSLIP (constants recorded from PyTorch).
 verify: all
 	./$(BUILD)/medslip verify

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
 namespace ms {
@@ -26,32 +27,67 @@ bool any_requires_grad(const std::vector<Tensor>& ts) {
   return false;
 }
 
+Tensor grad_handle(const Tensor& t) {
+  if (!t.defined()) return t;
+  // One data-less Storage per device, shared by every handle.
+  static const std::shared_ptr<Storage> none_cpu = std::make_shared<Storage>();
+  static const std::shared_ptr<Storage> none_cuda = [] {
+    auto s = std::make_shared<Storage>();
+    s->device = Device::CUDA;
+    return s;
+  }();
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.device() == Device::CUDA ? none_cuda : none_cpu;
+  impl->shape = t.shape();
+  impl->autograd = t.impl()->autograd;
+  return Tensor(impl);
+}
+
 void record(Tensor& out, const char* name, std::vector<Tensor> inputs,
             std::function<void(const Tensor& grad_out)> backward) {
   if (!any_requires_grad(inputs)) return;
   auto node = std::make_shared<Node>();
   node->name = name;
-  node->inputs = std::move(inputs);
+  node->inputs.reserve(inputs.size());
+  for (const auto& t : inputs) node->inputs.push_back(grad_handle(t));
   node->backward = std::move(backward);
-  out.impl()->grad_fn = std::move(node);
-  out.impl()->requires_grad = true;
+  out.impl()->autograd->grad_fn = std::move(node);
+  out.impl()->autograd->requires_grad = true;
 }
 
 void accumulate_grad(const Tensor& t, const Tensor& g) {
   if (!needs_grad(t)) return;
   if (g.shape() != t.shape())
     throw std::logic_error("accumulate_grad: gradient " + shape_str(g.shape()) + " for tensor " + shape_str(t.shape()));
-  TensorImpl* impl = t.impl();
+  AutogradMeta* meta = t.impl()->autograd.get();
   NoGradGuard ng;
-  if (!impl->grad) {
+  // g (resp. the gradient so far) is private when nothing but this handle refers to its
+  // TensorImpl and nothing else to its storage: no other tensor can read or write it.
+  auto is_private = [](const std::shared_ptr<TensorImpl>& p) {
+    return p.use_count() == 1 && p->storage.use_count() == 1 && p->offset == 0 &&
+           p->storage->numel == shape_numel(p->shape) && !p->autograd->grad_fn && !p->autograd->grad;
+  };
+  if (!meta->grad) {
+    if (is_private(g.impl_ptr())) {  // a fresh buffer from the backward closure: keep it
+      meta->grad = g.impl_ptr();
+      return;
+    }
     // Own a fresh buffer: g may alias storage that a later op still reads.
     Tensor copy = Tensor::empty(g.shape(), g.device());
     copy.copy_(g);
-    impl->grad = copy.impl_ptr();
+    meta->grad = copy.impl_ptr();
+  } else if (g.device() == Device::CPU && meta->grad->storage->device == Device::CPU && is_private(meta->grad)) {
+    // grad += g in place: the same additions as add(grad, g), without a new buffer.
+    Broadcast bc;
+    bc.ndim = 1;
+    bc.shape[0] = bc.numel = g.numel();
+    bc.stride_a[0] = bc.stride_b[0] = 1;
+    float* acc = meta->grad->storage->data;
+    cpu::binary_forward(BinaryOp::Add, acc, g.data(), acc, bc);
   } else {
-    Tensor acc(impl->grad);
+    Tensor acc(meta->grad);
     Tensor sum = add(acc, g);
-    impl->grad = sum.impl_ptr();
+    meta->grad = sum.impl_ptr();
   }
 }
 
@@ -64,21 +100,25 @@ void Tensor::backward(const Tensor& grad_output) const {
   }
   check_shape(seed, shape(), "backward(): grad_output");
 
-  // Reverse topological order by iterative DFS over grad_fn edges.
-  // `order` holds owning pointers: freeing a node below must not free a tensor that
-  // is still waiting for its turn.
-  std::vector<std::shared_ptr<TensorImpl>> order;
-  std::unordered_set<TensorImpl*> seen;
-  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack{{impl_ptr(), 0}};
-  seen.insert(impl());
+  // Reverse topological order by iterative DFS over grad_fn edges (between autograd
+  // states: a tensor and its grad handles share one). `order` holds owning pointers:
+  // freeing a node below must not free a state that is still waiting for its turn.
+  using MetaPtr = std::shared_ptr<AutogradMeta>;
+  std::vector<MetaPtr> order;
+  std::unordered_set<AutogradMeta*> seen;
+  std::vector<std::pair<MetaPtr, size_t>> stack{{impl()->autograd, 0}};
+  seen.insert(impl()->autograd.get());
   while (!stack.empty()) {
     auto& top = stack.back();
     Node* fn = top.first->grad_fn.get();
     if (fn && top.second < fn->inputs.size()) {
-      const auto& in = fn->inputs[top.second++].impl_ptr();
-      if (in && in->requires_grad && !seen.count(in.get())) {
-        seen.insert(in.get());
-        stack.push_back({in, 0});
+      const Tensor& in_t = fn->inputs[top.second++];
+      if (in_t.defined()) {
+        const MetaPtr& in = in_t.impl()->autograd;
+        if (in->requires_grad && !seen.count(in.get())) {
+          seen.insert(in.get());
+          stack.push_back({in, 0});
+        }
       }
       continue;
     }
@@ -89,12 +129,18 @@ void Tensor::backward(const Tensor& grad_output) const {
   accumulate_grad(*this, seed);
   NoGradGuard ng;  // backward closures build no graph of their own
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    TensorImpl* t = it->get();
+    AutogradMeta* t = it->get();
     if (!t->grad_fn) continue;  // leaf: keeps its .grad
     std::shared_ptr<Node> fn = std::move(t->grad_fn);
     t->grad_fn.reset();
-    if (t->grad) fn->backward(Tensor(t->grad));
-    if (!t->retain_grad) t->grad.reset();  // intermediates release their gradient
+    if (t->retain_grad) {
+      if (t->grad) fn->backward(Tensor(t->grad));
+    } else if (t->grad) {
+      // Intermediates release their gradient: moved out, so that the closure's g is
+      // private and accumulate_grad can hand the buffer on instead of copying it.
+      Tensor g(std::move(t->grad));
+      fn->backward(g);
+    }
     // fn (and the inputs it saved) is released here.
   }
 }

@@ -32,12 +32,18 @@ bool any_requires_grad(std::initializer_list<Tensor> ts);
 bool any_requires_grad(const std::vector<Tensor>& ts);
 
 // Attaches a node to `out` if any input requires grad (and grad mode is on).
-// `inputs` are kept alive by the node until backward has run through it.
+// The node keeps grad handles of `inputs` (their autograd state, not their data).
 void record(Tensor& out, const char* name, std::vector<Tensor> inputs,
             std::function<void(const Tensor& grad_out)> backward);
 
 // t.grad += g (allocating on first use). No-op when t does not require grad.
 void accumulate_grad(const Tensor& t, const Tensor& g);
+
+// A handle on t's autograd state (requires_grad, grad, grad_fn) and shape and device,
+// without its data (data() is null). Backward closures capture handles for the inputs
+// whose values they do not need, so the forward pass frees those values early (the tape
+// itself holds only handles).
+Tensor grad_handle(const Tensor& t);
 
 // True if gradient should be computed for input t inside a backward closure.
 inline bool needs_grad(const Tensor& t) { return t.defined() && t.requires_grad(); }

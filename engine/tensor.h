@@ -1,5 +1,5 @@
 // defines: Tensor (float32, contiguous, row-major) with shared Storage, device tag and
-// the autograd hooks (requires_grad, grad, grad_fn). Views (reshape) share storage;
+// the autograd hooks (AutogradMeta: requires_grad, grad, grad_fn). Views (reshape) share storage;
 // transposes, permutes and slices are ops that copy (engine/ops.h).
 #pragma once
 #include <cstdint>
@@ -29,16 +29,34 @@ struct Storage {
   ~Storage();
 };
 
+// The CPU caching allocator behind Storage (engine/tensor.cpp): bytes handed out and not
+// yet freed, bytes kept for reuse, the largest in_use so far, and counters. Set
+// MEDSLIP_NO_HOST_CACHE=1 to hand every block straight back to malloc.
+struct HostMemoryStats {
+  size_t in_use = 0, cached = 0, peak_in_use = 0;
+  uint64_t allocations = 0, hits = 0, releases = 0;
+};
+HostMemoryStats host_memory_stats();
+void host_memory_release();  // frees every cached block
+
 struct Node;
+struct TensorImpl;
+
+// The autograd side of a tensor. Shared between a tensor and its grad handles (see
+// grad_handle in engine/autograd.h), which let the tape point at a tensor without
+// keeping its data alive.
+struct AutogradMeta {
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape
+  std::shared_ptr<Node> grad_fn;     // set on op outputs that require grad
+  bool retain_grad = false;          // keep .grad on a non-leaf after backward
+};
 
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   int64_t offset = 0;  // in elements, for views into a larger storage
   Shape shape;
-  bool requires_grad = false;
-  std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape
-  std::shared_ptr<Node> grad_fn;     // set on op outputs that require grad
-  bool retain_grad = false;          // keep .grad on a non-leaf after backward
+  std::shared_ptr<AutogradMeta> autograd = std::make_shared<AutogradMeta>();
 };
 
 int64_t shape_numel(const Shape& s);
@@ -82,13 +100,13 @@ class Tensor {
   void fill_(float v);
 
   // --- autograd -------------------------------------------------------------------
-  bool requires_grad() const { return impl_->requires_grad; }
+  bool requires_grad() const { return impl_->autograd->requires_grad; }
   Tensor& requires_grad_(bool on = true);
-  Tensor grad() const { return impl_->grad ? Tensor(impl_->grad) : Tensor(); }
-  void set_grad(const Tensor& g) { impl_->grad = g.impl_; }
-  void zero_grad() { impl_->grad.reset(); }
-  void retain_grad() { impl_->retain_grad = true; }
-  bool is_leaf() const { return !impl_->grad_fn; }
+  Tensor grad() const { return impl_->autograd->grad ? Tensor(impl_->autograd->grad) : Tensor(); }
+  void set_grad(const Tensor& g) { impl_->autograd->grad = g.impl_; }
+  void zero_grad() { impl_->autograd->grad.reset(); }
+  void retain_grad() { impl_->autograd->retain_grad = true; }
+  bool is_leaf() const { return !impl_->autograd->grad_fn; }
   // Reverse-mode sweep from this tensor. With no argument it must hold one element
   // and is seeded with 1. Frees the graph's intermediate state as it goes.
   void backward(const Tensor& grad_output = Tensor()) const;

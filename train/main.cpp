@@ -22,6 +22,7 @@ static const std::vector<Command> kCommands = {
     {"synth", cmd_synth, "write the synthetic chest X-ray set (PNG phantoms, labels, CXR14/RSNA-style test csvs)"},
     {"step", cmd_step, "one forward + backward pass on a batch; writes losses, outputs, gradients"},
     {"preprocess", cmd_preprocess, "write the [1,3,S,S] tensor the model sees for one image (audit vs torchvision)"},
+    {"bench", cmd_bench, "time training steps and forward passes (one table; --official runs the original beside)"},
 };
 }  // namespace ms
 

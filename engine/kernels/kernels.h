@@ -99,6 +99,8 @@ struct Broadcast {
 
 namespace cpu {
 MS_KERNEL_DECLS
+// 2*M*N*K summed over every gemm_batched call of this process (medslip bench's GFLOP/s).
+uint64_t gemm_flop_count();
 }
 #ifdef MEDSLIP_CUDA
 namespace cuda {

@@ -58,7 +58,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
   Tensor y = Tensor::empty(x.shape(), dev);  // (N, C, H, W)
   MS_DISPATCH(dev, batch_norm_apply, x.data(), mean.data(), rstd.data(), weight.defined() ? weight.data() : nullptr,
               bias.defined() ? bias.data() : nullptr, y.data(), N, C, HW);
-  record(y, "batch_norm2d", {x, weight, bias}, [x, weight, bias, mean, rstd, N, C, HW, training, dev](const Tensor& g) {
+  record(y, "batch_norm2d", {x, weight, bias}, [x, weight, bias = grad_handle(bias), mean, rstd, N, C, HW, training,
+                                                 dev](const Tensor& g) {
     // train: gx = w rstd (g - mean(g) - xh mean(g xh)); eval: gx = w rstd g; gw = sum g xh, gb = sum g
     Tensor gx = needs_grad(x) ? Tensor::empty(x.shape(), dev) : Tensor();
     Tensor gw = needs_grad(weight) ? Tensor::empty({C}, dev) : Tensor();

@@ -65,7 +65,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     }
   }
 
-  auto backward = [x, w, N, C, H, W, O, kh, kw, stride, padding, OH, OW, K, L, direct, dev](const Tensor& g) {
+  // dW reads x and dx reads W: each is kept only if the other needs a gradient.
+  auto backward = [x = needs_grad(w) ? x : grad_handle(x), w = needs_grad(x) ? w : grad_handle(w), N, C, H, W, O, kh,
+                   kw, stride, padding, OH, OW, K, L, direct, dev](const Tensor& g) {
     const bool gx_on = needs_grad(x), gw_on = needs_grad(w);
     // col2im accumulates, so that path starts from zeros; the direct GEMM overwrites (beta = 0).
     Tensor gx = gx_on ? (direct ? Tensor::empty(x.shape(), dev) : Tensor::zeros(x.shape(), dev)) : Tensor();
@@ -140,7 +142,7 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   Tensor y = Tensor::empty({N, C, OH, OW}, dev);  // (N, C, OH, OW)
   auto arg = std::make_shared<IndexBuffer>(N * C * OH * OW, dev);
   MS_DISPATCH(dev, max_pool2d_forward, x.data(), y.data(), arg->data, N * C, H, W, kernel, stride, padding, OH, OW);
-  record(y, "max_pool2d", {x}, [x, arg, N, C, H, W, OH, OW](const Tensor& g) {
+  record(y, "max_pool2d", {x}, [x = grad_handle(x), arg, N, C, H, W, OH, OW](const Tensor& g) {
     Tensor gx = Tensor::empty(x.shape(), x.device());  // d max = g routed to the (first) argmax of each window
     MS_DISPATCH(x.device(), max_pool2d_backward, g.data(), arg->data, gx.data(), N * C, H, W, OH, OW);
     accumulate_grad(x, gx);
@@ -158,7 +160,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
                                 " for input " + shape_str(x.shape()) + " (both need positive sizes)");
   Tensor y = Tensor::empty({N, C, out_h, out_w}, x.device());  // (N, C, OH, OW)
   MS_DISPATCH(x.device(), adaptive_avg_pool2d_forward, x.data(), y.data(), N * C, H, W, out_h, out_w);
-  record(y, "adaptive_avg_pool2d", {x}, [x, N, C, H, W, out_h, out_w](const Tensor& g) {
+  record(y, "adaptive_avg_pool2d", {x}, [x = grad_handle(x), N, C, H, W, out_h, out_w](const Tensor& g) {
     Tensor gx = Tensor::empty(x.shape(), x.device());  // d avg = g / bin area, spread over each bin
     MS_DISPATCH(x.device(), adaptive_avg_pool2d_backward, g.data(), gx.data(), N * C, H, W, out_h, out_w);
     accumulate_grad(x, gx);

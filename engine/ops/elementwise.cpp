@@ -58,7 +58,8 @@ static Tensor unary(UnaryOp op, const char* name, const Tensor& a, float s, bool
   MS_DISPATCH(a.device(), unary_forward, op, a.data(), y.data(), a.numel(), s);
   if (any_requires_grad({a})) {
     Tensor yd = save_y ? y.detach() : Tensor();
-    record(y, name, {a}, [op, s, a, yd, save_x](const Tensor& g) {
+    // The input's values are kept only when the derivative needs them (save_x).
+    record(y, name, {a}, [op, s, a = save_x ? a : grad_handle(a), yd, save_x](const Tensor& g) {
       Tensor gx = Tensor::empty(a.shape(), a.device());
       MS_DISPATCH(a.device(), unary_backward, op, save_x ? a.data() : nullptr, yd.defined() ? yd.data() : nullptr,
                   g.data(), gx.data(), a.numel(), s);
@@ -73,7 +74,9 @@ Tensor exp(const Tensor& a) { return unary(UnaryOp::Exp, "exp", a, 0.f, false, t
 Tensor log(const Tensor& a) { return unary(UnaryOp::Log, "log", a, 0.f, true, false); }
 Tensor sqrt(const Tensor& a) { return unary(UnaryOp::Sqrt, "sqrt", a, 0.f, false, true); }
 Tensor rsqrt(const Tensor& a) { return unary(UnaryOp::Rsqrt, "rsqrt", a, 0.f, false, true); }
-Tensor relu(const Tensor& a) { return unary(UnaryOp::Relu, "relu", a, 0.f, true, false); }
+// relu's backward reads its output on the CPU (y > 0 exactly where x > 0), so the input,
+// typically a batch-norm output, is freed during the forward pass.
+Tensor relu(const Tensor& a) { return unary(UnaryOp::Relu, "relu", a, 0.f, a.is_cuda(), !a.is_cuda()); }
 Tensor gelu(const Tensor& a) { return unary(UnaryOp::Gelu, "gelu", a, 0.f, true, false); }
 Tensor tanh(const Tensor& a) { return unary(UnaryOp::Tanh, "tanh", a, 0.f, false, true); }
 Tensor sigmoid(const Tensor& a) { return unary(UnaryOp::Sigmoid, "sigmoid", a, 0.f, false, true); }
@@ -91,8 +94,12 @@ static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tenso
   Broadcast bc = make_broadcast(out_shape, a.shape(), b.shape());
   MS_DISPATCH(dev, binary_forward, op, a.data(), b.data(), out.data(), bc);
   if (any_requires_grad({a, b})) {
-    record(out, name, {a, b}, [op, a, b](const Tensor& g) {
-      const Tensor ad = a.detach(), bd = b.detach();
+    // Values are kept only where a derivative reads them: a for d(ab)/db and d(a/b)/db,
+    // b for d(ab)/da and both quotient derivatives. Add and sub keep none.
+    const bool mul_div = op == BinaryOp::Mul || op == BinaryOp::Div;
+    const bool keep_a = mul_div && needs_grad(b), keep_b = mul_div && (needs_grad(a) || op == BinaryOp::Div);
+    record(out, name, {a, b}, [op, a = grad_handle(a), b = grad_handle(b), ad = keep_a ? a.detach() : Tensor(),
+                               bd = keep_b ? b.detach() : Tensor()](const Tensor& g) {
       switch (op) {
         case BinaryOp::Add:  // d(a+b) = (g, g)
           accumulate_grad(a, sum_to(g, a.shape()));

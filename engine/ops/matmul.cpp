@@ -42,7 +42,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Tensor c = Tensor::empty(out_shape, dev);
   MS_DISPATCH(dev, gemm_batched, ta, tb, d.batch, d.M, d.N, d.K, 1.f, a.data(), d.sa, b.data(), d.sb, 0.f, c.data(),
               d.M * d.N);
-  record(c, "matmul", {a, b}, [a, b, ta, tb, d, dev](const Tensor& g) {
+  // dA reads B and dB reads A: an operand's values are kept only if the other needs a gradient.
+  record(c, "matmul", {a, b}, [a = needs_grad(b) ? a : grad_handle(a), b = needs_grad(a) ? b : grad_handle(b), ta, tb,
+                               d, dev](const Tensor& g) {
     // C = op(A) op(B): dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op.
     if (needs_grad(a)) {
       Tensor ga = Tensor::empty(a.shape(), dev);

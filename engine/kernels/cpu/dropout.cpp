@@ -19,6 +19,7 @@ void dropout_forward(const float* x, float* y, uint8_t* keep, int64_t n, float p
 
 void dropout_backward(const float* gy, const uint8_t* keep, float* gx, int64_t n, float p) {
   const float scale = 1.f / (1.f - p);
+#pragma omp parallel for simd schedule(static) if (n > 32768)
   for (int64_t i = 0; i < n; ++i) gx[i] = keep[i] ? gy[i] * scale : 0.f;
 }
 

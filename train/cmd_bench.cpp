@@ -1,0 +1,630 @@
+// medslip bench: training-step and forward-only throughput of MeDSLIP on synthetic batches,
+// printed as one table (docs/performance.md). Each configuration runs in its own worker
+// process (`medslip bench --worker ...`), so its peak RSS is its own; with --official the
+// original PyTorch model runs in a second worker (tests/bench_torch.py) and the driver
+// steps the two in alternation, A B A B, one step each, so both see the same machine load.
+//
+// Worker protocol (stdin/stdout, one line each): the driver sends "step", "phases N" or
+// "quit"; a worker answers with a line "@bench {json}" (other stdout lines are ignored, the
+// original model prints to stdout).
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "data/triplets.h"
+#include "engine/autograd.h"
+#include "engine/kernels/kernels.h"
+#include "engine/optim.h"
+#include "engine/threads.h"
+#include "model/medslip.h"
+#include "train/commands.h"
+#include "train/platform.h"
+
+extern char** environ;
+
+namespace ms {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
+double cpu_seconds() {  // all threads of this process
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Peak resident set (VmHWM) of this process in MiB.
+double peak_rss_mib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// ---- worker: one configuration ---------------------------------------------------------------
+
+struct WorkerArgs {
+  std::string backbone = "resnet50", mode = "train";
+  int res = 224, batch = 8;
+  uint64_t seed = 0;
+};
+
+// The synthetic batch of ../shared/tools/official_reference.py: N(0,1) images, per image 5
+// cells present, 20 absent, the rest unmentioned, then the dataset's triplet rule.
+MedslipBatch synthetic_batch(int64_t B, int64_t S, uint64_t seed) {
+  MedslipBatch batch;
+  Rng data(seed, kStreamData);
+  batch.image = Tensor::empty({B, 3, S, S});  // [B,3,S,S]
+  data.fill_normal(batch.image.data(), batch.image.numel());
+  const int64_t cells = int64_t(kNumAnatomies) * kNumPathologies;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> all(static_cast<size_t>(cells));
+    for (int64_t i = 0; i < cells; ++i) all[size_t(i)] = i;
+    auto pick = data.sample(all, 25);
+    std::vector<float> m(static_cast<size_t>(cells), -1.f);
+    for (size_t i = 0; i < pick.size(); ++i) m[size_t(pick[i])] = i < 5 ? 1.f : 0.f;
+    Triplets t = make_triplets(m, data, "bench image " + std::to_string(b));
+    batch.matrix.insert(batch.matrix.end(), m.begin(), m.end());
+    for (float v : t.label_pathology) batch.label_pathology.push_back(int64_t(v));
+    for (float v : t.label_anatomy) batch.label_anatomy.push_back(int64_t(v));
+    batch.index_pathology.insert(batch.index_pathology.end(), t.index_pathology.begin(), t.index_pathology.end());
+    batch.index_anatomy.insert(batch.index_anatomy.end(), t.index_anatomy.begin(), t.index_anatomy.end());
+  }
+  return batch;
+}
+
+void reply(const json& j) {
+  std::printf("@bench %s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+// Phase times of one training step. The forward is Medslip::forward spelled out with
+// timers between its parts (trunk, patch MLPs, decoders); the worker checks that it gives
+// the same loss, bit for bit, as the model's own forward at the same dropout counter.
+struct Phases {
+  double trunk = 0, patch_mlps = 0, decoders = 0, losses = 0, backward = 0, optimiser = 0;
+  float loss = 0;
+  double forward_live_mib = 0;  // tensor memory in use once the losses are computed
+};
+
+Phases timed_step(Medslip& m, const MedslipBatch& batch, AdamW& opt) {
+  Phases ph;
+  auto t = Clock::now();
+  auto lap = [&](double& dst) { dst = seconds_since(t); t = Clock::now(); };
+  opt.zero_grad();
+  const Tensor& image = batch.image;
+  const int64_t B = image.size(0), d = m.config().d_model;
+  Tensor f = m.res_features->forward(image);  // [B,C,h,w]
+  lap(ph.trunk);
+  // Medslip::image_encoder after the trunk
+  const int64_t C = f.size(1), P = f.size(2) * f.size(3);
+  Tensor x = permute(f, {0, 2, 3, 1}).reshape({B * P, C});  // [B*P,C]
+  Tensor mk = m.mask_generator->forward(x);                 // [B*P,C]
+  Tensor h_p = m.res_l2_pathology->forward(relu(m.res_l1_pathology->forward(mul(mk, x))));         // [B*P,d]
+  Tensor h_a = m.res_l2_anatomy->forward(relu(m.res_l1_anatomy->forward(mul(rsub(1.f, mk), x))));  // [B*P,d]
+  Tensor mem_p = transpose(h_p.reshape({B, P, d}), 0, 1), mem_a = transpose(h_a.reshape({B, P, d}), 0, 1);  // [P,B,d]
+  lap(ph.patch_mlps);
+  MedslipOutput out;
+  auto run = [&](const Tensor& book, Decoder& dec, nn::Dropout& drop, nn::Linear& cls, const Tensor& mem,
+                 Tensor& feat, Tensor& dropped, Tensor& logits, std::vector<Tensor>& attn) {
+    const int64_t Q = book.size(0);
+    Tensor q = m.pathology_embedding_layer->forward(book);  // [Q,d]
+    q = expand(q.reshape({Q, 1, d}), {Q, B, d});            // [Q,B,d]
+    auto o = dec.forward(q, mem);
+    feat = o.tokens;
+    attn = o.attn;
+    dropped = drop.forward(feat);
+    logits = transpose(cls.forward(dropped), 0, 1);  // [B,Q,2]
+  };
+  run(m.pathology_book(), *m.decoder_pathology, *m.dropout_feas_pathology, *m.classifier_pathology, mem_p,
+      out.feat_pathology, out.drop_pathology, out.logits_pathology, out.attn_pathology);
+  run(m.anatomy_book(), *m.decoder_anatomy, *m.dropout_feas_anatomy, *m.classifier_anatomy, mem_a, out.feat_anatomy,
+      out.drop_anatomy, out.logits_anatomy, out.attn_anatomy);
+  lap(ph.decoders);
+  MedslipLosses L = m.losses(out, batch);
+  ph.loss = L.total.item();
+  lap(ph.losses);
+  ph.forward_live_mib = double(host_memory_stats().in_use) / 1048576.0;
+  L.total.backward();
+  lap(ph.backward);
+  opt.step();
+  lap(ph.optimiser);
+  return ph;
+}
+
+int run_worker(const WorkerArgs& a) {
+  try {
+    const auto t0 = Clock::now();
+    MedslipConfig cfg;  // the pretraining config: dropout 0.1 in the heads and decoders
+    cfg.res_base_model = a.backbone;
+    cfg.image_res = a.res;
+    cfg.batch_size = a.batch;
+    const int64_t T = 768;
+    Rng text(a.seed, 11);  // books: fixed N(0,1) vectors standing in for BERT [CLS] rows
+    Tensor pbook = Tensor::empty({kNumPathologies, T}), abook = Tensor::empty({kNumAnatomies, T});
+    text.fill_normal(pbook.data(), pbook.numel());
+    text.fill_normal(abook.data(), abook.numel());
+    Medslip model(cfg, T, a.seed);
+    model.set_books(pbook, abook);
+    MedslipBatch batch = synthetic_batch(a.batch, a.res, a.seed);
+    const bool train = a.mode == "train";
+    std::unique_ptr<AdamW> opt;
+    if (train) {
+      model.train();
+      opt = std::make_unique<AdamW>(decay_groups(model, 0.02f), 1e-4f);
+    } else {
+      model.eval();
+    }
+    reply({{"event", "ready"}, {"init_s", seconds_since(t0)}, {"params", model.num_parameters()},
+           {"blas", blas_info()}});
+    char line[256];
+    while (std::fgets(line, sizeof line, stdin)) {
+      std::string cmd(line);
+      while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r')) cmd.pop_back();
+      if (cmd == "step") {
+        const uint64_t f0 = cpu::gemm_flop_count();
+        const long pf0 = minor_faults();
+        const double c0 = cpu_seconds();
+        const auto w0 = Clock::now();
+        float loss = 0.f;
+        if (train) {
+          opt->zero_grad();
+          MedslipOutput o = model.forward(batch.image);
+          MedslipLosses L = model.losses(o, batch);
+          L.total.backward();
+          opt->step();
+          loss = L.total.item();
+        } else {
+          NoGradGuard ng;
+          MedslipOutput o = model.forward(batch.image);
+          loss = o.logits_pathology.data()[0];
+        }
+        reply({{"event", "step"}, {"s", seconds_since(w0)}, {"cpu_s", cpu_seconds() - c0},
+               {"flop", double(cpu::gemm_flop_count() - f0)}, {"loss", loss},
+               {"page_faults", minor_faults() - pf0}});
+      } else if (cmd.rfind("phases", 0) == 0 && train) {
+        const int n = std::max(1, std::atoi(cmd.c_str() + 6));
+        std::vector<Phases> all;
+        bool same = true;
+        for (int i = 0; i < n; ++i) {
+          // The model's own forward first (same weights, same dropout counter), untimed.
+          model.set_rng(std::make_shared<Rng>(a.seed + 1000 + uint64_t(i), kStreamDropout));
+          float ref;
+          {
+            MedslipOutput o = model.forward(batch.image);
+            ref = model.losses(o, batch).total.item();
+          }
+          model.set_rng(std::make_shared<Rng>(a.seed + 1000 + uint64_t(i), kStreamDropout));
+          Phases ph = timed_step(model, batch, *opt);
+          same = same && ref == ph.loss;
+          all.push_back(ph);
+        }
+        auto med = [&](double Phases::*f) {
+          std::vector<double> v;
+          for (auto& p : all) v.push_back(p.*f);
+          return median(v);
+        };
+        reply({{"event", "phases"},
+               {"trunk", med(&Phases::trunk)},
+               {"patch_mlps", med(&Phases::patch_mlps)},
+               {"decoders", med(&Phases::decoders)},
+               {"losses", med(&Phases::losses)},
+               {"backward", med(&Phases::backward)},
+               {"optimiser", med(&Phases::optimiser)},
+               {"forward_live_mib", med(&Phases::forward_live_mib)},
+               {"matches_model_forward", same}});
+      } else if (cmd == "quit") {
+        const HostMemoryStats hs = host_memory_stats();
+        reply({{"event", "done"}, {"peak_mib", peak_rss_mib()}, {"tensor_peak_mib", double(hs.peak_in_use) / 1048576.0},
+               {"cached_mib", double(hs.cached) / 1048576.0}, {"allocations", hs.allocations}, {"hits", hs.hits},
+               {"releases", hs.releases}});
+        return 0;
+      } else {
+        reply({{"event", "error"}, {"message", "unknown worker command '" + cmd + "'"}});
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    reply({{"event", "error"}, {"message", e.what()}});
+    return 1;
+  }
+}
+
+// ---- driver ------------------------------------------------------------------------------------
+
+// A worker process with its stdin and stdout on pipes.
+class Worker {
+ public:
+  Worker(const std::string& name, const std::vector<std::string>& argv) : name_(name) {
+    int to_child[2], from_child[2];
+    if (pipe(to_child) || pipe(from_child)) throw std::runtime_error("bench: pipe() failed");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, to_child[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, from_child[1], 1);
+    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) posix_spawn_file_actions_addclose(&fa, fd);
+    std::vector<char*> args;
+    for (auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
+    args.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(to_child[0]);
+    close(from_child[1]);
+    if (rc != 0) {
+      close(to_child[1]);
+      close(from_child[0]);
+      throw std::runtime_error("bench: cannot start " + name + " (" + argv[0] + "): " + std::strerror(rc));
+    }
+    in_ = fdopen(to_child[1], "w");
+    out_ = fdopen(from_child[0], "r");
+  }
+  ~Worker() {
+    if (in_) std::fclose(in_);
+    if (out_) std::fclose(out_);
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  json call(const std::string& cmd) {
+    if (!cmd.empty()) {
+      std::fprintf(in_, "%s\n", cmd.c_str());
+      std::fflush(in_);
+    }
+    return read();
+  }
+  json read() {
+    std::string buf;
+    char chunk[4096];
+    while (true) {
+      buf.clear();
+      while (std::fgets(chunk, sizeof chunk, out_)) {
+        buf += chunk;
+        if (!buf.empty() && buf.back() == '\n') break;
+      }
+      if (buf.empty()) {
+        int status = 0;
+        waitpid(pid_, &status, 0);
+        pid_ = -1;
+        throw std::runtime_error("bench: " + name_ + " exited (status " + std::to_string(WEXITSTATUS(status)) +
+                                 ") without answering; see its messages above");
+      }
+      if (buf.rfind("@bench ", 0) != 0) continue;  // the original model prints to stdout
+      json j = json::parse(buf.substr(7));
+      if (j.value("event", "") == "error") throw std::runtime_error("bench: " + name_ + ": " + j.value("message", "?"));
+      return j;
+    }
+  }
+
+ private:
+  std::string name_;
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+};
+
+struct Row {
+  std::string backbone, mode;
+  int res, batch;
+  bool original;  // also time the original in alternation
+  bool phases;    // print the phase split (main configuration)
+};
+
+struct RowResult {
+  Row row;
+  std::vector<double> ours_s, ours_cpu, orig_s;
+  double flop = 0, peak_mib = 0, orig_peak_mib = 0;
+  json phases;
+  std::string error;
+};
+
+std::string self_exe() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw std::runtime_error("bench: cannot read /proc/self/exe");
+  buf[n] = 0;
+  return buf;
+}
+
+// Best of a few large sgemm calls on this process's threads: the ceiling the step's
+// GFLOP/s is compared with.
+double sgemm_ceiling_gflops() {
+  const int64_t n = 2048;
+  std::vector<float> A(size_t(n * n), 0.5f), B(size_t(n * n), 0.25f), C(size_t(n * n));
+  double best = 0;
+  for (int r = 0; r < 6; ++r) {
+    const auto t0 = Clock::now();
+    cpu::gemm_batched(false, false, 1, n, n, n, 1.f, A.data(), 0, B.data(), 0, 0.f, C.data(), 0);
+    const double s = seconds_since(t0);
+    if (r > 0) best = std::max(best, 2.0 * double(n * n * n) / s / 1e9);
+  }
+  return best;
+}
+
+bool python_has_torch(const std::string& python) {
+  const std::string cmd = "'" + python + "' -c 'import torch, yaml' >/dev/null 2>&1";
+  return std::system(cmd.c_str()) == 0;
+}
+
+std::string find_torch_driver(const std::string& exe) {
+  const std::string dir = exe.substr(0, exe.rfind('/'));
+  for (std::string p : {dir + "/../tests/bench_torch.py", std::string("tests/bench_torch.py")})
+    if (std::ifstream(p).good()) return p;
+  return "";
+}
+
+RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
+                  const std::vector<std::string>& orig_cmd) {
+  RowResult r;
+  r.row = row;
+  const std::vector<std::string> ours_cmd = {exe, "bench", "--worker", "--backbone", row.backbone, "--res",
+                                             std::to_string(row.res), "--batch", std::to_string(row.batch), "--mode",
+                                             row.mode};
+  std::unique_ptr<Worker> orig;
+  if (row.original && !orig_cmd.empty()) {
+    std::vector<std::string> c = orig_cmd;
+    for (auto s : {"--backbone", row.backbone.c_str(), "--res"}) c.push_back(s);
+    c.push_back(std::to_string(row.res));
+    c.push_back("--batch");
+    c.push_back(std::to_string(row.batch));
+    c.push_back("--mode");
+    c.push_back(row.mode);
+    orig = std::make_unique<Worker>("the original (bench_torch.py)", c);
+  }
+  Worker ours("medslip worker", ours_cmd);
+  ours.read();  // ready
+  if (orig) orig->read();
+  std::fprintf(stderr, "  %s %d b%d %s:", row.backbone.c_str(), row.res, row.batch, row.mode.c_str());
+  for (int i = 0; i < warmup + steps; ++i) {
+    json a = ours.call("step");
+    json b = orig ? orig->call("step") : json();
+    const bool measured = i >= warmup;
+    std::fprintf(stderr, " %s%.2f%s", measured ? "" : "(", a["s"].get<double>(), measured ? "" : ")");
+    if (orig) std::fprintf(stderr, "|%.2f", b["s"].get<double>());
+    if (!measured) continue;
+    r.ours_s.push_back(a["s"]);
+    r.ours_cpu.push_back(a["cpu_s"]);
+    r.flop = a["flop"];
+    if (orig) r.orig_s.push_back(b["s"]);
+  }
+  std::fprintf(stderr, "\n");
+  if (row.phases && row.mode == "train") r.phases = ours.call("phases " + std::to_string(std::max(2, steps / 2)));
+  r.peak_mib = ours.call("quit")["peak_mib"];
+  if (orig) r.orig_peak_mib = orig->call("quit")["peak_mib"];
+  return r;
+}
+
+std::string cell(double v, const char* fmt_spec) { return v > 0 ? fmt::format(fmt::runtime(fmt_spec), v) : "-"; }
+
+int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
+               const std::string& only, const std::string& json_out) {
+  const std::string exe = self_exe();
+  std::time_t now = std::time(nullptr);
+  char date[64];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  fmt::print("medslip bench — {} — {}\n", build_version(), date);
+  fmt::print("cpu     {} ({} threads; load average {})\n", cpu_model(), num_threads(), loadavg());
+  fmt::print("blas    {}\n", blas_info());
+  std::fflush(stdout);
+  const double ceiling0 = sgemm_ceiling_gflops();
+
+  // The original: a clone of Shef-AIRE/MeDSLIP and Debian's python3 with torch.
+  std::vector<std::string> orig_cmd;
+  std::string orig_note;
+  if (official.empty()) {
+    orig_note = "original: not run (set OFFICIAL=PATH to a clone of Shef-AIRE/MeDSLIP to time it beside ours)";
+  } else if (!python_has_torch(python)) {
+    orig_note = "original: not run (" + python + " cannot import torch and yaml; install python3-torch python3-yaml)";
+  } else {
+    const std::string driver = find_torch_driver(exe);
+    if (driver.empty()) orig_note = "original: not run (tests/bench_torch.py not found next to the build)";
+    else orig_cmd = {python, driver, "--serve", "--repo", official, "--threads", std::to_string(num_threads())};
+  }
+
+  std::vector<Row> rows = {
+      {"resnet50", "train", 224, 8, true, true},   // the main configuration
+      {"resnet50", "infer", 224, 16, true, false},
+      {"resnet50", "train", 224, 1, full, false},  // linear in batch
+      {"resnet50", "train", 224, 2, full, false},
+      {"resnet50", "train", 224, 4, full, false},
+      {"resnet50", "train", 128, 8, full, false},  // linear in image area
+      {"resnet50", "train", 320, 8, full, false},
+  };
+  if (full) {
+    rows.push_back({"resnet50", "infer", 224, 1, true, false});
+    rows.push_back({"resnet50", "infer", 224, 4, true, false});
+    rows.push_back({"resnet18", "train", 224, 8, true, false});
+    rows.push_back({"resnet18", "infer", 224, 16, true, false});
+  }
+  if (!only.empty()) {  // "resnet50:224:8:train,..."
+    std::vector<Row> pick;
+    size_t pos = 0;
+    while (pos <= only.size()) {
+      size_t end = only.find(',', pos);
+      if (end == std::string::npos) end = only.size();
+      std::string spec = only.substr(pos, end - pos);
+      char bb[32], md[16];
+      int res, b;
+      if (std::sscanf(spec.c_str(), "%31[^:]:%d:%d:%15s", bb, &res, &b, md) != 4)
+        throw std::invalid_argument("--rows: '" + spec + "' is not backbone:res:batch:train|infer");
+      pick.push_back({bb, md, res, b, true, pick.empty() && std::string(md) == "train"});
+      pos = end + 1;
+    }
+    rows = pick;
+  }
+  if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
+  fmt::print("{}\n", orig_note);
+  fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,
+             orig_cmd.empty() ? "" : ", ours and the original alternating step by step");
+  std::fflush(stdout);
+
+  std::vector<RowResult> results;
+  for (const Row& row : rows) {
+    try {
+      results.push_back(run_row(row, exe, warmup, steps, orig_cmd));
+    } catch (const std::exception& e) {
+      RowResult r;
+      r.row = row;
+      r.error = e.what();
+      std::fprintf(stderr, "%s\n", e.what());
+      results.push_back(r);
+    }
+  }
+  const double ceiling1 = sgemm_ceiling_gflops();
+  const double ceiling = std::max(ceiling0, ceiling1);
+
+  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
+             num_threads(), ceiling0, ceiling1, loadavg());
+  fmt::print("| backbone | res | batch | mode | device | median s/step (min-max) | img/s | GFLOP/s "
+             "| % of sgemm ceiling | peak MiB | original img/s | ratio |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  json jrows = json::array();
+  for (const auto& r : results) {
+    const Row& w = r.row;
+    if (!r.error.empty()) {
+      fmt::print("| {} | {} | {} | {} | cpu | failed: {} | | | | | | |\n", w.backbone, w.res, w.batch, w.mode, r.error);
+      continue;
+    }
+    const double med = median(r.ours_s);
+    const double lo = *std::min_element(r.ours_s.begin(), r.ours_s.end());
+    const double hi = *std::max_element(r.ours_s.begin(), r.ours_s.end());
+    const double ips = w.batch / med, gflops = r.flop / med / 1e9;
+    const double orig_med = median(r.orig_s), orig_ips = orig_med > 0 ? w.batch / orig_med : 0;
+    fmt::print("| {} | {} | {} | {} | cpu | {:.3f} ({:.3f}-{:.3f}) | {:.2f} | {:.0f} | {:.0f} % | {:.0f} | {} | {} |\n",
+               w.backbone, w.res, w.batch, w.mode, med, lo, hi, ips, gflops, 100.0 * gflops / ceiling, r.peak_mib,
+               cell(orig_ips, "{:.2f}"), cell(orig_ips > 0 ? ips / orig_ips : 0, "{:.2f}x"));
+    jrows.push_back({{"backbone", w.backbone}, {"res", w.res}, {"batch", w.batch}, {"mode", w.mode},
+                     {"s", r.ours_s}, {"cpu_s", r.ours_cpu}, {"flop_per_step", r.flop}, {"peak_mib", r.peak_mib},
+                     {"original_s", r.orig_s}, {"original_peak_mib", r.orig_peak_mib}});
+  }
+  fmt::print("\n");
+  // Per-pair ratios, the original's peak memory, CPU seconds (a check on machine load).
+  for (const auto& r : results) {
+    if (!r.error.empty()) continue;
+    const Row& w = r.row;
+    std::string line = fmt::format("{} {} b{} {}: cpu s/step {:.2f} (wall {:.2f})", w.backbone, w.res, w.batch, w.mode,
+                                   median(r.ours_cpu), median(r.ours_s));
+    if (!r.orig_s.empty()) {
+      line += fmt::format("; original peak {:.0f} MiB; pairs original/ours:", r.orig_peak_mib);
+      for (size_t i = 0; i < r.orig_s.size(); ++i) line += fmt::format(" {:.2f}", r.orig_s[i] / r.ours_s[i]);
+    }
+    fmt::print("{}\n", line);
+  }
+  // Linearity: seconds per image and per megapixel-image across the sweep.
+  std::string per_img, per_px;
+  for (const auto& r : results)
+    if (r.error.empty() && r.row.backbone == "resnet50" && r.row.mode == "train") {
+      const double s = median(r.ours_s);
+      if (r.row.res == 224) per_img += fmt::format(" b{} {:.3f}", r.row.batch, s / r.row.batch);
+      if (r.row.batch == 8)
+        per_px += fmt::format(" {}px {:.3f}", r.row.res, s / r.row.batch / (double(r.row.res) * r.row.res / 50176.0));
+    }
+  if (!per_img.empty()) fmt::print("linearity, train s per image at 224:{}\n", per_img);
+  if (!per_px.empty()) fmt::print("linearity, train s per image scaled to 224x224 area (batch 8):{}\n", per_px);
+  for (const auto& r : results) {
+    if (r.phases.is_null()) continue;
+    const char* names[] = {"trunk", "patch_mlps", "decoders", "losses", "backward", "optimiser"};
+    double total = 0;
+    for (auto n : names) total += r.phases[n].get<double>();
+    fmt::print("\nphases of one training step, {} {} batch {} (median of {} spelled-out steps{}):\n", r.row.backbone,
+               r.row.res, r.row.batch, std::max(2, steps / 2),
+               r.phases["matches_model_forward"].get<bool>() ? ", same loss as Medslip::forward"
+                                                             : ", WARNING: loss differs from Medslip::forward");
+    fmt::print("| phase | s | share |\n|---|---|---|\n");
+    for (auto n : names) {
+      const double t = r.phases[n].get<double>();
+      fmt::print("| {} | {:.3f} | {:.0f} % |\n", n, t, 100.0 * t / total);
+    }
+    fmt::print("| total | {:.3f} | |\n", total);
+  }
+  if (!json_out.empty()) {
+    json j = {{"date", date}, {"version", build_version()}, {"cpu", cpu_model()}, {"threads", num_threads()},
+              {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}};
+    std::ofstream(json_out) << j.dump(1) << "\n";
+  }
+  int failed = 0;
+  for (auto& r : results) failed += !r.error.empty();
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  CLI::App app{"Time MeDSLIP training steps and forward passes on synthetic batches and print one table\n"
+               "(docs/performance.md). With --official (a clone of Shef-AIRE/MeDSLIP) and python3-torch, the\n"
+               "original model runs beside ours, step by step in alternation.",
+               "medslip bench"};
+  bool full = false, worker = false;
+  std::string official, python = "/usr/bin/python3", only, json_out;
+  int warmup = -1, steps = -1, threads = 0;
+  WorkerArgs w;
+  app.add_flag("--full", full, "the full sweep: more steps, the original on every row, ResNet-18 rows");
+  app.add_option("--official", official, "git clone of Shef-AIRE/MeDSLIP (a bare clone is enough)");
+  app.add_option("--python", python, "python with torch, torchvision and yaml for the original");
+  app.add_option("--warmup", warmup, "untimed steps per row (default 1; 2 with --full)");
+  app.add_option("--steps", steps, "timed steps per row (default 3; 5 with --full)");
+  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,...");
+  app.add_option("--json", json_out, "also write the results as JSON");
+  app.add_option("--threads", threads, "threads for ours and the original (default: OMP_NUM_THREADS or all cores)");
+  auto* wk = app.add_flag("--worker", worker, "(internal) run one configuration under the driver's protocol");
+  wk->group("");
+  app.add_option("--backbone", w.backbone, "(worker)")->group("");
+  app.add_option("--res", w.res, "(worker)")->group("");
+  app.add_option("--batch", w.batch, "(worker)")->group("");
+  app.add_option("--mode", w.mode, "(worker)")->group("")->check(CLI::IsMember({"train", "infer"}));
+  CLI11_PARSE(app, argc, argv);
+  if (threads > 0) {
+    set_num_threads(threads);
+    setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);  // for the workers
+  }
+  if (worker) return run_worker(w);
+  if (warmup < 0) warmup = full ? 2 : 1;
+  if (steps < 1) steps = full ? 5 : 3;
+  return run_driver(full, official, python, warmup, steps, only, json_out);
+}
+
+}  // namespace ms
