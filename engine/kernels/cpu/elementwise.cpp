@@ -1,10 +1,28 @@
 // CPU reference kernels: unary and broadcasting binary elementwise ops.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
+
+// x > 0 decided on the bit pattern (sign clear, not zero, not NaN) and a select done by
+// masking bits: the same answers as the float compare and select, but integer operations,
+// which GCC vectorises (under its default -ftrapping-math float compares stay branches).
+static inline bool positive(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b - 1u < 0x7f800000u;
+}
+static inline float keep_or_zero(bool keep, float x) {  // keep ? x : +0
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  b &= 0u - uint32_t(keep);
+  float r;
+  std::memcpy(&r, &b, sizeof r);
+  return r;
+}
 
 static inline float unary1(UnaryOp op, float x, float s) {
   switch (op) {
@@ -13,7 +31,7 @@ static inline float unary1(UnaryOp op, float x, float s) {
     case UnaryOp::Log: return std::log(x);
     case UnaryOp::Sqrt: return std::sqrt(x);
     case UnaryOp::Rsqrt: return 1.0f / std::sqrt(x);
-    case UnaryOp::Relu: return x > 0.f ? x : 0.f;
+    case UnaryOp::Relu: return keep_or_zero(positive(x), x);
     case UnaryOp::Gelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
     case UnaryOp::Tanh: return std::tanh(x);
     case UnaryOp::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
@@ -33,7 +51,7 @@ static inline float dunary(UnaryOp op, float x, float y, float s) {
     case UnaryOp::Log: return 1.f / x;               // d log x = 1/x
     case UnaryOp::Sqrt: return 0.5f / y;             // d sqrt x = 1/(2 sqrt x)
     case UnaryOp::Rsqrt: return -0.5f * y * y * y;   // d x^-1/2 = -1/2 x^-3/2
-    case UnaryOp::Relu: return x > 0.f ? 1.f : 0.f;  // 0 at the kink, as PyTorch
+    case UnaryOp::Relu: return positive(x) ? 1.f : 0.f;  // 0 at the kink, as PyTorch
     case UnaryOp::Gelu: {                            // Phi(x) + x phi(x)
       float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
       float pdf = 0.3989422804014327f * std::exp(-0.5f * x * x);
@@ -61,9 +79,10 @@ static void unary_forward_t(const float* x, float* y, int64_t n, float s) {
 
 template <UnaryOp OP>
 static void unary_backward_t(const float* x, const float* y, const float* gy, float* gx, int64_t n, float s) {
-  if (OP == UnaryOp::Relu && !x) {  // relu from its output: y > 0 exactly where x > 0
+  if (OP == UnaryOp::Relu) {  // gy where x > 0, else 0 (as torch's threshold_backward); y > 0 exactly where x > 0
+    const float* r = x ? x : y;
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] * (y[i] > 0.f ? 1.f : 0.f);
+    for (int64_t i = 0; i < n; ++i) gx[i] = keep_or_zero(positive(r[i]), gy[i]);
     return;
   }
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)

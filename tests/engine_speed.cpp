@@ -1,0 +1,107 @@
+// The engine's speed and memory paths keep results exact: thread-count independent GEMMs,
+// the caching allocator, the tape of grad handles (values freed when no backward reads
+// them), gradients handed on instead of copied, and the vectorised relu.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/threads.h"
+
+using namespace ms;
+
+namespace {
+
+Tensor random_tensor(const Shape& s, uint64_t seed) {
+  Tensor t = Tensor::empty(s);
+  Rng(seed, 5).fill_normal(t.data(), t.numel());
+  return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
+}
+
+// Restores the thread count on scope exit.
+struct ThreadScope {
+  int prev = num_threads();
+  ~ThreadScope() { set_num_threads(prev); }
+};
+
+}  // namespace
+
+TEST_CASE("engine: speed - matmul gives the same bits on 1 and 2 threads for K between OpenBLAS block sizes") {
+  ThreadScope keep;
+  // K = 336, 600, 784: OpenBLAS's 1-thread and threaded drivers split these K differently.
+  for (int64_t K : {336, 600, 784, 1568}) {
+    Tensor a = random_tensor({300, K}, 1), at = random_tensor({K, 300}, 6), b = random_tensor({K, 200}, 2);
+    set_num_threads(1);
+    Tensor c1 = matmul(a, b), t1 = matmul(at, b, true, false);
+    set_num_threads(2);
+    Tensor c2 = matmul(a, b), t2 = matmul(at, b, true, false);
+    CHECK_MESSAGE(same_bits(c1, c2), "K = " << K);
+    CHECK_MESSAGE(same_bits(t1, t2), "K = " << K << " (A^T)");
+    // and the product is right: compare one entry with a double-precision dot product
+    double ref = 0;
+    for (int64_t k = 0; k < K; ++k) ref += double(a.data()[5 * K + k]) * b.data()[k * 200 + 7];
+    CHECK(c1.data()[5 * 200 + 7] == doctest::Approx(ref).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("engine: speed - the host caching allocator reuses freed blocks") {
+  const HostMemoryStats s0 = host_memory_stats();
+  { Tensor t = Tensor::empty({1000, 1000}); }
+  const HostMemoryStats s1 = host_memory_stats();
+  { Tensor t = Tensor::empty({1000, 1000}); }  // same size class: served from the cache
+  const HostMemoryStats s2 = host_memory_stats();
+  CHECK(s1.allocations == s0.allocations + 1);
+  CHECK(s2.hits == s1.hits + 1);
+  CHECK(s2.in_use == s0.in_use);
+  CHECK(s2.peak_in_use >= size_t(4000000));
+  Tensor z = Tensor::zeros({1000, 1000});  // a reused block still starts from zeros when asked
+  CHECK(z.to_vector()[123456] == 0.f);
+}
+
+TEST_CASE("engine: speed - the tape frees forward values that no backward reads") {
+  Tensor x = random_tensor({64, 64}, 3).requires_grad_();
+  Tensor h = mul(x, 2.f);  // d(2x) needs no values
+  Tensor r = relu(h);      // relu's backward reads its output, not h
+  Tensor s = add(r, r);    // add keeps no values
+  std::weak_ptr<Storage> h_data = h.impl()->storage, r_data = r.impl()->storage;
+  h = Tensor();
+  CHECK(h_data.expired());  // only the tape referred to h, and it keeps a handle
+  r = Tensor();
+  CHECK_FALSE(r_data.expired());  // relu's backward reads its output
+  Tensor y = mul(x, x);    // d(x*x) reads x: kept
+  sum(add(s, y)).backward();
+  // d/dx [2 relu(2x) + x^2] = 4 [x > 0] + 2x
+  auto g = x.grad().to_vector(), xv = x.to_vector();
+  for (size_t i = 0; i < g.size(); ++i) CHECK(g[i] == doctest::Approx((xv[i] > 0 ? 4.f : 0.f) + 2.f * xv[i]));
+}
+
+TEST_CASE("engine: speed - gradients handed on stay correct when a tensor is used several times") {
+  Tensor x = random_tensor({8, 5}, 4).requires_grad_();
+  Tensor v = x.reshape({40});
+  Tensor y = add(add(v, v), mul(v, 3.f));  // 5x
+  sum(y).backward();
+  for (float g : x.grad().to_vector()) CHECK(g == 5.f);
+  sum(mul(x, 2.f)).backward();  // accumulates across calls
+  for (float g : x.grad().to_vector()) CHECK(g == 7.f);
+}
+
+TEST_CASE("engine: speed - relu and its gradient on signed zeros, infinities and NaN") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = Tensor::from_vector({-1.f, -0.f, 0.f, 1e-40f, 2.f, inf, -inf, nan}, {8}).requires_grad_();
+  Tensor y = relu(x);
+  auto yv = y.to_vector();
+  const std::vector<float> expect = {0.f, 0.f, 0.f, 1e-40f, 2.f, inf, 0.f, 0.f};
+  for (size_t i = 0; i < expect.size(); ++i) CHECK(yv[i] == expect[i]);
+  y.backward(Tensor::from_vector({1, 1, 1, 1, 1, 1, 1, 1}, {8}));
+  const std::vector<float> gexp = {0, 0, 0, 1, 1, 1, 0, 0};  // torch: grad where x > 0, else 0
+  auto g = x.grad().to_vector();
+  for (size_t i = 0; i < gexp.size(); ++i) CHECK(g[i] == gexp[i]);
+}
