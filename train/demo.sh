@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/medslip}
 OUT=${DEMO_DIR:-demo}
-N=${DEMO_N:-2400}        # images: 70% train, 10% valid, 20% held-out test
+N=${DEMO_N:-2000}        # images: 70% train, 10% valid, 20% held-out test
 SIZE=${DEMO_SIZE:-128}   # synthetic image side (the config's image_res resizes)
 CONFIG=${DEMO_CONFIG:-train/configs/demo.yaml}
 t0=$(date +%s)
