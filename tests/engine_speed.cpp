@@ -105,3 +105,22 @@ TEST_CASE("engine: speed - relu and its gradient on signed zeros, infinities and
   auto g = x.grad().to_vector();
   for (size_t i = 0; i < gexp.size(); ++i) CHECK(g[i] == gexp[i]);
 }
+
+TEST_CASE("engine: speed - conv2d spread over images gives the same bits on 1 and 2 threads") {
+  ThreadScope keep;
+  for (int64_t N : {1, 3, 4}) {
+    for (int64_t k : {1, 3}) {
+      Tensor x0 = random_tensor({N, 40, 12, 12}, 7), w0 = random_tensor({24, 40, k, k}, 8);
+      Tensor gy = random_tensor({N, 24, 12, 12}, 9);
+      std::vector<Tensor> out;
+      for (int t : {1, 2}) {
+        set_num_threads(t);
+        Tensor x = x0.clone().detach().requires_grad_(), w = w0.clone().detach().requires_grad_();
+        Tensor y = conv2d(x, w, Tensor(), 1, k / 2);
+        y.backward(gy);
+        out.insert(out.end(), {y.detach(), x.grad(), w.grad()});
+      }
+      for (size_t i = 0; i < 3; ++i) CHECK_MESSAGE(same_bits(out[i], out[i + 3]), "N " << N << " k " << k << " #" << i);
+    }
+  }
+}

@@ -101,6 +101,21 @@ namespace cpu {
 MS_KERNEL_DECLS
 // 2*M*N*K summed over every gemm_batched call of this process (medslip bench's GFLOP/s).
 uint64_t gemm_flop_count();
+
+// CPU only (the op takes im2col + gemm_batched on other devices): conv2d on [N,C,H,W] as
+// im2col + one GEMM per image, the images spread over `workers` threads (each GEMM then
+// runs on one thread; an image's result does not depend on which thread computes it).
+// col: workers * C*kh*kw * OH*OW floats of scratch.
+void conv2d_forward(const float* x, const float* w, float* y, float* col, int workers, int64_t N, int64_t C,
+                    int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t OH,
+                    int64_t OW);
+// gx [N,C,H,W] written (null: skip); gw_parts [N,O,C*kh*kw]: each image's weight gradient
+// (null: skip), to be summed in image order with sum_parts.
+void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw_parts, float* col,
+                     int workers, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,
+                     int64_t stride, int64_t pad, int64_t OH, int64_t OW);
+// y[i] = ((parts[0][i] + parts[1][i]) + ...) over n parts of len floats: a fixed order.
+void sum_parts(const float* parts, float* y, int64_t n, int64_t len);
 }
 #ifdef MEDSLIP_CUDA
 namespace cuda {

@@ -9,6 +9,7 @@
 #include "engine/device.h"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
+#include "engine/threads.h"
 
 namespace ms {
 
@@ -27,6 +28,10 @@ static int64_t out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, cons
 }
 
 // ---- conv2d ------------------------------------------------------------------------------
+
+// CPU: threads that take whole images (one image each at a time, its GEMMs on one thread);
+// a single image keeps OpenBLAS's own threading.
+static int conv_workers(int64_t N) { return int(std::max<int64_t>(1, std::min<int64_t>(num_threads(), N))); }
 
 // The bias-free product y[n] = W[O, C*kh*kw] col(x[n])[C*kh*kw, OH*OW]; the bias is a
 // broadcasting add on top, so its gradient comes from add's backward (sum over N, H, W).
@@ -56,6 +61,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
   if (direct) {
     MS_DISPATCH(dev, gemm_batched, false, false, N, O, L, K, 1.f, w.data(), 0, x.data(), C * H * W, 0.f, y.data(),
                 O * L);
+  } else if (N > 0 && dev == Device::CPU) {  // images spread over the threads, one scratch per thread
+    const int workers = conv_workers(N);
+    Tensor col = Tensor::empty({workers, K, L});
+    cpu::conv2d_forward(x.data(), w.data(), y.data(), col.data(), workers, N, C, H, W, O, kh, kw, stride, padding, OH,
+                        OW);
   } else if (N > 0) {
     Tensor col = Tensor::empty({K, L}, dev);  // one image's columns, reused across the batch
     for (int64_t n = 0; n < N; ++n) {
@@ -69,10 +79,27 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
   auto backward = [x = needs_grad(w) ? x : grad_handle(x), w = needs_grad(x) ? w : grad_handle(w), N, C, H, W, O, kh,
                    kw, stride, padding, OH, OW, K, L, direct, dev](const Tensor& g) {
     const bool gx_on = needs_grad(x), gw_on = needs_grad(w);
-    // col2im accumulates, so that path starts from zeros; the direct GEMM overwrites (beta = 0).
-    Tensor gx = gx_on ? (direct ? Tensor::empty(x.shape(), dev) : Tensor::zeros(x.shape(), dev)) : Tensor();
+    const bool cpu = dev == Device::CPU;
+    // col2im accumulates, so that path starts from zeros (the CPU kernel zeroes each image
+    // itself); the direct GEMM overwrites (beta = 0).
+    Tensor gx = gx_on ? (direct || cpu ? Tensor::empty(x.shape(), dev) : Tensor::zeros(x.shape(), dev)) : Tensor();
     Tensor gw = gw_on ? Tensor::empty(w.shape(), dev) : Tensor();
-    if (direct) {
+    // CPU, several images: dW = sum_n dW_n with each image's dW_n computed on its own (in
+    // parallel) and the sum taken in image order, so the bits do not depend on the threads.
+    Tensor parts = gw_on && cpu && N > 1 ? Tensor::empty({N, w.numel()}) : Tensor();
+    if (direct && cpu) {
+      if (gx_on)  // dx[n] = W^T g[n]
+        cpu::gemm_batched(true, false, N, C, L, O, 1.f, w.data(), 0, g.data(), O * L, 0.f, gx.data(), C * L);
+      if (gw_on)  // dW_n = g[n] x[n]^T
+        cpu::gemm_batched(false, true, N, O, C, L, 1.f, g.data(), O * L, x.data(), C * L, 0.f,
+                          N > 1 ? parts.data() : gw.data(), O * C);
+    } else if (cpu) {
+      const int workers = conv_workers(N);
+      Tensor col = Tensor::empty({workers, K, L});
+      cpu::conv2d_backward(x.data(), w.data(), g.data(), gx_on ? gx.data() : nullptr,
+                           gw_on ? (N > 1 ? parts.data() : gw.data()) : nullptr, col.data(), workers, N, C, H, W, O,
+                           kh, kw, stride, padding, OH, OW);
+    } else if (direct) {
       // dx[n] = W^T g[n]; dW = sum_n g[n] x[n]^T (images added in order: beta = 1 after the first)
       if (gx_on)
         MS_DISPATCH(dev, gemm_batched, true, false, N, C, L, O, 1.f, w.data(), 0, g.data(), O * L, 0.f, gx.data(),
@@ -96,6 +123,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
         }
       }
     }
+    if (parts.defined()) cpu::sum_parts(parts.data(), gw.data(), N, w.numel());
     if (gw_on && N == 0) gw.fill_(0.f);
     if (gx_on) accumulate_grad(x, gx);
     if (gw_on) accumulate_grad(w, gw);

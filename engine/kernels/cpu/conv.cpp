@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 
+#include <omp.h>
+
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
@@ -150,6 +152,69 @@ void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_
         for (int64_t h = h0; h < h1; ++h)
           for (int64_t w = w0; w < w1; ++w) gp[h * W + w] += g;
       }
+    }
+  }
+}
+
+}  // namespace ms::cpu
+
+// ---- conv2d over a batch (CPU only) --------------------------------------------------------
+
+namespace ms::cpu {
+
+// Runs body(n, worker) for n in [0, N): on `workers` threads when there are several, each
+// taking a contiguous run of images; the nested GEMMs and copies then run on one thread.
+template <class F>
+static void for_each_image(int64_t N, int workers, F&& body) {
+  if (workers <= 1) {
+    for (int64_t n = 0; n < N; ++n) body(n, 0);
+    return;
+  }
+#pragma omp parallel for num_threads(workers) schedule(static)
+  for (int64_t n = 0; n < N; ++n) body(n, omp_get_thread_num());
+}
+
+void conv2d_forward(const float* x, const float* w, float* y, float* col, int workers, int64_t N, int64_t C,
+                    int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t OH,
+                    int64_t OW) {
+  const int64_t K = C * kh * kw, L = OH * OW;
+  for_each_image(N, workers, [&](int64_t n, int t) {
+    float* c = col + int64_t(t) * K * L;
+    im2col(x + n * C * H * W, c, C, H, W, kh, kw, stride, pad, OH, OW);
+    gemm_batched(false, false, 1, O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * O * L, 0);  // y[n] = W col
+  });
+}
+
+void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw_parts, float* col,
+                     int workers, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,
+                     int64_t stride, int64_t pad, int64_t OH, int64_t OW) {
+  const int64_t K = C * kh * kw, L = OH * OW;
+  for_each_image(N, workers, [&](int64_t n, int t) {
+    float* c = col + int64_t(t) * K * L;
+    const float* gn = g + n * O * L;
+    if (gw_parts) {  // dW_n = g[n] col(x[n])^T
+      im2col(x + n * C * H * W, c, C, H, W, kh, kw, stride, pad, OH, OW);
+      gemm_batched(false, true, 1, O, K, L, 1.f, gn, 0, c, 0, 0.f, gw_parts + n * O * K, 0);
+    }
+    if (gx) {  // dx[n] = col2im(W^T g[n])
+      gemm_batched(true, false, 1, K, L, O, 1.f, w, 0, gn, 0, 0.f, c, 0);
+      float* gxn = gx + n * C * H * W;
+      std::memset(gxn, 0, size_t(C * H * W) * sizeof(float));
+      col2im(c, gxn, C, H, W, kh, kw, stride, pad, OH, OW);
+    }
+  });
+}
+
+void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
+  const int64_t block = 4096;
+#pragma omp parallel for schedule(static) if (n * len > 65536)
+  for (int64_t b0 = 0; b0 < len; b0 += block) {
+    const int64_t e = std::min(len, b0 + block);
+    std::memcpy(y + b0, parts + b0, size_t(e - b0) * sizeof(float));
+    for (int64_t p = 1; p < n; ++p) {
+      const float* q = parts + p * len;
+#pragma omp simd
+      for (int64_t i = b0; i < e; ++i) y[i] += q[i];
     }
   }
 }

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <atomic>
 
+#include <omp.h>
+
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
@@ -27,11 +29,11 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   const int lda = int(ta ? M : K), ldb = int(tb ? K : N), ldc = int(N);
   const int64_t pieces = (K + kChunkK - 1) / kChunkK;
   const int64_t chunk = pieces > 1 ? std::min<int64_t>(kChunkK, ((K + pieces - 1) / pieces + 31) / 32 * 32) : K;
-  for (int64_t b = 0; b < batch; ++b) {
+  auto one = [&](int64_t b) {
     float* c = C + b * strideC;
     if (K == 0) {  // sgemm with K=0 would still apply beta; do it ourselves for clarity
       for (int64_t i = 0; i < M * N; ++i) c[i] = beta == 0.f ? 0.f : beta * c[i];
-      continue;
+      return;
     }
     for (int64_t k0 = 0; k0 < K; k0 += chunk) {
       const int64_t kc = std::min(chunk, K - k0);
@@ -41,6 +43,17 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
       cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
                   int(kc), alpha, a, lda, bb, ldb, k0 == 0 ? beta : 1.f, c, ldc);
     }
+  };
+  // Separate products (distinct C) go to the threads whole: one OpenBLAS call per thread
+  // instead of every call split over all threads, which syncs the threads per call and is
+  // far slower for the many small products of attention and per-image convolutions. A
+  // product's bits do not depend on the thread that computes it (see kChunkK).
+  const int threads = omp_get_max_threads();
+  if (batch > 1 && strideC != 0 && threads > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) one(b);
+  } else {
+    for (int64_t b = 0; b < batch; ++b) one(b);
   }
 }
 
