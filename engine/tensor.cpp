@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <sstream>
 #include <stdexcept>
 
@@ -46,39 +47,48 @@ class HostCache {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.allocations;
-      auto it = free_.find(cls);
-      if (it != free_.end() && !it->second.empty()) {
+      // Best fit among idle blocks of up to twice the size: layers of different shapes
+      // then share blocks instead of each size class holding its own.
+      for (auto it = free_.lower_bound(cls); it != free_.end() && it->first <= 2 * cls; ++it) {
+        if (it->second.empty()) continue;
         void* p = it->second.back();
         it->second.pop_back();
-        stats_.cached -= cls;
-        stats_.in_use += cls;
+        stats_.cached -= it->first;
+        stats_.in_use += it->first;
         stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
         ++stats_.hits;
         return p;
       }
-      if (stats_.cached > 0 && stats_.in_use + stats_.cached + cls > high_water_) release_locked(cls);
+      if (stats_.cached > 0 && stats_.in_use + stats_.cached + cls > limit()) release_locked(cls);
       stats_.in_use += cls;  // counted before the system call so that the footprint stays exact
       stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
       high_water_ = std::max(high_water_, stats_.in_use + stats_.cached);
     }
     void* p = std::aligned_alloc(64, cls);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!p) {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.in_use -= cls;
       release_locked(SIZE_MAX);
       p = std::aligned_alloc(64, cls);
-      if (!p) throw std::runtime_error("out of host memory allocating " + std::to_string(cls) + " bytes (" +
-                                       std::to_string(stats_.in_use >> 20) + " MiB in use)");
-      stats_.in_use += cls;
+      if (!p) {
+        stats_.in_use -= cls;
+        throw std::runtime_error("out of host memory allocating " + std::to_string(cls) + " bytes (" +
+                                 std::to_string(stats_.in_use >> 20) + " MiB in use)");
+      }
     }
+    block_class_[p] = cls;
     return p;
   }
 
-  void deallocate(void* p, size_t bytes) {
-    const size_t cls = size_class(bytes);
+  void deallocate(void* p) {
     std::lock_guard<std::mutex> lock(mu_);
+    auto b = block_class_.find(p);
+    const size_t cls = b->second;
     stats_.in_use -= cls;
-    if (!enabled_) { std::free(p); return; }
+    if (!enabled_) {
+      block_class_.erase(b);
+      std::free(p);
+      return;
+    }
     free_[cls].push_back(p);
     stats_.cached += cls;
   }
@@ -92,11 +102,6 @@ class HostCache {
     release_locked(SIZE_MAX);
     high_water_ = stats_.in_use;
   }
-  void set_enabled(bool on) {
-    std::lock_guard<std::mutex> lock(mu_);
-    enabled_ = on;
-    if (!on) release_locked(SIZE_MAX);
-  }
 
  private:
   // Frees cached blocks, largest classes first, until `need` more bytes fit under the
@@ -105,7 +110,8 @@ class HostCache {
     for (auto it = free_.rbegin(); it != free_.rend() && stats_.cached > 0; ++it) {
       auto& list = it->second;
       while (!list.empty()) {
-        if (need != SIZE_MAX && stats_.in_use + stats_.cached + need <= high_water_) return;
+        if (need != SIZE_MAX && stats_.in_use + stats_.cached + need <= limit()) return;
+        block_class_.erase(list.back());
         std::free(list.back());
         list.pop_back();
         stats_.cached -= it->first;
@@ -114,8 +120,13 @@ class HostCache {
     }
   }
 
+  // The footprint allowed before idle blocks are given back: the high-water mark plus 1/8,
+  // so that a step whose sizes come in a different order still finds its blocks.
+  size_t limit() const { return high_water_ + high_water_ / 8; }
+
   std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;  // size class -> idle blocks
+  std::map<size_t, std::vector<void*>> free_;    // size class -> idle blocks
+  std::unordered_map<void*, size_t> block_class_;  // every block we hold -> its size class
   HostMemoryStats stats_;
   size_t high_water_ = 0;  // largest footprint (in use + cached) so far
   bool enabled_ = std::getenv("MEDSLIP_NO_HOST_CACHE") == nullptr;
@@ -145,7 +156,7 @@ Storage::~Storage() {
   if (!data) return;
   const size_t bytes = size_t(std::max<int64_t>(numel, 1)) * sizeof(float);
   if (device == Device::CUDA) device_free(data, bytes);
-  else host_cache().deallocate(data, bytes);
+  else host_cache().deallocate(data);
 }
 
 int64_t shape_numel(const Shape& s) {
