@@ -27,6 +27,10 @@ Tensor log(const Tensor& a);
 Tensor sqrt(const Tensor& a);
 Tensor rsqrt(const Tensor& a);
 Tensor relu(const Tensor& a);
+// Temporaries (rvalues): on the CPU the result is written over the argument's own data when
+// nothing else refers to it (no view, no other handle, no copy saved for a backward).
+Tensor relu(Tensor&& a);
+Tensor add(Tensor&& a, const Tensor& b);
 Tensor gelu(const Tensor& a);  // erf form: x/2 (1 + erf(x/sqrt 2))
 Tensor tanh(const Tensor& a);
 Tensor sigmoid(const Tensor& a);

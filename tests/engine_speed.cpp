@@ -124,3 +124,32 @@ TEST_CASE("engine: speed - conv2d spread over images gives the same bits on 1 an
     }
   }
 }
+
+TEST_CASE("engine: speed - relu and add write over a temporary only when nothing else reads it") {
+  Tensor x = random_tensor({6, 7}, 10).requires_grad_();
+  // exp saves its output for its backward: relu must not overwrite it
+  Tensor e = exp(x);
+  const std::vector<float> ev = e.to_vector();
+  Tensor r = relu(std::move(e));
+  CHECK(ev == e.to_vector());  // (e is the moved-from handle, still on exp's output)
+  // a temporary nobody else refers to is reused
+  Tensor m = mul(x, 3.f);
+  const Storage* m_data = m.impl()->storage.get();
+  Tensor r2 = relu(std::move(m));
+  CHECK(r2.impl()->storage.get() == m_data);
+  // a view keeps its data: relu of a reshape of a live tensor writes elsewhere
+  Tensor k = mul(x, 2.f);
+  Tensor r3 = relu(k.reshape({42}));
+  CHECK(r3.impl()->storage.get() != k.impl()->storage.get());
+  Tensor b = random_tensor({7}, 11).requires_grad_();
+  Tensor s = add(mul(x, 1.f), b);  // the product's buffer takes the sum, b broadcast
+  CHECK(s.shape() == Shape{6, 7});
+  sum(add(add(r, r2), add(r3.reshape({6, 7}), s))).backward();
+  auto xv = x.to_vector(), g = x.grad().to_vector(), kv = k.to_vector();
+  for (size_t i = 0; i < xv.size(); ++i) {
+    CHECK(kv[i] == 2.f * xv[i]);  // untouched by relu
+    // d/dx [relu(e^x) + relu(3x) + relu(2x) + x + b] = e^x + 3[x>0] + 2[x>0] + 1
+    CHECK(g[i] == doctest::Approx(ev[i] + (xv[i] > 0 ? 5.f : 0.f) + 1.f));
+  }
+  for (float gb : b.grad().to_vector()) CHECK(gb == 6.f);
+}

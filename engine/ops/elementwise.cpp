@@ -53,8 +53,26 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 
 // ---- unary ----------------------------------------------------------------------------
 
-static Tensor unary(UnaryOp op, const char* name, const Tensor& a, float s, bool save_x, bool save_y) {
-  Tensor y = Tensor::empty(a.shape(), a.device());
+// True when `a` (a CPU temporary handed over as an rvalue) is the only reference to its
+// data: then an op may write its result over it. Any saved copy for a backward, view or
+// other handle counts as a reference, so values someone still reads are never overwritten.
+static bool reusable(const Tensor& a) {
+  const TensorImpl* impl = a.impl();
+  return a.device() == Device::CPU && a.impl_ptr().use_count() == 1 && impl->storage.use_count() == 1 &&
+         impl->offset == 0 && impl->storage->numel == a.numel();
+}
+
+// A new tensor (own autograd state) on a's data.
+static Tensor alias_of(const Tensor& a) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = a.impl()->storage;
+  impl->shape = a.shape();
+  return Tensor(impl);
+}
+
+static Tensor unary(UnaryOp op, const char* name, const Tensor& a, float s, bool save_x, bool save_y,
+                    bool in_place = false) {
+  Tensor y = in_place ? alias_of(a) : Tensor::empty(a.shape(), a.device());
   MS_DISPATCH(a.device(), unary_forward, op, a.data(), y.data(), a.numel(), s);
   if (any_requires_grad({a})) {
     Tensor yd = save_y ? y.detach() : Tensor();
@@ -77,6 +95,9 @@ Tensor rsqrt(const Tensor& a) { return unary(UnaryOp::Rsqrt, "rsqrt", a, 0.f, fa
 // relu's backward reads its output on the CPU (y > 0 exactly where x > 0), so the input,
 // typically a batch-norm output, is freed during the forward pass.
 Tensor relu(const Tensor& a) { return unary(UnaryOp::Relu, "relu", a, 0.f, a.is_cuda(), !a.is_cuda()); }
+Tensor relu(Tensor&& a) {  // over a temporary's own data when nothing else refers to it
+  return unary(UnaryOp::Relu, "relu", a, 0.f, a.is_cuda(), !a.is_cuda(), reusable(a));
+}
 Tensor gelu(const Tensor& a) { return unary(UnaryOp::Gelu, "gelu", a, 0.f, true, false); }
 Tensor tanh(const Tensor& a) { return unary(UnaryOp::Tanh, "tanh", a, 0.f, false, true); }
 Tensor sigmoid(const Tensor& a) { return unary(UnaryOp::Sigmoid, "sigmoid", a, 0.f, false, true); }
@@ -87,10 +108,10 @@ Tensor rsub(float s, const Tensor& a) { return unary(UnaryOp::RSubScalar, "rsub_
 
 // ---- binary ---------------------------------------------------------------------------
 
-static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
+static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tensor& b, bool in_place = false) {
   Device dev = common_device({a, b}, name);
   Shape out_shape = broadcast_shape(a.shape(), b.shape(), name);
-  Tensor out = Tensor::empty(out_shape, dev);
+  Tensor out = in_place && out_shape == a.shape() ? alias_of(a) : Tensor::empty(out_shape, dev);
   Broadcast bc = make_broadcast(out_shape, a.shape(), b.shape());
   MS_DISPATCH(dev, binary_forward, op, a.data(), b.data(), out.data(), bc);
   if (any_requires_grad({a, b})) {
@@ -124,6 +145,7 @@ static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tenso
 }
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Add, "add", a, b); }
+Tensor add(Tensor&& a, const Tensor& b) { return binary(BinaryOp::Add, "add", a, b, reusable(a)); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, "sub", a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, "mul", a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, "div", a, b); }

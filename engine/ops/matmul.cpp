@@ -87,7 +87,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor y = matmul(x.reshape({x.numel() / in, in}), w, false, true);  // [R,in] x [out,in]^T
-  if (b.defined()) y = add(y, b);
+  if (b.defined()) y = add(std::move(y), b);  // the bias added over the product itself
   return y.reshape(out_shape);
 }
 

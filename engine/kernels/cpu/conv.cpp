@@ -34,6 +34,22 @@ void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t
     valid_range(j, W, stride, pad, OW, lo, hi);
     const float* xc = x + c * H * W;
     float* cr = col + r * L;
+    if (stride == 1 && OW == W) {
+      // Same-width stride-1 rows: col[oh*W + ow] = xc[oh*W + ow + off] with one offset for the
+      // whole block of rows that lie inside the image, so one copy, then the few columns that
+      // fall outside (ow < lo, ow >= hi) zeroed; rows above and below the image are zero.
+      const int64_t oh0 = std::clamp<int64_t>(pad - i, 0, OH), oh1 = std::clamp<int64_t>(H + pad - i, oh0, OH);
+      const int64_t off = (i - pad) * W + (j - pad);
+      std::fill(cr, cr + oh0 * W, 0.f);
+      std::fill(cr + oh1 * W, cr + L, 0.f);
+      const int64_t k0 = std::max(oh0 * W, -off), k1 = std::min(oh1 * W, H * W - off);
+      if (k1 > k0) std::copy(xc + k0 + off, xc + k1 + off, cr + k0);
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        for (int64_t ow = 0; ow < lo; ++ow) cr[oh * W + ow] = 0.f;
+        for (int64_t ow = hi; ow < W; ++ow) cr[oh * W + ow] = 0.f;
+      }
+      continue;
+    }
     for (int64_t oh = 0; oh < OH; ++oh) {
       float* dst = cr + oh * OW;
       const int64_t ih = oh * stride - pad + i;

@@ -15,13 +15,19 @@ void softmax_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j * inner]);
       double s = 0.0;
-      for (int64_t j = 0; j < n; ++j) s += std::exp(double(xr[j * inner] - m));
       if (log) {
+        for (int64_t j = 0; j < n; ++j) s += std::exp(double(xr[j * inner] - m));
         float lse = m + float(std::log(s));
         for (int64_t j = 0; j < n; ++j) yr[j * inner] = xr[j * inner] - lse;
       } else {
+        // One float exp per element, kept in y; the sum of those values in double.
+        for (int64_t j = 0; j < n; ++j) {
+          const float e = std::exp(xr[j * inner] - m);
+          yr[j * inner] = e;
+          s += double(e);
+        }
         float inv = float(1.0 / s);
-        for (int64_t j = 0; j < n; ++j) yr[j * inner] = std::exp(xr[j * inner] - m) * inv;
+        for (int64_t j = 0; j < n; ++j) yr[j * inner] *= inv;
       }
     }
 }
