@@ -20,6 +20,7 @@ and answers each with one line "@bench {json}" on stdout.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 
 import numpy as np
 import torch
@@ -112,12 +114,11 @@ def build(args):
     books = [{"input_ids": torch.zeros(n, 128, dtype=torch.long),
               "attention_mask": torch.ones(n, 128, dtype=torch.long)} for n in (N_ANATOMY, N_PATHOLOGY)]
     torch.manual_seed(args.seed)
-    stdout = sys.stdout
-    sys.stdout = sys.stderr  # the model prints while it is built
-    try:
+    # The model prints (and torchvision warns) while it is built: keep that off the
+    # protocol's stdout and out of the bench table.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         model = mod.MeDSLIP(cfg, books[0], books[1], mode="train")
-    finally:
-        sys.stdout = stdout
     # The original optimizer factory with weight decay: no decay for 1-D tensors and biases.
     decay, no_decay = [], []
     for name, p in model.named_parameters():

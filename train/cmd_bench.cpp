@@ -30,6 +30,7 @@
 
 #include "data/triplets.h"
 #include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/kernels/kernels.h"
 #include "engine/optim.h"
 #include "engine/threads.h"
@@ -88,7 +89,7 @@ double median(std::vector<double> v) {
 // ---- worker: one configuration ---------------------------------------------------------------
 
 struct WorkerArgs {
-  std::string backbone = "resnet50", mode = "train";
+  std::string backbone = "resnet50", mode = "train", device = "cpu";
   int res = 224, batch = 8;
   uint64_t seed = 0;
 };
@@ -188,9 +189,12 @@ int run_worker(const WorkerArgs& a) {
     Tensor pbook = Tensor::empty({kNumPathologies, T}), abook = Tensor::empty({kNumAnatomies, T});
     text.fill_normal(pbook.data(), pbook.numel());
     text.fill_normal(abook.data(), abook.numel());
+    const Device dev = parse_device(a.device);
     Medslip model(cfg, T, a.seed);
-    model.set_books(pbook, abook);
+    model.to(dev);
+    model.set_books(pbook.to(dev), abook.to(dev));
     MedslipBatch batch = synthetic_batch(a.batch, a.res, a.seed);
+    batch.image = batch.image.to(dev);
     const bool train = a.mode == "train";
     std::unique_ptr<AdamW> opt;
     if (train) {
@@ -221,7 +225,7 @@ int run_worker(const WorkerArgs& a) {
         } else {
           NoGradGuard ng;
           MedslipOutput o = model.forward(batch.image);
-          loss = o.logits_pathology.data()[0];
+          loss = o.logits_pathology.reshape({-1}).to(Device::CPU).data()[0];  // waits for the device
         }
         reply({{"event", "step"}, {"s", seconds_since(w0)}, {"cpu_s", cpu_seconds() - c0},
                {"flop", double(cpu::gemm_flop_count() - f0)}, {"loss", loss},
@@ -260,6 +264,7 @@ int run_worker(const WorkerArgs& a) {
       } else if (cmd == "quit") {
         const HostMemoryStats hs = host_memory_stats();
         reply({{"event", "done"}, {"peak_mib", peak_rss_mib()}, {"tensor_peak_mib", double(hs.peak_in_use) / 1048576.0},
+               {"device_peak_mib", double(device_memory_stats().peak) / 1048576.0},
                {"cached_mib", double(hs.cached) / 1048576.0}, {"allocations", hs.allocations}, {"hits", hs.hits},
                {"releases", hs.releases}});
         return 0;
@@ -352,6 +357,7 @@ struct Row {
   int res, batch;
   bool original;  // also time the original in alternation
   bool phases;    // print the phase split (main configuration)
+  std::string device = "cpu";
 };
 
 struct RowResult {
@@ -403,9 +409,9 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
   r.row = row;
   const std::vector<std::string> ours_cmd = {exe, "bench", "--worker", "--backbone", row.backbone, "--res",
                                              std::to_string(row.res), "--batch", std::to_string(row.batch), "--mode",
-                                             row.mode};
+                                             row.mode, "--device", row.device};
   std::unique_ptr<Worker> orig;
-  if (row.original && !orig_cmd.empty()) {
+  if (row.original && !orig_cmd.empty() && row.device == "cpu") {
     std::vector<std::string> c = orig_cmd;
     for (auto s : {"--backbone", row.backbone.c_str(), "--res"}) c.push_back(s);
     c.push_back(std::to_string(row.res));
@@ -418,7 +424,8 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
   Worker ours("medslip worker", ours_cmd);
   ours.read();  // ready
   if (orig) orig->read();
-  std::fprintf(stderr, "  %s %d b%d %s:", row.backbone.c_str(), row.res, row.batch, row.mode.c_str());
+  std::fprintf(stderr, "  %s %d b%d %s %s (seconds per step%s):", row.backbone.c_str(), row.res, row.batch,
+               row.mode.c_str(), row.device.c_str(), orig ? ", ours|original" : "");
   for (int i = 0; i < warmup + steps; ++i) {
     json a = ours.call("step");
     json b = orig ? orig->call("step") : json();
@@ -433,7 +440,8 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
   }
   std::fprintf(stderr, "\n");
   if (row.phases && row.mode == "train") r.phases = ours.call("phases " + std::to_string(std::max(2, steps / 2)));
-  r.peak_mib = ours.call("quit")["peak_mib"];
+  const json done = ours.call("quit");
+  r.peak_mib = row.device == "cpu" ? done["peak_mib"].get<double>() : done["device_peak_mib"].get<double>();
   if (orig) r.orig_peak_mib = orig->call("quit")["peak_mib"];
   return r;
 }
@@ -480,6 +488,10 @@ int run_driver(bool full, const std::string& official, const std::string& python
     rows.push_back({"resnet18", "train", 224, 8, true, false});
     rows.push_back({"resnet18", "infer", 224, 16, true, false});
   }
+  if (cuda_available()) {  // the GPU rows (peak MiB is then device memory)
+    for (int b : {8, 16, 32, 64}) rows.push_back({"resnet50", "train", 224, b, false, false, "cuda"});
+    rows.push_back({"resnet50", "infer", 224, 64, false, false, "cuda"});
+  }
   if (!only.empty()) {  // "resnet50:224:8:train,..."
     std::vector<Row> pick;
     size_t pos = 0;
@@ -487,11 +499,13 @@ int run_driver(bool full, const std::string& official, const std::string& python
       size_t end = only.find(',', pos);
       if (end == std::string::npos) end = only.size();
       std::string spec = only.substr(pos, end - pos);
-      char bb[32], md[16];
+      char bb[32], md[16], dv[16] = "cpu";
       int res, b;
-      if (std::sscanf(spec.c_str(), "%31[^:]:%d:%d:%15s", bb, &res, &b, md) != 4)
-        throw std::invalid_argument("--rows: '" + spec + "' is not backbone:res:batch:train|infer");
-      pick.push_back({bb, md, res, b, true, pick.empty() && std::string(md) == "train"});
+      const int got = std::sscanf(spec.c_str(), "%31[^:]:%d:%d:%15[^:]:%15s", bb, &res, &b, md, dv);
+      if (got < 4 || (std::string(md) != "train" && std::string(md) != "infer") ||
+          (std::string(dv) != "cpu" && std::string(dv) != "cuda"))
+        throw std::invalid_argument("--rows: '" + spec + "' is not backbone:res:batch:train|infer[:cpu|cuda]");
+      pick.push_back({bb, md, res, b, true, pick.empty() && std::string(md) == "train", dv});
       pos = end + 1;
     }
     rows = pick;
@@ -526,45 +540,61 @@ int run_driver(bool full, const std::string& official, const std::string& python
   for (const auto& r : results) {
     const Row& w = r.row;
     if (!r.error.empty()) {
-      fmt::print("| {} | {} | {} | {} | cpu | failed: {} | | | | | | |\n", w.backbone, w.res, w.batch, w.mode, r.error);
+      fmt::print("| {} | {} | {} | {} | {} | failed: {} | | | | | | |\n", w.backbone, w.res, w.batch, w.mode, w.device,
+                 r.error);
       continue;
     }
     const double med = median(r.ours_s);
     const double lo = *std::min_element(r.ours_s.begin(), r.ours_s.end());
     const double hi = *std::max_element(r.ours_s.begin(), r.ours_s.end());
-    const double ips = w.batch / med, gflops = r.flop / med / 1e9;
+    // GEMM FLOPs are counted on the CPU; a GPU row takes them per image from a CPU row.
+    double flop = r.flop;
+    if (w.device != "cpu")
+      for (const auto& c : results)
+        if (c.error.empty() && c.row.device == "cpu" && c.row.backbone == w.backbone && c.row.res == w.res &&
+            c.row.mode == w.mode && c.flop > 0)
+          flop = c.flop / c.row.batch * w.batch;
+    const double ips = w.batch / med, gflops = flop / med / 1e9;
     const double orig_med = median(r.orig_s), orig_ips = orig_med > 0 ? w.batch / orig_med : 0;
-    fmt::print("| {} | {} | {} | {} | cpu | {:.3f} ({:.3f}-{:.3f}) | {:.2f} | {:.0f} | {:.0f} % | {:.0f} | {} | {} |\n",
-               w.backbone, w.res, w.batch, w.mode, med, lo, hi, ips, gflops, 100.0 * gflops / ceiling, r.peak_mib,
-               cell(orig_ips, "{:.2f}"), cell(orig_ips > 0 ? ips / orig_ips : 0, "{:.2f}x"));
+    const std::string ceiling_share = w.device == "cpu" ? fmt::format("{:.0f} %", 100.0 * gflops / ceiling) : "-";
+    fmt::print("| {} | {} | {} | {} | {} | {:.3f} ({:.3f}-{:.3f}) | {:.2f} | {} | {} | {:.0f} | {} | {} |\n",
+               w.backbone, w.res, w.batch, w.mode, w.device, med, lo, hi, ips, cell(gflops, "{:.0f}"), ceiling_share,
+               r.peak_mib, cell(orig_ips, "{:.2f}"), cell(orig_ips > 0 ? ips / orig_ips : 0, "{:.2f}x"));
     jrows.push_back({{"backbone", w.backbone}, {"res", w.res}, {"batch", w.batch}, {"mode", w.mode},
-                     {"s", r.ours_s}, {"cpu_s", r.ours_cpu}, {"flop_per_step", r.flop}, {"peak_mib", r.peak_mib},
-                     {"original_s", r.orig_s}, {"original_peak_mib", r.orig_peak_mib}});
+                     {"device", w.device}, {"s", r.ours_s}, {"cpu_s", r.ours_cpu}, {"flop_per_step", flop},
+                     {"peak_mib", r.peak_mib}, {"original_s", r.orig_s}, {"original_peak_mib", r.orig_peak_mib}});
   }
   fmt::print("\n");
-  // Per-pair ratios, the original's peak memory, CPU seconds (a check on machine load).
+  // Per-pair ratios, the original's peak memory, CPU seconds (a check on machine load:
+  // on an idle machine CPU seconds are about threads x wall seconds).
+  fmt::print("Per row: CPU seconds per step (all threads) beside wall seconds; with the original, its peak and\n"
+             "the ratio original/ours of each A B pair of steps.\n");
   for (const auto& r : results) {
     if (!r.error.empty()) continue;
     const Row& w = r.row;
-    std::string line = fmt::format("{} {} b{} {}: cpu s/step {:.2f} (wall {:.2f})", w.backbone, w.res, w.batch, w.mode,
-                                   median(r.ours_cpu), median(r.ours_s));
+    std::string line = fmt::format("  {} {} b{} {} {}: cpu s/step {:.2f}, wall {:.2f}", w.backbone, w.res, w.batch,
+                                   w.mode, w.device, median(r.ours_cpu), median(r.ours_s));
     if (!r.orig_s.empty()) {
-      line += fmt::format("; original peak {:.0f} MiB; pairs original/ours:", r.orig_peak_mib);
+      line += fmt::format("; original peak {:.0f} MiB, pairs", r.orig_peak_mib);
       for (size_t i = 0; i < r.orig_s.size(); ++i) line += fmt::format(" {:.2f}", r.orig_s[i] / r.ours_s[i]);
     }
     fmt::print("{}\n", line);
   }
-  // Linearity: seconds per image and per megapixel-image across the sweep.
-  std::string per_img, per_px;
-  for (const auto& r : results)
-    if (r.error.empty() && r.row.backbone == "resnet50" && r.row.mode == "train") {
-      const double s = median(r.ours_s);
-      if (r.row.res == 224) per_img += fmt::format(" b{} {:.3f}", r.row.batch, s / r.row.batch);
-      if (r.row.batch == 8)
-        per_px += fmt::format(" {}px {:.3f}", r.row.res, s / r.row.batch / (double(r.row.res) * r.row.res / 50176.0));
-    }
-  if (!per_img.empty()) fmt::print("linearity, train s per image at 224:{}\n", per_img);
-  if (!per_px.empty()) fmt::print("linearity, train s per image scaled to 224x224 area (batch 8):{}\n", per_px);
+  // Linearity: seconds per image across batch sizes, and per image scaled to 224x224 area.
+  for (const char* dev : {"cpu", "cuda"}) {
+    std::string per_img, per_px;
+    for (const auto& r : results)
+      if (r.error.empty() && r.row.device == dev && r.row.backbone == "resnet50" && r.row.mode == "train") {
+        const double s = median(r.ours_s);
+        if (r.row.res == 224) per_img += fmt::format(" b{} {:.3f}", r.row.batch, s / r.row.batch);
+        if (r.row.batch == 8)
+          per_px += fmt::format(" {}px {:.3f}", r.row.res, s / r.row.batch / (double(r.row.res) * r.row.res / 50176.0));
+      }
+    if (per_img.find(' ', 1) != std::string::npos)
+      fmt::print("linearity ({}), train s per image at 224:{}\n", dev, per_img);
+    if (per_px.find("px", per_px.find("px") + 1) != std::string::npos)
+      fmt::print("linearity ({}), train s per image per 224x224 area, batch 8:{}\n", dev, per_px);
+  }
   for (const auto& r : results) {
     if (r.phases.is_null()) continue;
     const char* names[] = {"trunk", "patch_mlps", "decoders", "losses", "backward", "optimiser"};
@@ -616,6 +646,7 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--res", w.res, "(worker)")->group("");
   app.add_option("--batch", w.batch, "(worker)")->group("");
   app.add_option("--mode", w.mode, "(worker)")->group("")->check(CLI::IsMember({"train", "infer"}));
+  app.add_option("--device", w.device, "(worker)")->group("")->check(CLI::IsMember({"cpu", "cuda"}));
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) {
     set_num_threads(threads);
