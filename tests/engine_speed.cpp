@@ -3,6 +3,7 @@
 // them), gradients handed on instead of copied, and the vectorised relu.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -152,4 +153,22 @@ TEST_CASE("engine: speed - relu and add write over a temporary only when nothing
     CHECK(g[i] == doctest::Approx(ev[i] + (xv[i] > 0 ? 5.f : 0.f) + 1.f));
   }
   for (float gb : b.grad().to_vector()) CHECK(gb == 6.f);
+}
+
+TEST_CASE("engine: speed - max_pool2d without a backward gives the values of the recorded path") {
+  for (int64_t k : {2, 3}) {
+    Tensor x = random_tensor({2, 3, 11, 10}, 12);
+    x.data()[17] = std::numeric_limits<float>::quiet_NaN();
+    x.data()[40] = -std::numeric_limits<float>::infinity();
+    Tensor y_fast;
+    {
+      NoGradGuard ng;
+      y_fast = max_pool2d(x, k, 2, k / 2);
+    }
+    Tensor xr = x.clone().requires_grad_();
+    Tensor y_ref = max_pool2d(xr, k, 2, k / 2);
+    auto a = y_fast.to_vector(), b = y_ref.to_vector();
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) CHECK(((std::isnan(a[i]) && std::isnan(b[i])) || a[i] == b[i]));
+  }
 }

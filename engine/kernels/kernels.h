@@ -116,6 +116,10 @@ void conv2d_backward(const float* x, const float* w, const float* g, float* gx, 
                      int64_t stride, int64_t pad, int64_t OH, int64_t OW);
 // y[i] = ((parts[0][i] + parts[1][i]) + ...) over n parts of len floats: a fixed order.
 void sum_parts(const float* parts, float* y, int64_t n, int64_t len);
+// max_pool2d_forward without the argmax (no backward): the same values, except that a tie of
+// -0 and +0 gives +0 and a NaN window gives the default NaN (its payload is not kept).
+void max_pool2d_values(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t k, int64_t stride,
+                       int64_t pad, int64_t OH, int64_t OW);
 }
 #ifdef MEDSLIP_CUDA
 namespace cuda {

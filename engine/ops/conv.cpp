@@ -168,6 +168,10 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
   const int64_t OW = out_size(W, kernel, stride, padding, "max_pool2d", x.shape());
   const Device dev = x.device();
   Tensor y = Tensor::empty({N, C, OH, OW}, dev);  // (N, C, OH, OW)
+  if (dev == Device::CPU && !any_requires_grad({x})) {  // no backward: the values alone, vectorised
+    cpu::max_pool2d_values(x.data(), y.data(), N * C, H, W, kernel, stride, padding, OH, OW);
+    return y;
+  }
   auto arg = std::make_shared<IndexBuffer>(N * C * OH * OW, dev);
   MS_DISPATCH(dev, max_pool2d_forward, x.data(), y.data(), arg->data, N * C, H, W, kernel, stride, padding, OH, OW);
   record(y, "max_pool2d", {x}, [x = grad_handle(x), arg, N, C, H, W, OH, OW](const Tensor& g) {

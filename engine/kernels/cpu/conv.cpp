@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include <omp.h>
 
@@ -232,6 +233,53 @@ void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
 #pragma omp simd
       for (int64_t i = b0; i < e; ++i) y[i] += q[i];
     }
+  }
+}
+
+}  // namespace ms::cpu
+
+namespace ms::cpu {
+
+// Floats as int32 keys whose integer order is the float order (-0 < +0), every NaN mapped to
+// the largest key so that it wins, as NaN does in max_pool2d_forward. Integer max vectorises.
+static inline int32_t max_key(float v) {
+  int32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  if ((b & 0x7fffffff) > 0x7f800000) return std::numeric_limits<int32_t>::max();
+  return b ^ ((b >> 31) & 0x7fffffff);
+}
+static inline float from_key(int32_t k) {
+  if (k == std::numeric_limits<int32_t>::max()) return std::numeric_limits<float>::quiet_NaN();
+  const int32_t b = k ^ ((k >> 31) & 0x7fffffff);
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+// Per output row: the max over the window's input rows, column by column (contiguous), then
+// over each window's columns.
+void max_pool2d_values(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t k, int64_t stride,
+                       int64_t pad, int64_t OH, int64_t OW) {
+#pragma omp parallel if (NC * OH * OW * k * k > 32768)
+  {
+    std::vector<int32_t> col(static_cast<size_t>(W));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t p = 0; p < NC; ++p)
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const float* xp = x + p * H * W;
+        const int64_t h0 = std::max<int64_t>(oh * stride - pad, 0), h1 = std::min(oh * stride - pad + k, H);
+        int32_t* c = col.data();
+        for (int64_t w = 0; w < W; ++w) c[w] = max_key(xp[h0 * W + w]);
+        for (int64_t h = h0 + 1; h < h1; ++h)
+          for (int64_t w = 0; w < W; ++w) c[w] = std::max(c[w], max_key(xp[h * W + w]));
+        float* yr = y + (p * OH + oh) * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const int64_t w0 = std::max<int64_t>(ow * stride - pad, 0), w1 = std::min(ow * stride - pad + k, W);
+          int32_t m = c[w0];
+          for (int64_t w = w0 + 1; w < w1; ++w) m = std::max(m, c[w]);
+          yr[ow] = from_key(m);
+        }
+      }
   }
 }
 
