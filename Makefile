@@ -140,7 +140,7 @@ eval: all
 # Throughput table (docs/performance.md): training steps and forward passes on synthetic
 # batches, one worker process per row. OFFICIAL=PATH (a clone of Shef-AIRE/MeDSLIP) also
 # times the original model (Debian's python3-torch) step by step in alternation with ours;
-# BENCH_FULL=1 runs the full sweep (more steps, the original on every row, ResNet-18 rows).
+# BENCH_FULL=1 runs the full sweep (more steps, inference at batch 1 and 4, ResNet-18 rows).
 # BENCH_ARGS passes more options (medslip bench --help), e.g. BENCH_ARGS='--threads 2'.
 BENCH_PYTHON ?= /usr/bin/python3
 OFFICIAL ?= $(MEDSLIP_OFFICIAL_REPO)

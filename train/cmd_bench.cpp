@@ -476,11 +476,11 @@ int run_driver(bool full, const std::string& official, const std::string& python
   std::vector<Row> rows = {
       {"resnet50", "train", 224, 8, true, true},   // the main configuration
       {"resnet50", "infer", 224, 16, true, false},
-      {"resnet50", "train", 224, 1, full, false},  // linear in batch
-      {"resnet50", "train", 224, 2, full, false},
-      {"resnet50", "train", 224, 4, full, false},
-      {"resnet50", "train", 128, 8, full, false},  // linear in image area
-      {"resnet50", "train", 320, 8, full, false},
+      {"resnet50", "train", 224, 1, true, false},  // linear in batch
+      {"resnet50", "train", 224, 2, true, false},
+      {"resnet50", "train", 224, 4, true, false},
+      {"resnet50", "train", 128, 8, true, false},  // linear in image area
+      {"resnet50", "train", 320, 8, true, false},
   };
   if (full) {
     rows.push_back({"resnet50", "infer", 224, 1, true, false});
@@ -632,7 +632,7 @@ int cmd_bench(int argc, char** argv) {
   std::string official, python = "/usr/bin/python3", only, json_out;
   int warmup = -1, steps = -1, threads = 0;
   WorkerArgs w;
-  app.add_flag("--full", full, "the full sweep: more steps, the original on every row, ResNet-18 rows");
+  app.add_flag("--full", full, "the full sweep: more steps, inference at batch 1 and 4, ResNet-18 rows");
   app.add_option("--official", official, "git clone of Shef-AIRE/MeDSLIP (a bare clone is enough)");
   app.add_option("--python", python, "python with torch, torchvision and yaml for the original");
   app.add_option("--warmup", warmup, "untimed steps per row (default 1; 2 with --full)");
