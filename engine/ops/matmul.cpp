@@ -57,17 +57,19 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
       accumulate_grad(a, ga);
     }
     if (needs_grad(b)) {
-      // Shared B (sb == 0): accumulate all batches into one buffer with beta = 1.
-      Tensor gb = Tensor::zeros(b.shape(), dev);
+      // Shared B (sb == 0): accumulate all batches into one buffer, beta = 1 after the first
+      // (beta = 0 writes what beta = 1 over zeros would, without the zero fill).
+      Tensor gb = Tensor::empty(b.shape(), dev);
       const int64_t nb = d.sb ? d.batch : 1;
       for (int64_t i = 0; i < (d.sb ? 1 : d.batch); ++i) {
         const float* ai = a.data() + i * d.sa;
         const float* gi = g.data() + i * d.M * d.N;
+        const float beta = i ? 1.f : 0.f;
         if (!tb)  // dB[K,N] = op(A)^T G
-          MS_DISPATCH(dev, gemm_batched, !ta, false, nb, d.K, d.N, d.M, 1.f, ai, d.sa, gi, d.M * d.N, 1.f, gb.data(),
+          MS_DISPATCH(dev, gemm_batched, !ta, false, nb, d.K, d.N, d.M, 1.f, ai, d.sa, gi, d.M * d.N, beta, gb.data(),
                       d.sb);
         else  // dB[N,K] = G^T op(A)
-          MS_DISPATCH(dev, gemm_batched, true, ta, nb, d.N, d.K, d.M, 1.f, gi, d.M * d.N, ai, d.sa, 1.f, gb.data(),
+          MS_DISPATCH(dev, gemm_batched, true, ta, nb, d.N, d.K, d.M, 1.f, gi, d.M * d.N, ai, d.sa, beta, gb.data(),
                       d.sb);
       }
       accumulate_grad(b, gb);
