@@ -36,6 +36,7 @@
 #include "engine/threads.h"
 #include "model/medslip.h"
 #include "train/commands.h"
+#include "train/reference_problem.h"
 #include "train/platform.h"
 
 extern char** environ;
@@ -93,30 +94,6 @@ struct WorkerArgs {
   int res = 224, batch = 8;
   uint64_t seed = 0;
 };
-
-// The synthetic batch of ../shared/tools/official_reference.py: N(0,1) images, per image 5
-// cells present, 20 absent, the rest unmentioned, then the dataset's triplet rule.
-MedslipBatch synthetic_batch(int64_t B, int64_t S, uint64_t seed) {
-  MedslipBatch batch;
-  Rng data(seed, kStreamData);
-  batch.image = Tensor::empty({B, 3, S, S});  // [B,3,S,S]
-  data.fill_normal(batch.image.data(), batch.image.numel());
-  const int64_t cells = int64_t(kNumAnatomies) * kNumPathologies;
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<int64_t> all(static_cast<size_t>(cells));
-    for (int64_t i = 0; i < cells; ++i) all[size_t(i)] = i;
-    auto pick = data.sample(all, 25);
-    std::vector<float> m(static_cast<size_t>(cells), -1.f);
-    for (size_t i = 0; i < pick.size(); ++i) m[size_t(pick[i])] = i < 5 ? 1.f : 0.f;
-    Triplets t = make_triplets(m, data, "bench image " + std::to_string(b));
-    batch.matrix.insert(batch.matrix.end(), m.begin(), m.end());
-    for (float v : t.label_pathology) batch.label_pathology.push_back(int64_t(v));
-    for (float v : t.label_anatomy) batch.label_anatomy.push_back(int64_t(v));
-    batch.index_pathology.insert(batch.index_pathology.end(), t.index_pathology.begin(), t.index_pathology.end());
-    batch.index_anatomy.insert(batch.index_anatomy.end(), t.index_anatomy.begin(), t.index_anatomy.end());
-  }
-  return batch;
-}
 
 void reply(const json& j) {
   std::printf("@bench %s\n", j.dump().c_str());
@@ -193,7 +170,7 @@ int run_worker(const WorkerArgs& a) {
     Medslip model(cfg, T, a.seed);
     model.to(dev);
     model.set_books(pbook.to(dev), abook.to(dev));
-    MedslipBatch batch = synthetic_batch(a.batch, a.res, a.seed);
+    MedslipBatch batch = reference_batch(a.batch, a.res, a.seed);
     batch.image = batch.image.to(dev);
     const bool train = a.mode == "train";
     std::unique_ptr<AdamW> opt;

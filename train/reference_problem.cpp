@@ -11,6 +11,28 @@
 
 namespace ms {
 
+MedslipBatch reference_batch(int64_t B, int64_t S, uint64_t seed) {
+  MedslipBatch batch;
+  Rng data(seed, kStreamData);
+  batch.image = Tensor::empty({B, 3, S, S});  // [B,3,S,S]
+  data.fill_normal(batch.image.data(), batch.image.numel());
+  const int64_t cells = int64_t(kNumAnatomies) * kNumPathologies;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> all(static_cast<size_t>(cells));
+    for (int64_t i = 0; i < cells; ++i) all[size_t(i)] = i;
+    auto pick = data.sample(all, 25);
+    std::vector<float> m(static_cast<size_t>(cells), -1.f);  // [51,75]
+    for (size_t i = 0; i < pick.size(); ++i) m[size_t(pick[i])] = i < 5 ? 1.f : 0.f;
+    Triplets t = make_triplets(m, data, "reference image " + std::to_string(b));
+    batch.matrix.insert(batch.matrix.end(), m.begin(), m.end());
+    for (float v : t.label_pathology) batch.label_pathology.push_back(int64_t(v));
+    for (float v : t.label_anatomy) batch.label_anatomy.push_back(int64_t(v));
+    batch.index_pathology.insert(batch.index_pathology.end(), t.index_pathology.begin(), t.index_pathology.end());
+    batch.index_anatomy.insert(batch.index_anatomy.end(), t.index_anatomy.begin(), t.index_anatomy.end());
+  }
+  return batch;
+}
+
 ReferenceProblem make_reference_problem(uint64_t seed, const std::string& backbone, int image_res, int batch_size) {
   ReferenceProblem p;
   p.seed = seed;
@@ -27,25 +49,7 @@ ReferenceProblem make_reference_problem(uint64_t seed, const std::string& backbo
   text.fill_normal(p.pathology_book.data(), p.pathology_book.numel());
   text.fill_normal(p.anatomy_book.data(), p.anatomy_book.numel());
 
-  Rng data(seed, kStreamData);
-  p.batch.image = Tensor::empty({B, 3, image_res, image_res});
-  data.fill_normal(p.batch.image.data(), p.batch.image.numel());
-  // Per image: 5 cells present (1), 20 absent (0), the rest unmentioned (-1), as the
-  // official reference runner draws them; then the dataset's triplet rule (spec C.2-C.3).
-  const int64_t cells = int64_t(kNumAnatomies) * kNumPathologies;
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<int64_t> all(static_cast<size_t>(cells));
-    for (int64_t i = 0; i < cells; ++i) all[size_t(i)] = i;
-    auto pick = data.sample(all, 25);
-    std::vector<float> m(static_cast<size_t>(cells), -1.f);
-    for (size_t i = 0; i < pick.size(); ++i) m[size_t(pick[i])] = i < 5 ? 1.f : 0.f;
-    Triplets t = make_triplets(m, data, "reference image " + std::to_string(b));
-    p.batch.matrix.insert(p.batch.matrix.end(), m.begin(), m.end());
-    for (float v : t.label_pathology) p.batch.label_pathology.push_back(int64_t(v));
-    for (float v : t.label_anatomy) p.batch.label_anatomy.push_back(int64_t(v));
-    p.batch.index_pathology.insert(p.batch.index_pathology.end(), t.index_pathology.begin(), t.index_pathology.end());
-    p.batch.index_anatomy.insert(p.batch.index_anatomy.end(), t.index_anatomy.begin(), t.index_anatomy.end());
-  }
+  p.batch = reference_batch(B, image_res, seed);
   p.model = std::make_unique<Medslip>(p.cfg, T, seed);
   p.model->set_books(p.pathology_book, p.anatomy_book);
   p.model->train();

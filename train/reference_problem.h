@@ -24,6 +24,11 @@ struct StepLosses {
   float total, ce_pathology, cl_pathology, ce_anatomy, cl_anatomy, icl;
 };
 
+// The batch the official reference runner draws (shared/tools/official_reference.py):
+// N(0,1) images [B,3,S,S]; per image 5 cells present, 20 absent, the rest unmentioned;
+// then the dataset's triplet rule (spec C.2-C.3). All from Rng(seed, kStreamData).
+MedslipBatch reference_batch(int64_t batch_size, int64_t image_res, uint64_t seed);
+
 // seed 2024, ResNet-18, 64 px, B=2, every dropout 0, BatchNorm in train mode.
 ReferenceProblem make_reference_problem(uint64_t seed = 2024, const std::string& backbone = "resnet18",
                                         int image_res = 64, int batch_size = 2);
