@@ -613,15 +613,15 @@ Image rand_augment(const Image& img, Rng& rng, int n, int m, std::vector<AugStep
   return cur;
 }
 
-Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw) {
+Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw, const AugmentOptions& aug) {
   check_image(img, "train_transform");
   if (size <= 0) throw std::invalid_argument("train_transform: size must be positive, got " + std::to_string(size));
-  CropBox b = random_resized_crop_params(img.w, img.h, rng);
+  CropBox b = random_resized_crop_params(img.w, img.h, rng, aug.crop_scale_min, 1.0);
   Image x = resized_crop(img, b.left, b.top, b.width, b.height, size, size, Resample::kBicubic);
   bool flip = rng.uniform() < 0.5f;  // torch.rand(1) < p
   if (flip) hflip(x);
   std::vector<AugStep> steps;
-  x = rand_augment(x, rng, 2, 7, draw ? &steps : nullptr);
+  if (aug.rand_augment_n > 0) x = rand_augment(x, rng, aug.rand_augment_n, aug.rand_augment_m, draw ? &steps : nullptr);
   if (draw) {
     draw->crop = b;
     draw->flipped = flip;
@@ -630,8 +630,8 @@ Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw) {
   return x;
 }
 
-std::vector<float> train_transform(const Image& img, int size, Rng& rng, TrainDraw* draw) {
-  return to_normalized_chw(train_augment_u8(img, size, rng, draw));
+std::vector<float> train_transform(const Image& img, int size, Rng& rng, TrainDraw* draw, const AugmentOptions& aug) {
+  return to_normalized_chw(train_augment_u8(img, size, rng, draw, aug));
 }
 
 std::vector<float> load_test_image(const std::string& path, int size, DicomMode dicom) {
@@ -641,11 +641,12 @@ std::vector<float> load_test_image(const std::string& path, int size, DicomMode 
   return test_transform(read_image(path, o), size);
 }
 
-std::vector<float> load_train_image(const std::string& path, int size, Rng& rng, DicomMode dicom) {
+std::vector<float> load_train_image(const std::string& path, int size, Rng& rng, DicomMode dicom,
+                                    const AugmentOptions& aug) {
   ReadOptions o;
   o.keep_grey = true;
   o.dicom = dicom;
-  return train_transform(read_image(path, o), size, rng);
+  return train_transform(read_image(path, o), size, rng, nullptr, aug);
 }
 
 }  // namespace ms

@@ -99,15 +99,23 @@ struct TrainDraw {
   bool flipped = false;
   std::vector<AugStep> augs;
 };
+// The knobs of the training augmentation; the defaults are the reference's (§C.4).
+struct AugmentOptions {
+  double crop_scale_min = 0.2;  // RandomResizedCrop scale (crop_scale_min, 1)
+  int rand_augment_n = 2;       // RandomAugment(N, M); N = 0: none (draws no random numbers)
+  int rand_augment_m = 7;
+};
 // §C.4: RandomResizedCrop(S, scale (0.2,1), bicubic) -> RandomHorizontalFlip(0.5) ->
 // RandomAugment(2, 7) -> ToTensor -> Normalize. Returns [3,S,S].
-std::vector<float> train_transform(const Image& img, int size, Rng& rng, TrainDraw* draw = nullptr);
+std::vector<float> train_transform(const Image& img, int size, Rng& rng, TrainDraw* draw = nullptr,
+                                   const AugmentOptions& aug = {});
 // The same up to the uint8 image before ToTensor.
-Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw = nullptr);
+Image train_augment_u8(const Image& img, int size, Rng& rng, TrainDraw* draw = nullptr, const AugmentOptions& aug = {});
 
 // File -> [3,S,S] in one call, shaped for data/loader.h's ImageFn. Grey sources stay one
 // channel until ToTensor (exact, and 2-3x cheaper than replicating first).
 std::vector<float> load_test_image(const std::string& path, int size = 224, DicomMode dicom = DicomMode::kDisplay);
-std::vector<float> load_train_image(const std::string& path, int size, Rng& rng, DicomMode dicom = DicomMode::kDisplay);
+std::vector<float> load_train_image(const std::string& path, int size, Rng& rng, DicomMode dicom = DicomMode::kDisplay,
+                                    const AugmentOptions& aug = {});
 
 }  // namespace ms

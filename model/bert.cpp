@@ -169,7 +169,7 @@ Tensor BertModel::forward(const std::vector<int64_t>& input_ids, const std::vect
                                   std::to_string(attention_mask[i]));
     bias[i] = attention_mask[i] ? 0.f : std::numeric_limits<float>::lowest();
   }
-  Tensor mask_bias = Tensor::from_vector(bias, {B, 1, 1, L});                      // [B,1,1,L]
+  Tensor mask_bias = Tensor::from_vector(bias, {B, 1, 1, L}).to(x.device());      // [B,1,1,L]
   for (const auto& layer : layers) x = layer->forward(x, mask_bias);                 // [B,L,H]
   return x;
 }
@@ -298,7 +298,7 @@ Tensor TextEncoder::encode_cls(const std::vector<std::string>& texts, int max_le
       std::copy_n(e.input_ids.begin(), Lc, ids.begin() + i * Lc);
       std::copy_n(e.attention_mask.begin(), Lc, mask.begin() + i * Lc);
     }
-    Tensor y = model->forward(ids, mask, b, Lc);  // [b,Lc,H]
+    Tensor y = model->forward(ids, mask, b, Lc).to(Device::CPU);  // [b,Lc,H], on the host
     for (int64_t i = 0; i < b; ++i)               // keep the [CLS] row (spec A.1)
       std::copy_n(y.data() + i * Lc * H, H, out.data() + int64_t(order[size_t(s + i)]) * H);
     if (progress) progress(int(s + b), int(N));

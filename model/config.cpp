@@ -81,6 +81,9 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
     else if (k == "num_workers") c.num_workers = I();
     else if (k == "log_every") c.log_every = I();
     else if (k == "max_steps_per_epoch") c.max_steps_per_epoch = I();
+    else if (k == "crop_scale_min") c.crop_scale_min = F();
+    else if (k == "rand_augment_n") c.rand_augment_n = I();
+    else if (k == "rand_augment_m") c.rand_augment_m = I();
     else if (k == "optimizer") {
       if (!v.IsMap()) throw std::runtime_error(origin + ": key 'optimizer' must be a mapping {opt, lr, weight_decay}");
       for (auto o = v.begin(); o != v.end(); ++o) {
@@ -138,6 +141,9 @@ void MedslipConfig::validate() const {
   if (lr <= 0) bad("optimizer.lr", "must be positive");
   if (weight_decay < 0) bad("optimizer.weight_decay", "must be >= 0");
   if (epochs <= 0) bad("schedular.epochs", "must be positive");
+  if (!(crop_scale_min > 0 && crop_scale_min <= 1)) bad("crop_scale_min", "must be in (0,1]");
+  if (rand_augment_n < 0 || rand_augment_n > 10) bad("rand_augment_n", "must be in [0,10]");
+  if (rand_augment_m < 0 || rand_augment_m > 10) bad("rand_augment_m", "must be in [0,10]");
   if (opt != "adamW" && opt != "adamw") bad("optimizer.opt", "only adamW is supported, got '" + opt + "'");
   if (sched != "cosine") bad("schedular.sched", "only cosine is supported, got '" + sched + "'");
   if (text_max_length < 2 || text_max_length > 512) bad("text_max_length", "must be in [2,512]");
@@ -174,6 +180,9 @@ std::string MedslipConfig::to_yaml() const {
   e << YAML::Key << "num_workers" << YAML::Value << num_workers;
   e << YAML::Key << "log_every" << YAML::Value << log_every;
   e << YAML::Key << "max_steps_per_epoch" << YAML::Value << max_steps_per_epoch;
+  e << YAML::Key << "crop_scale_min" << YAML::Value << crop_scale_min;
+  e << YAML::Key << "rand_augment_n" << YAML::Value << rand_augment_n;
+  e << YAML::Key << "rand_augment_m" << YAML::Value << rand_augment_m;
   e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "opt" << YAML::Value << opt
     << YAML::Key << "lr" << YAML::Value << lr << YAML::Key << "weight_decay" << YAML::Value << weight_decay
     << YAML::EndMap;

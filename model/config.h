@@ -45,6 +45,10 @@ struct MedslipConfig {
   int num_workers = 2;
   int log_every = 10;
   int max_steps_per_epoch = 0;      // 0 = full epoch (demo/test runs cap it)
+  // Training augmentation (spec C.4): RandomResizedCrop's smallest area share and ALBEF
+  // RandAugment's (N ops, magnitude M). The defaults are the reference's; n = 0 turns it off.
+  float crop_scale_min = 0.2f;
+  int rand_augment_n = 2, rand_augment_m = 7;
 
   std::vector<std::string> warnings;  // unknown or ignored keys, for the caller to print
 

@@ -8,6 +8,7 @@
 #include "engine/threads.h"
 #include "model/books.h"
 #include "train/commands.h"
+#include "train/common.h"
 
 namespace ms {
 
@@ -20,6 +21,8 @@ int cmd_books(int argc, char** argv) {
                "Bio_ClinicalBERT, or the demo's encoder installed by weights/install_text_encoder.sh.",
                "medslip books"};
   std::string encoder_dir, pathology_json, out;
+  std::string device = "cpu";
+  bool tf32 = false;
   int max_length = 128, threads = 0;
   app.add_option("--encoder", encoder_dir, "Hugging Face BERT checkpoint folder")->required()->check(CLI::ExistingDirectory);
   app.add_option("--pathology-json", pathology_json,
@@ -31,6 +34,7 @@ int cmd_books(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   app.add_option("--out", out, "output books (.safetensors)")->required();
+  add_device_options(app, device, tf32);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
@@ -39,7 +43,9 @@ int cmd_books(int argc, char** argv) {
                max_length);
 
   auto t0 = std::chrono::steady_clock::now();
+  const Device dev = select_device(device, tf32);
   TextEncoder enc = TextEncoder::load(encoder_dir);
+  enc.model->to(dev);
   fmt::print("text encoder: {}\n", enc.describe());
   fmt::print("loaded in {:.2f} s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   Books books = build_books(enc, pathology_json, max_length, [](const std::string& s) { fmt::print("  {}\n", s); });

@@ -51,9 +51,7 @@ int cmd_ground(int argc, char** argv) {
   app.add_option("--image-root", o.image_root, "folder that relative image paths start from (default: the csv's)");
   app.add_option("--batch", o.batch, "images per forward pass (and per normalisation batch)")->capture_default_str();
   app.add_option("--out", o.out_dir, "output folder for ground.json (default: the checkpoint's folder)");
-  app.add_option("--device", o.model.device, "cpu or cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+  add_device_options(app, o.model.device, o.model.tf32);
   app.add_option("--threads", o.model.threads, "compute threads (default: OMP_NUM_THREADS or all cores)");
   app.add_option("--workers", o.workers, "image-decoding threads (0 = on the main thread)")->capture_default_str();
   app.add_flag("--non-strict", non_strict, "allow missing/unexpected weight names (warned)");

@@ -50,7 +50,7 @@ int cmd_predict(int argc, char** argv) {
   app.add_option("--dicom", dicom, "DICOM read path: display (VOI window) or rsna (spec C.7)")
       ->check(CLI::IsMember({"display", "rsna"}))
       ->capture_default_str();
-  app.add_option("--device", m.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  add_device_options(app, m.device, m.tf32);
   app.add_option("--threads", m.threads, "compute threads (default: OMP_NUM_THREADS or all cores)");
   app.add_flag("--non-strict", non_strict, "allow missing/unexpected weight names (warned)");
   CLI11_PARSE(app, argc, argv);
@@ -66,7 +66,7 @@ int cmd_predict(int argc, char** argv) {
   try {
     if (m.threads < 0) throw std::invalid_argument("--threads must be >= 0");
     if (m.threads > 0) set_num_threads(m.threads);
-    dev = eval_device(m.device);
+    dev = select_device(m.device, m.tf32);
     for (const std::string* f : {&m.checkpoint, &m.books})
       if (!std::filesystem::is_regular_file(*f)) throw std::runtime_error(*f + ": no such file");
     im = load_inference_model(m.checkpoint, m.books, m.config, dev, m.strict);

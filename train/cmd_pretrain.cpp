@@ -15,12 +15,13 @@ int cmd_pretrain(int argc, char** argv) {
                "Ctrl-C saves a checkpoint and stops; --resume continues with bit-identical losses.",
                "medslip pretrain"};
   std::string config, resume, out, device = "cpu";
+  bool tf32 = false;
   int threads = 0, seed = -1, epochs = -1;
   int64_t max_steps = -1;
   app.add_option("--config", config, "config YAML (official keys + ours, see README)")->required()->check(CLI::ExistingFile);
   app.add_option("--resume", resume, "a run folder (or its checkpoint_last.safetensors) to continue");
   app.add_option("--out", out, "run folder (default runs/<config name>)");
-  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_device_options(app, device, tf32);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
   app.add_option("--seed", seed, "override the config's seed");
   app.add_option("--epochs", epochs, "stop after this many epochs (the schedule keeps the config's length)");
@@ -33,7 +34,7 @@ int cmd_pretrain(int argc, char** argv) {
   if (seed >= 0) o.cfg.seed = seed;
   o.resume = resume;
   o.out_dir = !out.empty() ? out : !resume.empty() ? resume : "runs/" + std::filesystem::path(config).stem().string();
-  o.device = parse_device(device);
+  o.device = select_device(device, tf32);
   o.max_epochs = epochs;
   o.stop_after_steps = max_steps;
   run_pretrain(o);

@@ -24,6 +24,7 @@ int cmd_step(int argc, char** argv) {
                "[N,B,51,P], feat_pathology [75,B,d], feat_anatomy [51,B,d] and grad.<name> for every parameter.",
                "medslip step"};
   std::string config, weights, books, batch_path, out, bn = "train", device = "cpu";
+  bool tf32 = false;
   float dropout = -1.f;
   int seed = 0, threads = 0;
   bool non_strict = false;
@@ -34,7 +35,7 @@ int cmd_step(int argc, char** argv) {
   app.add_option("--out", out, "output safetensors")->required();
   app.add_option("--dropout", dropout, "override every dropout probability (0 for parity runs)");
   app.add_option("--bn", bn, "BatchNorm mode: train (batch statistics, as pretraining) or eval")->check(CLI::IsMember({"train", "eval"}));
-  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_device_options(app, device, tf32);
   app.add_option("--seed", seed, "dropout seed");
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
   app.add_flag("--non-strict", non_strict, "allow missing/unexpected weight names");
@@ -43,7 +44,7 @@ int cmd_step(int argc, char** argv) {
 
   MedslipConfig cfg = load_config(config);
   if (dropout >= 0.f) cfg.dropout = cfg.decoder_dropout = dropout;
-  const Device dev = parse_device(device);
+  const Device dev = select_device(device, tf32);
 
   auto [pbook, abook] = load_books(books);
   Medslip model(cfg, pbook.size(1), uint64_t(seed));

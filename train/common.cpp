@@ -1,15 +1,38 @@
 #include "train/common.h"
 
+#include <CLI/CLI.hpp>
+
 #include <cstdio>
 #include <stdexcept>
 
 #include "data/transforms.h"
+#include "engine/device.h"
 #include "engine/io.h"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/ops.h"
 #include "model/state.h"
 #include "weights/state_dict.h"
 
 namespace ms {
+
+void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
+  app.add_option("--device", device, "cpu or cuda (a `make CUDA=1` build on a machine with a GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_flag("--tf32", tf32,
+               "CUDA: matrix products on TF32 tensor cores (faster, ~1e-3 relative error; off by default)");
+}
+
+Device select_device(const std::string& device, bool tf32) {
+  const Device d = parse_device(device);
+  if (d == Device::CUDA && !cuda_built())
+    throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
+  if (d == Device::CUDA && !cuda_available())
+    throw std::runtime_error("--device cuda: no CUDA device is available on this machine");
+  if (tf32 && d != Device::CUDA) std::fprintf(stderr, "note: --tf32 applies to --device cuda only; ignored\n");
+  set_tf32(tf32 && d == Device::CUDA);
+  return d;
+}
 
 MedslipConfig load_config(const std::string& path) {
   MedslipConfig c = MedslipConfig::from_yaml(path);
@@ -75,8 +98,18 @@ Tensor stack_layers(const std::vector<Tensor>& per_layer) {
   return concat(u, 0);
 }
 
-ImageFn train_image_fn(int size) {
-  return [size](const std::string& path, Rng& rng) { return load_train_image(path, size, rng); };
+ImageFn train_image_fn(int size, const AugmentOptions& aug) {
+  return [size, aug](const std::string& path, Rng& rng) {
+    return load_train_image(path, size, rng, DicomMode::kDisplay, aug);
+  };
+}
+
+AugmentOptions augment_options(const MedslipConfig& cfg) {
+  AugmentOptions a;
+  a.crop_scale_min = cfg.crop_scale_min;
+  a.rand_augment_n = cfg.rand_augment_n;
+  a.rand_augment_m = cfg.rand_augment_m;
+  return a;
 }
 
 ImageFn test_image_fn(int size, DicomMode dicom) {

@@ -7,10 +7,22 @@
 
 #include "data/image.h"
 #include "data/loader.h"
+#include "data/transforms.h"
 #include "model/config.h"
 #include "model/medslip.h"
 
+namespace CLI {
+class App;
+}
+
 namespace ms {
+
+// --device cpu|cuda and --tf32, the same on every job.
+void add_device_options(CLI::App& app, std::string& device, bool& tf32);
+// Parses the --device value and checks that this build and machine have it (a CUDA request on
+// a CPU build, or without a GPU, throws naming the flag and the fix); applies --tf32 (cuBLAS
+// matrix products on TF32 tensor cores; ignored on the CPU, which has none).
+Device select_device(const std::string& device, bool tf32 = false);
 
 // Loads YAML and prints its warnings (unknown keys) to stderr.
 MedslipConfig load_config(const std::string& path);
@@ -26,7 +38,9 @@ Tensor stack_layers(const std::vector<Tensor>& per_layer);
 
 // Image file -> normalised [3,S,S]: the pretraining augmentation (spec C.4) or the test
 // transform (spec C.5). DICOMs are read with `dicom` (the RSNA path for RSNA csvs).
-ImageFn train_image_fn(int size);
+ImageFn train_image_fn(int size, const AugmentOptions& aug = {});
+// The augmentation knobs of a config.
+AugmentOptions augment_options(const MedslipConfig& cfg);
 ImageFn test_image_fn(int size, DicomMode dicom = DicomMode::kDisplay);
 
 // A model ready for zero-shot use: weights from a checkpoint (our safetensors with the

@@ -147,15 +147,6 @@ std::string safe_name(const std::string& s) {
 
 }  // namespace
 
-Device eval_device(const std::string& name) {
-  Device d = parse_device(name);
-  if (d == Device::CUDA && !cuda_built())
-    throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
-  if (d == Device::CUDA && !cuda_available())
-    throw std::runtime_error("--device cuda: no CUDA device is available on this machine");
-  return d;
-}
-
 std::vector<float> mean_layer_attention(const std::vector<Tensor>& attn) {
   if (attn.empty()) throw std::invalid_argument("mean_layer_attention: no decoder layers");
   std::vector<float> acc = attn[0].to_vector();
@@ -267,7 +258,7 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   if (o.batch <= 0) throw std::invalid_argument("--batch must be positive, got " + std::to_string(o.batch));
   require_file(o.csv, "--csv");
   ThreadsGuard threads(o.model.threads);
-  const Device dev = eval_device(o.model.device);
+  const Device dev = select_device(o.model.device, o.model.tf32);
   const bool rsna = o.dataset == "rsna";
 
   // Read the csv before the (slower) model so a bad row fails fast.
@@ -389,7 +380,7 @@ GroundReport run_ground(const GroundOptions& o) {
   if (!std::isfinite(thr)) throw std::invalid_argument("--threshold must be finite");
   require_file(o.csv, "--csv");
   ThreadsGuard threads(o.model.threads);
-  const Device dev = eval_device(o.model.device);
+  const Device dev = select_device(o.model.device, o.model.tf32);
   const DicomMode dicom = o.dataset == "rsna" ? DicomMode::kRsna : DicomMode::kDisplay;
 
   RsnaDataset ds(o.csv, o.image_root);

@@ -23,12 +23,10 @@ struct EvalModelOptions {
   std::string checkpoint, books;
   std::string config;     // empty: the checkpoint's metadata (or inferred for the released .pth)
   std::string device = "cpu";
+  bool tf32 = false;      // --tf32: cuBLAS on TF32 tensor cores (CUDA only)
   bool strict = true;     // missing / unexpected weight names are an error
   int threads = 0;        // 0: keep OMP_NUM_THREADS / all cores
 };
-
-// "cpu" | "cuda"; a CUDA request on a CPU build throws naming the flag and the fix.
-Device eval_device(const std::string& name);
 
 // ---- zeroshot (§E.1-E.3) ----------------------------------------------------------------
 

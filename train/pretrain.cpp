@@ -103,7 +103,7 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
   lo.image_size = cfg.image_res;
   lo.seed = uint64_t(cfg.seed);
   lo.num_workers = cfg.num_workers;
-  PretrainLoader loader(train_set, train_image_fn(cfg.image_res), lo);
+  PretrainLoader loader(train_set, train_image_fn(cfg.image_res, augment_options(cfg)), lo);
   if (loader.size() == 0)
     throw std::runtime_error(cfg.train_file + ": " + std::to_string(train_set.size()) + " images, fewer than batch_size " +
                              std::to_string(cfg.batch_size) + " (batches drop the remainder, as the reference)");
@@ -254,7 +254,7 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
     if (valid_set) {
       LoaderOptions vo = lo;
       vo.shuffle = true;
-      PretrainLoader vl(*valid_set, train_image_fn(cfg.image_res), vo);
+      PretrainLoader vl(*valid_set, train_image_fn(cfg.image_res, augment_options(cfg)), vo);
       model.eval();
       NoGradGuard ng;
       StepLosses vs{};
