@@ -777,8 +777,28 @@ TEST_CASE("cuda: ops end to end match the CPU, and two GPU runs are bitwise equa
   const auto gpu_run = op_chain(GPU);
   const auto gpu_again = op_chain(GPU);
   REQUIRE(cpu_run.size() == gpu_run.size());
+  auto rms_of = [](const std::vector<float>& v) {
+    double ss = 0.0;
+    for (float x : v) ss += double(x) * x;
+    return std::sqrt(ss / double(v.size()));
+  };
+  double w1_rms = 0.0;
+  for (const auto& [name, v] : cpu_run)
+    if (name == "grad.w1") w1_rms = rms_of(v);
+  REQUIRE(w1_rms > 0.0);
   for (size_t i = 0; i < cpu_run.size(); ++i) {
     const bool is_grad = cpu_run[i].first.rfind("grad.", 0) == 0;
+    if (cpu_run[i].first == "grad.b1") {
+      // The conv bias feeds a train-mode BatchNorm, which subtracts the batch mean: its true
+      // gradient is exactly zero and both devices return rounding noise, which no relative
+      // comparison can judge. Both must be noise-sized next to the conv weight's gradient.
+      const double cpu_rms = rms_of(cpu_run[i].second), gpu_rms = rms_of(gpu_run[i].second);
+      MESSAGE("ops grad.b1 (true value 0): rms cpu " << cpu_rms << ", gpu " << gpu_rms << ", grad.w1 rms " << w1_rms);
+      CHECK(cpu_rms <= 1e-5 * w1_rms);
+      CHECK(gpu_rms <= 1e-5 * w1_rms);
+      CHECK_MESSAGE(bitwise(gpu_run[i].second, gpu_again[i].second), "grad.b1 differs between two GPU runs");
+      continue;
+    }
     // ARCHITECTURE tolerances for forward values (1e-4) and op gradients (1e-3), per element here.
     close("ops " + cpu_run[i].first, gpu_run[i].second, cpu_run[i].second, is_grad ? 1e-3 : 1e-4);
     CHECK_MESSAGE(bitwise(gpu_run[i].second, gpu_again[i].second), cpu_run[i].first << " differs between two GPU runs");
