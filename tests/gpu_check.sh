@@ -113,7 +113,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > 
 echo "device: $(cat "$RES/device.txt")"
 
 # ---- 2. kernel tests ---------------------------------------------------------------------------
-if timeout 300 "$TESTS" -tc='cuda*' > "$RES/tests.log" 2>&1; then
+if timeout 200 "$TESTS" -tc='cuda*' > "$RES/tests.log" 2>&1; then
   row "kernel tests" "ok" "$(grep -E '^\[doctest\] (test cases|assertions)' "$RES/tests.log" | tr -s ' ' | tr '\n' ' ')"
 else
   grep -B2 -A6 -E "ERROR|FAILED|skipping" "$RES/tests.log" | head -60
@@ -126,14 +126,14 @@ SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2
 if [ -n "$SAN" ]; then
   : > "$RES/sanitizer.log"
   for tool in memcheck racecheck; do
-    if MEDSLIP_CUDA_NO_CACHE=1 timeout 150 "$SAN" --tool "$tool" --error-exitcode 99 \
+    if MEDSLIP_CUDA_NO_CACHE=1 timeout 100 "$SAN" --tool "$tool" --error-exitcode 99 \
          "$TESTS" -tc='cuda: *kernels*,cuda: gemm*' >> "$RES/sanitizer.log" 2>&1; then
       row "sanitizer $tool" "ok" "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$RES/sanitizer.log" | tail -1)"
     else
       rc=$?
       grep -m20 -E "=========" "$RES/sanitizer.log" | tail -20
       if [ $rc = 124 ]; then
-        row "sanitizer $tool" "n/a" "stopped after 150 s (timeout; see sanitizer.log)"
+        row "sanitizer $tool" "n/a" "stopped after 100 s (timeout; see sanitizer.log)"
       elif grep -q -E "Device not supported|not supported on this" "$RES/sanitizer.log"; then
         row "sanitizer $tool" "n/a" "compute-sanitizer does not support this machine (see sanitizer.log)"
       else
@@ -272,6 +272,83 @@ if "$BIN" synth --out "$D/data" --n 120 --size 64 --seed 1 > "$RES/pretrain.log"
 else
   tail -8 "$RES/pretrain.log"
   row "GPU determinism" "FAIL" "synth or pretrain failed (pretrain.log)"
+fi
+
+# ---- 7. every job on cuda: books, zeroshot, ground, predict against the same job on the CPU ------
+CK=$D/gpu1/checkpoint_last.safetensors
+if [ -f "$CK" ]; then
+  ok=1
+  : > "$RES/jobs.log"
+  PIMG=$(ls "$D"/data/images/*.png | head -3)
+  for dev in cpu cuda; do
+    "$BIN" books --encoder tests/fixtures/bert_tiny --pathology-json "$D/data/observations.json" --max-length 64 \
+      --device $dev --out "$WORK/books_$dev.safetensors" >> "$RES/jobs.log" 2>&1 || ok=0
+    "$BIN" zeroshot --checkpoint "$CK" --books "$FIX/books.safetensors" --csv "$D/data/cxr14_test.csv" \
+      --dataset synthetic --device $dev --out "$WORK/zs_$dev" --quiet >> "$RES/jobs.log" 2>&1 || ok=0
+    "$BIN" ground --checkpoint "$CK" --books "$FIX/books.safetensors" --csv "$D/data/rsna_test.csv" \
+      --dataset synthetic --device $dev --out "$WORK/gr_$dev" --quiet >> "$RES/jobs.log" 2>&1 || ok=0
+    "$BIN" predict --checkpoint "$CK" --books "$FIX/books.safetensors" --device $dev $PIMG \
+      > "$WORK/pred_$dev.txt" 2>> "$RES/jobs.log" || ok=0
+  done
+  if [ $ok = 1 ] && python3 - "$WORK" >> "$RES/jobs.log" 2>&1 <<'PY'
+import csv, json, re, struct, sys
+import numpy as np
+w = sys.argv[1]
+def st(path):
+    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32)
+            for k, v in h.items() if k != "__metadata__"}
+fails, out = 0, []
+a, g = st(f"{w}/books_cpu.safetensors"), st(f"{w}/books_cuda.safetensors")
+for k in a:
+    e = np.linalg.norm(a[k] - g[k]) / np.linalg.norm(a[k]); fails += e > 1e-5; out.append(f"books {k} rel-L2 {e:.2e}")
+def scores(d):  # row,img_path,score:c,label:c,...
+    rows = list(csv.reader(open(f"{w}/{d}/zeroshot_scores.csv")))
+    return np.array([[float(x) for x in r[2::2]] for r in rows[1:]])
+sc, sg = scores("zs_cpu"), scores("zs_cuda")
+e = np.abs(sc - sg).max(); fails += e > 1e-4; out.append(f"zeroshot {sc.shape[0]} images x {sc.shape[1]} classes: max |p cpu - p gpu| {e:.2e}")
+jc, jg = json.load(open(f"{w}/zs_cpu/zeroshot.json")), json.load(open(f"{w}/zs_cuda/zeroshot.json"))
+out.append(f"zeroshot mean AUROC cpu {jc['metrics']['mean']['auc']:.6f} gpu {jg['metrics']['mean']['auc']:.6f}")
+gc, gg = json.load(open(f"{w}/gr_cpu/ground.json")), json.load(open(f"{w}/gr_cuda/ground.json"))
+for k in ("pointing", "iou", "dice"):
+    c, g = gc["metrics"][k], gg["metrics"][k]
+    e = abs(c - g); fails += e > 1e-4; out.append(f"ground {k} cpu {c:.6f} gpu {g:.6f}")
+num = lambda p: [float(x) for x in re.findall(r"\b0\.\d+\b", open(p).read())]
+pc, pg = num(f"{w}/pred_cpu.txt"), num(f"{w}/pred_cuda.txt")
+e = max(abs(x - y) for x, y in zip(pc, pg)) if len(pc) == len(pg) and pc else float("inf")
+fails += e > 1e-3; out.append(f"predict {len(pc)} printed numbers: max |cpu - gpu| {e:.1e}")
+print("\n".join(out))
+print(f"SUMMARY jobs: {fails} outside tolerance; " + "; ".join(o for o in out if not o.startswith("ground iou")))
+sys.exit(1 if fails else 0)
+PY
+  then
+    row "jobs on cuda" "ok" "books/zeroshot/ground/predict, GPU vs CPU: $(grep SUMMARY "$RES/jobs.log" | cut -d';' -f2- | cut -c1-400)"
+  else
+    tail -12 "$RES/jobs.log"
+    row "jobs on cuda" "FAIL" "see jobs.log"
+  fi
+  # --tf32 (information): the same step with TF32 tensor cores against float32 products
+  if "$BIN" step --config "$FIX/config.yaml" --weights "$FIX/weights.safetensors" --books "$FIX/books.safetensors" \
+       --batch "$FIX/batch.safetensors" --dropout 0 --device cuda --tf32 --out "$WORK/step_tf32.safetensors" \
+       >> "$RES/step.log" 2>&1 && [ -f "$WORK/step_cuda_0.safetensors" ]; then
+    t=$(python3 - "$WORK/step_cuda_0.safetensors" "$WORK/step_tf32.safetensors" <<'PY'
+import json, struct, sys
+import numpy as np
+def st(path):
+    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32)
+            for k, v in h.items() if k != "__metadata__"}
+a, b = st(sys.argv[1]), st(sys.argv[2])
+g = [k for k in a if k.startswith("grad.")]
+ga, gb = np.concatenate([a[k] for k in g]), np.concatenate([b[k] for k in g])
+print(f"loss f32 {a['loss'][0]:.7f} tf32 {b['loss'][0]:.7f} (rel {abs(b['loss'][0] - a['loss'][0]) / abs(a['loss'][0]):.1e}); "
+      f"all {len(g)} gradients together rel-L2 {np.linalg.norm(ga - gb) / np.linalg.norm(ga):.1e}")
+PY
+)
+    row "--tf32 (info)" "info" "$t"
+  else
+    row "--tf32 (info)" "FAIL" "step --tf32 failed (step.log)"
+  fi
 fi
 
 # ---- table ------------------------------------------------------------------------------------
