@@ -42,6 +42,16 @@ CONFIG_PATH = "PreTrain_MeDSLIP/configs/Pretrain_MeDSLIP.yaml"
 N_ANATOMY, N_PATHOLOGY, TEXT_WIDTH = 51, 75, 768
 
 
+def read_official(repo, rev, path):
+    """A file of the original at `rev`: `git show` from a clone, or straight from a plain
+    checkout (a folder holding PreTrain_MeDSLIP/...; for machines without git)."""
+    if os.path.isfile(os.path.join(repo, path)) and not os.path.isdir(os.path.join(repo, ".git")) and \
+            not os.path.isfile(os.path.join(repo, "HEAD")):
+        with open(os.path.join(repo, path), "rb") as f:
+            return f.read()
+    return git(repo, "show", f"{rev}:{path}")
+
+
 def git(repo, *args):
     return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True).stdout
 
@@ -100,7 +110,7 @@ def load_original(repo, rev, bert_seed):
     os.makedirs(pkg)
     for name in MODEL_FILES:
         with open(os.path.join(pkg, name), "wb") as f:
-            f.write(git(repo, "show", f"{rev}:{MODEL_DIR}/{name}"))
+            f.write(read_official(repo, rev, f"{MODEL_DIR}/{name}"))
     sys.path.insert(0, tmp)
     import importlib
     return importlib.import_module("medslip_orig.model_MeDSLIP")
@@ -109,7 +119,7 @@ def load_original(repo, rev, bert_seed):
 def build(args):
     import yaml
     mod = load_original(args.repo, args.rev, args.bert_seed)
-    cfg = yaml.safe_load(git(args.repo, "show", f"{args.rev}:{CONFIG_PATH}"))
+    cfg = yaml.safe_load(read_official(args.repo, args.rev, CONFIG_PATH))
     cfg["res_base_model"] = args.backbone
     books = [{"input_ids": torch.zeros(n, 128, dtype=torch.long),
               "attention_mask": torch.ones(n, 128, dtype=torch.long)} for n in (N_ANATOMY, N_PATHOLOGY)]
@@ -119,6 +129,10 @@ def build(args):
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = mod.MeDSLIP(cfg, books[0], books[1], mode="train")
+    # The books are plain attributes (not buffers): module.to() leaves them, so move them too.
+    model = model.to(args.device)
+    model.anatomy_book = model.anatomy_book.to(args.device)
+    model.pathology_book = model.pathology_book.to(args.device)
     # The original optimizer factory with weight decay: no decay for 1-D tensors and biases.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -184,6 +198,8 @@ def make_step(model, opt, b, mode):
         def step():
             with torch.no_grad():
                 out = forward(model, b, False)
+            if torch.cuda.is_available() and b["images"].is_cuda:
+                torch.cuda.synchronize()  # the outputs are not read back: wait for the kernels
             return float(out[0]) if torch.is_tensor(out[0]) and out[0].numel() == 1 else 0.0
     return step
 
@@ -203,7 +219,7 @@ def blas_info():
                 h = ctypes.CDLL(lib)
                 h.openblas_get_corename.restype = ctypes.c_char_p
                 core = h.openblas_get_corename().decode()
-            except OSError:
+            except (OSError, AttributeError):  # not loadable, or a build without the symbol
                 pass
     return {"libs": sorted(libs), "openblas_core": core, "mkldnn": torch.backends.mkldnn.is_available()}
 
@@ -212,12 +228,19 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def peak_mib(device):
+    """Host RSS on the CPU; on CUDA the caching allocator's peak of device memory."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 1048576.0
+    return peak_rss_mib()
+
+
 def reply(obj):
     sys.stdout.write("@bench " + json.dumps(obj) + "\n")
     sys.stdout.flush()
 
 
-def serve(step, init_s):
+def serve(step, init_s, device):
     reply({"event": "ready", "init_s": init_s, "torch": torch.__version__, "blas": blas_info()})
     for line in sys.stdin:
         cmd = line.strip()
@@ -226,7 +249,7 @@ def serve(step, init_s):
             loss = step()
             reply({"event": "step", "s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0, "loss": loss})
         elif cmd == "quit":
-            reply({"event": "done", "peak_mib": peak_rss_mib()})
+            reply({"event": "done", "peak_mib": peak_mib(device)})
             return
         else:
             reply({"event": "error", "message": f"unknown command {cmd!r}"})
@@ -246,18 +269,25 @@ def main():
     p.add_argument("--seed", type=int, default=0, help="torch seed for the weight init")
     p.add_argument("--data-seed", type=int, default=1)
     p.add_argument("--bert-seed", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: model and batch on the GPU (float32, TF32 off, cuDNN as PyTorch picks)")
     p.add_argument("--serve", action="store_true", help="answer medslip bench's step/quit lines on stdin")
     args = p.parse_args()
     if not args.repo:
         sys.exit("bench_torch.py: pass --repo PATH (a clone of Shef-AIRE/MeDSLIP) or set MEDSLIP_OFFICIAL_REPO")
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("bench_torch.py: --device cuda but torch sees no GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 products, as ours without --tf32
+        torch.backends.cudnn.allow_tf32 = False
     t0 = time.perf_counter()
     model, opt = build(args)
-    b = synthetic_batch(args.batch, args.res, args.data_seed)
+    b = {k: v.to(args.device) for k, v in synthetic_batch(args.batch, args.res, args.data_seed).items()}
     step = make_step(model, opt, b, args.mode)
     if args.serve:
         try:
-            serve(step, time.perf_counter() - t0)
+            serve(step, time.perf_counter() - t0, args.device)
         except Exception as e:  # report, so the driver can name the failure
             reply({"event": "error", "message": f"{type(e).__name__}: {e}"})
             raise
@@ -273,7 +303,7 @@ def main():
     med = statistics.median(times)
     print(json.dumps({"backbone": args.backbone, "res": args.res, "batch": args.batch, "mode": args.mode,
                       "threads": args.threads, "median_s": med, "min_s": min(times), "max_s": max(times),
-                      "img_per_s": args.batch / med, "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__,
+                      "img_per_s": args.batch / med, "device": args.device, "peak_mib": peak_mib(args.device), "torch": torch.__version__,
                       "blas": blas_info()}, indent=1))
 
 

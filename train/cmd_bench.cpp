@@ -272,7 +272,7 @@ class Worker {
     std::vector<char*> args;
     for (auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
     args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+    const int rc = posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     close(to_child[0]);
     close(from_child[1]);
@@ -388,8 +388,10 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
                                              std::to_string(row.res), "--batch", std::to_string(row.batch), "--mode",
                                              row.mode, "--device", row.device};
   std::unique_ptr<Worker> orig;
-  if (row.original && !orig_cmd.empty() && row.device == "cpu") {
+  if (row.original && !orig_cmd.empty()) {
     std::vector<std::string> c = orig_cmd;
+    c.push_back("--device");
+    c.push_back(row.device);
     for (auto s : {"--backbone", row.backbone.c_str(), "--res"}) c.push_back(s);
     c.push_back(std::to_string(row.res));
     c.push_back("--batch");
@@ -466,8 +468,8 @@ int run_driver(bool full, const std::string& official, const std::string& python
     rows.push_back({"resnet18", "infer", 224, 16, true, false});
   }
   if (cuda_available()) {  // the GPU rows (peak MiB is then device memory)
-    for (int b : {8, 16, 32, 64}) rows.push_back({"resnet50", "train", 224, b, false, false, "cuda"});
-    rows.push_back({"resnet50", "infer", 224, 64, false, false, "cuda"});
+    for (int b : {8, 16, 32, 64}) rows.push_back({"resnet50", "train", 224, b, true, false, "cuda"});
+    rows.push_back({"resnet50", "infer", 224, 64, true, false, "cuda"});
   }
   if (!only.empty()) {  // "resnet50:224:8:train,..."
     std::vector<Row> pick;
