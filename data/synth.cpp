@@ -288,10 +288,12 @@ void set_cell(std::vector<float>& M, int a, int o, float v) {
 
 }  // namespace
 
-SynthImage render_synth_image(uint64_t seed, int64_t index, int S) {
+SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double finding_gain) {
   if (S < 32 || S > 2048)
     throw std::invalid_argument("synth: image size must be in [32, 2048], got " + std::to_string(S));
   if (index < 0) throw std::invalid_argument("synth: negative image index");
+  if (!(finding_gain > 0 && finding_gain <= 10))
+    throw std::invalid_argument("synth: finding gain must be in (0, 10], got " + std::to_string(finding_gain));
   Rng r(seed, kStreamData);
   r.set_offset((uint64_t(index) + 1) << 24);  // image i owns counters [(i+1) 2^24, (i+2) 2^24)
 
@@ -743,7 +745,7 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S) {
     for (int y = 0; y < S; ++y)
       for (int x = 0; x < S; ++x) {
         size_t i = size_t(y) * S + x;
-        A[i] += dens * mask[i];
+        A[i] += float(finding_gain) * dens * mask[i];
         if (mask[i] > 0.5f) {
           x0 = std::min(x0, x); x1 = std::max(x1, x);
           y0 = std::min(y0, y); y1 = std::max(y1, y);
@@ -774,11 +776,13 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S) {
     set_cell(M, AN("heart_size"), OB("normal"), 1.f);
   if (out.normal || r.uniform() < 0.3) set_cell(M, AN("mediastinal"), OB("normal"), 1.f);
   if (out.normal && r.uniform() < 0.5) set_cell(M, AN("unspecified"), OB("unremarkable"), 1.f);
-  // "No pleural effusion, no pneumothorax, no focal consolidation...": 2-5 absent findings.
+  // "No pleural effusion, no pneumothorax, no focal consolidation or pneumonia...": 3-8 absent
+  // findings, so that every finding type with a zero-shot class is also stated absent.
   struct Absent { SynthFinding f; const char* anatomy; const char* obs; };
   static const Absent absent[] = {{SynthFinding::kEffusion, "pleural_unspec", "effusion"},
                                   {SynthFinding::kPneumothorax, "pleural_unspec", "pneumothorax"},
                                   {SynthFinding::kConsolidation, "unspecified", "consolidation"},
+                                  {SynthFinding::kConsolidation, "unspecified", "pneumonia"},
                                   {SynthFinding::kOpacity, "unspecified", "opacity"},
                                   {SynthFinding::kAtelectasis, "lung_bases", "atelectasis"},
                                   {SynthFinding::kNodule, "unspecified", "nodule"},
@@ -789,7 +793,7 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S) {
   std::vector<int> cand;
   for (int k = 0; k < int(sizeof(absent) / sizeof(absent[0])); ++k)
     if (!has(absent[k].f)) cand.push_back(k);
-  int n_abs = int(std::min<int64_t>(int64_t(cand.size()), 2 + r.randint(4)));
+  int n_abs = int(std::min<int64_t>(int64_t(cand.size()), 3 + r.randint(6)));
   for (int k : r.sample(cand, n_abs)) set_cell(M, AN(absent[k].anatomy), OB(absent[k].obs), 0.f);
   out.matrix = std::move(M);
 
@@ -1025,7 +1029,7 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
       int64_t i = next++;
       if (i >= o.n || failed) return;
       try {
-        SynthImage im = render_synth_image(o.seed, i, o.size);
+        SynthImage im = render_synth_image(o.seed, i, o.size, o.finding_gain);
         std::string path = (fs::path(dir) / image_name(i)).string();
         write_png_zlib(path, o.size, o.size, 1, im.pixels.data());
         for (int64_t k = 0; k < kMatrixSize; ++k)
@@ -1125,6 +1129,7 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
     j["seed"] = o.seed;
     j["n"] = o.n;
     j["size"] = o.size;
+    j["finding_gain"] = o.finding_gain;
     j["splits"] = {{"train", rep.n_train}, {"valid", rep.n_valid}, {"test", rep.n_test}};
     j["files"] = {{"matrix", "landmark_observation_adj_mtx.npy"}, {"train", "train.json"}, {"valid", "valid.json"},
                   {"test", "test.json"}, {"cxr14", "cxr14_test.csv"}, {"rsna", "rsna_test.csv"},

@@ -67,8 +67,10 @@ struct SynthImage {
   std::vector<Box> rsna_boxes(int canvas = 1024) const;  // consolidation boxes on the canvas
 };
 
-// One phantom; depends only on (seed, index, size).
-SynthImage render_synth_image(uint64_t seed, int64_t index, int size);
+// One phantom; depends only on (seed, index, size, finding_gain). finding_gain multiplies the
+// attenuation (lighter or darker) of every drawn finding: 1 is the default phantom, larger
+// values make findings more conspicuous without changing where they are or what is drawn.
+SynthImage render_synth_image(uint64_t seed, int64_t index, int size, double finding_gain = 1.0);
 
 struct SynthOptions {
   std::string out_dir;
@@ -79,6 +81,7 @@ struct SynthOptions {
   double test_frac = 0.2;
   bool preview = false;
   int threads = 0;  // 0 = ms::num_threads()
+  double finding_gain = 1.0;  // render_synth_image's finding_gain
 };
 
 struct SynthReport {

@@ -22,6 +22,11 @@ int cmd_synth(int argc, char** argv) {
   app.add_option("--test-frac", o.test_frac, "share of held-out test images (csvs, test.json)")
       ->check(CLI::Range(0.0, 0.9));
   app.add_option("--threads", o.threads, "worker threads (default: OMP_NUM_THREADS or all cores)");
+  app.add_option("--finding-gain", o.finding_gain,
+                 "multiply every finding's attenuation (1 = the default phantoms; make demo uses a higher value "
+                 "so that a small model learns them in minutes)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 10.0));
   app.add_flag("--preview", o.preview, "also write preview.png, a 4x4 contact sheet with finding boxes");
   try {
     app.parse(argc, argv);
