@@ -288,12 +288,14 @@ void set_cell(std::vector<float>& M, int a, int o, float v) {
 
 }  // namespace
 
-SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double finding_gain) {
+SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double finding_gain, double finding_scale) {
   if (S < 32 || S > 2048)
     throw std::invalid_argument("synth: image size must be in [32, 2048], got " + std::to_string(S));
   if (index < 0) throw std::invalid_argument("synth: negative image index");
   if (!(finding_gain > 0 && finding_gain <= 10))
     throw std::invalid_argument("synth: finding gain must be in (0, 10], got " + std::to_string(finding_gain));
+  if (!(finding_scale >= 0.5 && finding_scale <= 3))
+    throw std::invalid_argument("synth: finding scale must be in [0.5, 3], got " + std::to_string(finding_scale));
   Rng r(seed, kStreamData);
   r.set_offset((uint64_t(index) + 1) << 24);  // image i owns counters [(i+1) 2^24, (i+2) 2^24)
 
@@ -366,7 +368,7 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
           }
           continue;
         case SynthFinding::kPneumothorax:
-          p.a = unif(r, 0.025, 0.075);  // rim of the collapsed lung
+          p.a = unif(r, 0.025, 0.075) * finding_scale;  // rim of the collapsed lung
           P.ptx_d[p.side] = p.a;
           break;
         case SynthFinding::kConsolidation:
@@ -385,7 +387,7 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
           P.v_dome[p.side] -= unif(r, 0.0, 0.02);  // volume loss lifts the dome a little
           break;
         case SynthFinding::kNodule:
-          p.a = unif(r, 0.011, 0.02);  // radius
+          p.a = unif(r, 0.011, 0.02) * finding_scale;  // radius
           break;
         case SynthFinding::kMass:
           p.a = unif(r, 0.045, 0.07);
@@ -616,7 +618,7 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
         if (!pick_point(P, r, s, p.zone, 0.035, u0, v0)) { ok = false; break; }
         std::vector<float> buf(N, 0.f);
         if (p.variant == 0) {  // plate-like: a thin, nearly horizontal band
-          double len = unif(r, 0.07, 0.13), tilt = unif(r, -0.25, 0.25), w = unif(r, 0.008, 0.014);
+          double len = unif(r, 0.07, 0.13), tilt = unif(r, -0.25, 0.25), w = unif(r, 0.008, 0.014) * finding_scale;
           double du = 0.5 * len * std::cos(tilt), dv = 0.5 * len * std::sin(tilt);
           draw_segment(C, buf, u0 - du, v0 - dv, u0 + du, v0 + dv, w, w * 0.8, 1.f);
           d.label = std::string("atel ") + kSideShort[s];
@@ -1029,7 +1031,7 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
       int64_t i = next++;
       if (i >= o.n || failed) return;
       try {
-        SynthImage im = render_synth_image(o.seed, i, o.size, o.finding_gain);
+        SynthImage im = render_synth_image(o.seed, i, o.size, o.finding_gain, o.finding_scale);
         std::string path = (fs::path(dir) / image_name(i)).string();
         write_png_zlib(path, o.size, o.size, 1, im.pixels.data());
         for (int64_t k = 0; k < kMatrixSize; ++k)
@@ -1130,6 +1132,7 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
     j["n"] = o.n;
     j["size"] = o.size;
     j["finding_gain"] = o.finding_gain;
+    j["finding_scale"] = o.finding_scale;
     j["splits"] = {{"train", rep.n_train}, {"valid", rep.n_valid}, {"test", rep.n_test}};
     j["files"] = {{"matrix", "landmark_observation_adj_mtx.npy"}, {"train", "train.json"}, {"valid", "valid.json"},
                   {"test", "test.json"}, {"cxr14", "cxr14_test.csv"}, {"rsna", "rsna_test.csv"},

@@ -67,10 +67,13 @@ struct SynthImage {
   std::vector<Box> rsna_boxes(int canvas = 1024) const;  // consolidation boxes on the canvas
 };
 
-// One phantom; depends only on (seed, index, size, finding_gain). finding_gain multiplies the
-// attenuation (lighter or darker) of every drawn finding: 1 is the default phantom, larger
-// values make findings more conspicuous without changing where they are or what is drawn.
-SynthImage render_synth_image(uint64_t seed, int64_t index, int size, double finding_gain = 1.0);
+// One phantom; depends only on (seed, index, size, finding_gain, finding_scale). finding_gain
+// multiplies the attenuation (lighter or darker) of every drawn finding; finding_scale
+// multiplies the size of the three thinnest ones (nodule radius, plate atelectasis width,
+// pneumothorax rim). 1 and 1 are the default phantoms; larger values make findings more
+// conspicuous; the same findings are drawn (a larger nodule may be placed elsewhere).
+SynthImage render_synth_image(uint64_t seed, int64_t index, int size, double finding_gain = 1.0,
+                              double finding_scale = 1.0);
 
 struct SynthOptions {
   std::string out_dir;
@@ -81,7 +84,8 @@ struct SynthOptions {
   double test_frac = 0.2;
   bool preview = false;
   int threads = 0;  // 0 = ms::num_threads()
-  double finding_gain = 1.0;  // render_synth_image's finding_gain
+  double finding_gain = 1.0;   // render_synth_image's finding_gain
+  double finding_scale = 1.0;  // and finding_scale
 };
 
 struct SynthReport {

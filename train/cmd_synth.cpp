@@ -27,6 +27,11 @@ int cmd_synth(int argc, char** argv) {
                  "so that a small model learns them in minutes)")
       ->capture_default_str()
       ->check(CLI::Range(0.01, 10.0));
+  app.add_option("--finding-scale", o.finding_scale,
+                 "multiply the size of the thinnest findings (nodule radius, plate atelectasis width, "
+                 "pneumothorax rim; 1 = the default phantoms)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 3.0));
   app.add_flag("--preview", o.preview, "also write preview.png, a 4x4 contact sheet with finding boxes");
   try {
     app.parse(argc, argv);
