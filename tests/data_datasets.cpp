@@ -648,6 +648,30 @@ TEST_CASE("data: synthetic images are deterministic and labelled at their anatom
   CHECK(normal >= 4);
   CHECK(normal <= 20);
   CHECK(contains(error_of([] { render_synth_image(0, 0, 8); }), "size"));
+
+  // finding_gain / finding_scale: the same findings and labels, drawn more conspicuously.
+  int brighter = 0, with_findings = 0;
+  for (int i = 0; i < 12; ++i) {
+    SynthImage base = render_synth_image(11, i, 64), strong = render_synth_image(11, i, 64, 4.0, 2.0);
+    CHECK(strong.matrix == base.matrix);
+    REQUIRE(strong.findings.size() == base.findings.size());
+    for (size_t k = 0; k < base.findings.size(); ++k) CHECK(strong.findings[k].type == base.findings[k].type);
+    if (base.findings.empty()) {
+      CHECK(strong.pixels == base.pixels);  // nothing to scale
+      continue;
+    }
+    // Cardiomegaly and emphysema change the anatomy itself (no added density): not affected.
+    bool dense = false;
+    for (const auto& f : base.findings)
+      dense = dense || (f.type != SynthFinding::kCardiomegaly && f.type != SynthFinding::kEmphysema);
+    if (!dense) continue;
+    ++with_findings;
+    brighter += strong.pixels != base.pixels;
+  }
+  CHECK(with_findings >= 5);
+  CHECK(brighter == with_findings);
+  CHECK(contains(error_of([] { render_synth_image(0, 0, 64, 0.0); }), "finding gain"));
+  CHECK(contains(error_of([] { render_synth_image(0, 0, 64, 1.0, 5.0); }), "finding scale"));
 }
 
 TEST_CASE("data: medslip synth output loads through the dataset readers") {

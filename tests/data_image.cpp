@@ -357,6 +357,26 @@ TEST_CASE("data: image train transform is deterministic per seed") {
   }
 }
 
+TEST_CASE("data: image train transform honours the augmentation options") {
+  Image rgb = ref_image("decode/rgb8.png");
+  AugmentOptions light;
+  light.crop_scale_min = 0.8;
+  light.rand_augment_n = 0;
+  const double area = double(rgb.w) * rgb.h;
+  for (uint64_t s = 0; s < 30; ++s) {
+    Rng r1(s, kStreamAugment), r2(s, kStreamAugment);
+    TrainDraw d;
+    std::vector<float> a = train_transform(rgb, 32, r1, &d, light);
+    CHECK(d.augs.empty());  // no RandAugment op drawn
+    // Every crop keeps at least 80 % of the image (the central-crop fallback keeps more).
+    CHECK_MESSAGE(double(d.crop.width) * d.crop.height >= 0.8 * area * 0.97, "seed " << s);
+    CHECK(train_transform(rgb, 32, r2, nullptr, light) == a);
+  }
+  // The defaults are the reference's: the same tensor as before the options existed.
+  Rng r1(11, kStreamAugment), r2(11, kStreamAugment);
+  CHECK(train_transform(rgb, 32, r1) == train_transform(rgb, 32, r2, nullptr, AugmentOptions{}));
+}
+
 TEST_CASE("data: image shared CXR14 PNGs decode and resize exactly as PIL/torchvision") {
   if (!test::have_shared()) {
     MESSAGE("skipping: shared data not found under " << test::shared_dir().string());

@@ -154,4 +154,23 @@ TEST_CASE("model: bad weights and configs give named errors") {
                     doctest::Contains("c.yaml: key 'image_res': must be a positive multiple of 16"));
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("N: two\n", "c.yaml"), doctest::Contains("key 'N' has an invalid value"));
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("res_base_model: vgg\n", "c.yaml"), doctest::Contains("res_base_model"));
+  // The augmentation keys: the reference's values by default, ours read, bad ones named, and
+  // they survive the round trip through to_yaml (checkpoint metadata, reproducibility.json).
+  const MedslipConfig dflt;
+  CHECK(dflt.crop_scale_min == 0.2f);
+  CHECK(dflt.rand_augment_n == 2);
+  CHECK(dflt.rand_augment_m == 7);
+  auto aug = MedslipConfig::from_yaml_string("crop_scale_min: 0.8\nrand_augment_n: 0\nrand_augment_m: 5\n");
+  CHECK(aug.warnings.empty());
+  CHECK(aug.crop_scale_min == 0.8f);
+  CHECK(aug.rand_augment_n == 0);
+  CHECK(aug.rand_augment_m == 5);
+  auto back = MedslipConfig::from_yaml_string(aug.to_yaml());
+  CHECK(back.crop_scale_min == 0.8f);
+  CHECK(back.rand_augment_n == 0);
+  CHECK(back.rand_augment_m == 5);
+  CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("crop_scale_min: 0\n", "c.yaml"),
+                    doctest::Contains("c.yaml: key 'crop_scale_min': must be in (0,1]"));
+  CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("rand_augment_n: 11\n", "c.yaml"),
+                    doctest::Contains("key 'rand_augment_n'"));
 }
