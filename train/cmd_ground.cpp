@@ -27,12 +27,8 @@ int cmd_ground(int argc, char** argv) {
       "medslip ground"};
   GroundOptions o;
   std::string norm = "image";
-  bool quiet = false, non_strict = false;
-  app.add_option("--checkpoint", o.model.checkpoint,
-                 "weights: our .safetensors (config in its metadata) or the released .pth")
-      ->required();
-  app.add_option("--books", o.model.books, "books safetensors (pathology_book [75,T], anatomy_book [51,T])")
-      ->required();
+  bool quiet = false;
+  add_model_options(app, o.model);
   app.add_option("--csv", o.csv, "RSNA-layout csv: ID,img_path,boxes (x;y;w;h|... on 1024x1024),classes")->required();
   app.add_option("--dataset", o.dataset, "rsna (DICOMs through the C.7 read path) or synthetic")
       ->check(CLI::IsMember({"rsna", "synthetic"}))
@@ -47,19 +43,14 @@ int cmd_ground(int argc, char** argv) {
   app.add_option("--save-heatmaps", o.heatmap_dir,
                  "write ROW_ID_hit|miss.png per positive image here: the radiograph in grey, the map in jet colours\n"
                  "(its min blue .. its max dark red), the boxes white, the pointing-game maximum a magenta cross");
-  app.add_option("--config", o.model.config, "model config YAML (default: the checkpoint's metadata)");
   app.add_option("--image-root", o.image_root, "folder that relative image paths start from (default: the csv's)");
   app.add_option("--batch", o.batch, "images per forward pass (and per normalisation batch)")->capture_default_str();
   app.add_option("--out", o.out_dir, "output folder for ground.json (default: the checkpoint's folder)");
-  add_device_options(app, o.model.device, o.model.tf32);
-  app.add_option("--threads", o.model.threads, "compute threads (default: OMP_NUM_THREADS or all cores)");
   app.add_option("--workers", o.workers, "image-decoding threads (0 = on the main thread)")->capture_default_str();
-  app.add_flag("--non-strict", non_strict, "allow missing/unexpected weight names (warned)");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   o.norm = norm == "batch" ? HeatmapNorm::per_batch : HeatmapNorm::per_image;
   o.progress = !quiet;
-  o.model.strict = !non_strict;
   try {
     run_ground(o);
     return 0;

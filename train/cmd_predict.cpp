@@ -38,23 +38,14 @@ int cmd_predict(int argc, char** argv) {
   std::vector<std::string> images;
   std::string heatmap, dicom = "display";
   int top = 5;
-  bool non_strict = false;
-  app.add_option("--checkpoint", m.checkpoint,
-                 "weights: our .safetensors (config in its metadata) or the released .pth")
-      ->required();
-  app.add_option("--books", m.books, "books safetensors (pathology_book [75,T], anatomy_book [51,T])")->required();
-  app.add_option("--config", m.config, "model config YAML (default: the checkpoint's metadata)");
+  add_model_options(app, m);
   app.add_option("images", images, "image files (PNG, JPEG, BMP, DICOM)")->required();
   app.add_option("--heatmap", heatmap, "write the top finding's attention overlay to this PNG");
   app.add_option("--top", top, "findings to locate (anatomy column)")->check(CLI::Range(0, 75))->capture_default_str();
   app.add_option("--dicom", dicom, "DICOM read path: display (VOI window) or rsna (spec C.7)")
       ->check(CLI::IsMember({"display", "rsna"}))
       ->capture_default_str();
-  add_device_options(app, m.device, m.tf32);
-  app.add_option("--threads", m.threads, "compute threads (default: OMP_NUM_THREADS or all cores)");
-  app.add_flag("--non-strict", non_strict, "allow missing/unexpected weight names (warned)");
   CLI11_PARSE(app, argc, argv);
-  m.strict = !non_strict;
   const DicomMode mode = dicom == "rsna" ? DicomMode::kRsna : DicomMode::kDisplay;
 
   struct RestoreThreads {  // callable from tests: leave the thread count as found

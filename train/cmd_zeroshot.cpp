@@ -20,29 +20,19 @@ int cmd_zeroshot(int argc, char** argv) {
                "randomness (the test transform is deterministic), so there is no --seed.",
                "medslip zeroshot"};
   ZeroshotOptions o;
-  bool quiet = false, non_strict = false;
-  app.add_option("--checkpoint", o.model.checkpoint,
-                 "weights: our .safetensors (config in its metadata) or the released .pth")
-      ->required();
-  app.add_option("--books", o.model.books, "books safetensors (pathology_book [75,T], anatomy_book [51,T])")
-      ->required();
+  bool quiet = false;
+  add_model_options(app, o.model);
   app.add_option("--csv", o.csv, "evaluation csv")->required();
   app.add_option("--dataset", o.dataset, "csv layout: cxr14 (17 columns), rsna (ID,img_path,boxes,classes), synthetic")
       ->check(CLI::IsMember({"cxr14", "rsna", "synthetic"}))
       ->capture_default_str();
-  app.add_option("--config", o.model.config, "model config YAML (default: the checkpoint's metadata)");
   app.add_option("--image-root", o.image_root, "folder that relative image paths start from (default: the csv's)");
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
   app.add_option("--out", o.out_dir, "output folder (default: the checkpoint's folder)");
-  add_device_options(app, o.model.device, o.model.tf32);
-  app.add_option("--threads", o.model.threads, "compute threads (default: OMP_NUM_THREADS or all cores)");
   app.add_option("--workers", o.workers, "image-decoding threads (0 = on the main thread)")->capture_default_str();
-  app.add_flag("--non-strict", non_strict,
-               "allow missing/unexpected weight names (warned; the reference loads RSNA so)");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   o.progress = !quiet;
-  o.model.strict = !non_strict;
   try {
     run_zeroshot(o);
     return 0;

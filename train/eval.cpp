@@ -2,6 +2,8 @@
 // on top of train/metrics.h (sklearn-exact metrics, score_cal) and data/loader.h (csv order).
 #include "train/eval.h"
 
+#include <CLI/CLI.hpp>
+
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -145,7 +147,29 @@ std::string safe_name(const std::string& s) {
   return o.substr(0, 80);
 }
 
+// Evaluation batches: every row once, in csv order.
+LoaderOptions eval_loader_options(int64_t batch, int size, int workers) {
+  LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.image_size = size;
+  lo.shuffle = false;
+  lo.drop_last = false;
+  lo.num_workers = workers;
+  return lo;
+}
+
 }  // namespace
+
+void add_model_options(CLI::App& app, EvalModelOptions& m) {
+  app.add_option("--checkpoint", m.checkpoint, "weights: our .safetensors (config in its metadata) or the released .pth")
+      ->required();
+  app.add_option("--books", m.books, "books safetensors (pathology_book [75,T], anatomy_book [51,T])")->required();
+  app.add_option("--config", m.config, "model config YAML (default: the checkpoint's metadata)");
+  add_device_options(app, m.device, m.tf32);
+  app.add_option("--threads", m.threads, "compute threads (default: OMP_NUM_THREADS or all cores)");
+  app.add_flag_callback("--non-strict", [&m] { m.strict = false; },
+                        "allow missing/unexpected weight names (warned; the reference's RSNA script loads so)");
+}
 
 std::vector<float> mean_layer_attention(const std::vector<Tensor>& attn) {
   if (attn.empty()) throw std::invalid_argument("mean_layer_attention: no decoder layers");
@@ -283,12 +307,7 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   }
   const size_t C = r.class_names.size();
 
-  LoaderOptions lo;
-  lo.batch_size = o.batch;
-  lo.image_size = S;
-  lo.shuffle = false;
-  lo.drop_last = false;
-  lo.num_workers = o.workers;
+  const LoaderOptions lo = eval_loader_options(o.batch, S, o.workers);
   // RSNA DICOMs take the §C.7 read path; seg maps are not used here (smallest size).
   std::unique_ptr<EvalLoader> loader =
       rsna ? std::make_unique<EvalLoader>(*rs, test_image_fn(S, DicomMode::kRsna), lo, 1024, 16)
@@ -393,12 +412,7 @@ GroundReport run_ground(const GroundOptions& o) {
 
   InferenceModel im = load_model(o.model, dev);
   const int S = im.cfg.image_res;
-  LoaderOptions lo;
-  lo.batch_size = o.batch;
-  lo.image_size = S;
-  lo.shuffle = false;
-  lo.drop_last = false;
-  lo.num_workers = o.workers;
+  const LoaderOptions lo = eval_loader_options(o.batch, S, o.workers);
   // §C.7: the seg map is drawn on the 1024 canvas and nearest-resized to the input size.
   EvalLoader loader(ds, test_image_fn(S, dicom), lo, 1024, S);
   if (!o.heatmap_dir.empty()) {

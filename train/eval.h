@@ -27,6 +27,9 @@ struct EvalModelOptions {
   bool strict = true;     // missing / unexpected weight names are an error
   int threads = 0;        // 0: keep OMP_NUM_THREADS / all cores
 };
+// The flags that fill EvalModelOptions, the same on zeroshot, ground and predict: --checkpoint,
+// --books (both required), --config, --device, --tf32, --threads, --non-strict.
+void add_model_options(CLI::App& app, EvalModelOptions& m);
 
 // ---- zeroshot (§E.1-E.3) ----------------------------------------------------------------
 
