@@ -6,14 +6,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/philox.h"
+
 namespace ms {
 
-// One Philox4x32-10 block: 4 x 32-bit outputs for a 128-bit counter and 64-bit key.
-// Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC'11).
-std::array<uint32_t, 4> philox4x32(uint64_t counter_lo, uint64_t counter_hi, uint64_t key);
-
-// u32 -> float in [0, 1) with 24 bits of mantissa (same mapping on CPU and CUDA).
-inline float u32_to_unit_float(uint32_t x) { return (x >> 8) * (1.0f / 16777216.0f); }
+// One Philox4x32-10 block (engine/philox.h, shared with the CUDA kernels) as an array.
+inline std::array<uint32_t, 4> philox4x32(uint64_t counter_lo, uint64_t counter_hi, uint64_t key) {
+  const Philox4 b = philox_block(counter_lo, counter_hi, key);
+  return {b.v[0], b.v[1], b.v[2], b.v[3]};
+}
 
 // A stream of random numbers: (seed, stream) select the key, `offset` is the counter.
 // Bulk fills are position-addressed (element i reads counter offset + i/4), so they

@@ -131,23 +131,6 @@ bool bitwise(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-Broadcast make_bc(const Shape& out, const Shape& a, const Shape& b) {
-  Broadcast bc;
-  bc.ndim = int(out.size());
-  int64_t sa = 1, sb = 1;
-  for (int d = bc.ndim - 1; d >= 0; --d) {
-    bc.shape[d] = out[size_t(d)];
-    int ia = d - (bc.ndim - int(a.size())), ib = d - (bc.ndim - int(b.size()));
-    int64_t da = ia >= 0 ? a[size_t(ia)] : 1, db = ib >= 0 ? b[size_t(ib)] : 1;
-    bc.stride_a[d] = da == 1 ? 0 : sa;
-    bc.stride_b[d] = db == 1 ? 0 : sb;
-    sa *= da;
-    sb *= db;
-  }
-  bc.numel = shape_numel(out);
-  return bc;
-}
-
 }  // namespace
 
 TEST_CASE("cuda: device, allocator and copies") {
@@ -235,7 +218,7 @@ TEST_CASE("cuda: elementwise kernels") {
   const char* bnames[] = {"add", "sub", "mul", "div"};
   int si = 0;
   for (const auto& s : shapes) {
-    const Broadcast bc = make_bc(s.out, s.a, s.b);
+    const Broadcast bc = make_broadcast(s.out, s.a, s.b);
     const auto a = normal(shape_numel(s.a), 10 + si), b = nonzero(shape_numel(s.b), 20 + si);
     auto da = up(a), db = up(b);
     for (int k = 0; k < 4; ++k) {

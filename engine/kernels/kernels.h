@@ -4,6 +4,7 @@
 // Tensor or autograd; ops (engine/ops/) pick the device once and call one of them.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace ms {
 
@@ -19,6 +20,9 @@ struct Broadcast {
   int64_t stride_b[kMaxDims] = {};
   int64_t numel = 1;
 };
+// The Broadcast of operands shaped a and b into `out` (engine/ops/elementwise.cpp; throws past
+// kMaxDims dims).
+Broadcast make_broadcast(const std::vector<int64_t>& out, const std::vector<int64_t>& a, const std::vector<int64_t>& b);
 
 #define MS_KERNEL_DECLS                                                                                              \
   /* elementwise */                                                                                                  \

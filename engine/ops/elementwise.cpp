@@ -23,7 +23,7 @@ static Shape broadcast_shape(const Shape& a, const Shape& b, const char* op) {
   return out;
 }
 
-static Broadcast make_broadcast(const Shape& out, const Shape& a, const Shape& b) {
+Broadcast make_broadcast(const Shape& out, const Shape& a, const Shape& b) {
   if (out.size() > size_t(kMaxDims)) throw std::invalid_argument("broadcast: more than 8 dims");
   Broadcast bc;
   bc.ndim = int(out.size());

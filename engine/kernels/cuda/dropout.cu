@@ -3,7 +3,7 @@
 // One thread per block of four elements draws one Philox block, as the CPU loop does, so a
 // (seed, stream, counter) drops the same elements on both devices.
 #include "engine/kernels/cuda/common.cuh"
-#include "engine/kernels/cuda/philox.cuh"
+#include "engine/philox.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cuda {
@@ -13,7 +13,7 @@ namespace {
 __global__ void dropout_forward_kernel(const float* x, float* y, uint8_t* keep, int64_t n, float p, float scale,
                                        uint64_t key, uint64_t counter0) {
   CUDA_FOR(b, CEIL_DIV(n, int64_t(4))) {
-    const Philox4 r = philox4x32(counter0 + uint64_t(b), 0, key);
+    const Philox4 r = philox_block(counter0 + uint64_t(b), 0, key);
     for (int j = 0; j < 4 && b * 4 + j < n; ++j) {
       const int64_t i = b * 4 + j;
       const bool k = u32_to_unit_float(r.v[j]) >= p;
