@@ -37,6 +37,24 @@ JOBS=${JOBS:-16}
 RES=${OUT:-$ROOT/build-cuda/gpu_check}
 mkdir -p "$RES"
 WORK=$(mktemp -d /tmp/medslip_gpu_check.XXXXXX)
+export WORK
+# One safetensors reader for the comparisons below (float64 arrays by name).
+cat > "$WORK/st.py" <<'PY'
+import json, struct
+import numpy as np
+
+def load(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    out = {}
+    for k, v in json.loads(b[8:8 + n]).items():
+        if k == "__metadata__":
+            continue
+        dt = {"F32": np.float32, "F64": np.float64, "I64": np.int64}[v["dtype"]]
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dt).astype(np.float64).reshape(v["shape"])
+    return out
+PY
 T0=$(date +%s)
 ROWS=()
 FAILED=0
@@ -148,21 +166,10 @@ fi
 # ---- 4. step parity: CPU vs GPU on the parity fixture -------------------------------------------
 compare_steps() {  # compare_steps CPU.safetensors GPU.safetensors LABEL
   python3 - "$1" "$2" "$3" <<'PY'
-import json, struct, sys
+import os, sys
 import numpy as np
-
-def load(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    head = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in head.items():
-        if k == "__metadata__":
-            continue
-        dt = {"F32": np.float32, "F64": np.float64, "I64": np.int64}[v["dtype"]]
-        s, e = v["data_offsets"]
-        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dt).astype(np.float64).reshape(v["shape"])
-    return out
+sys.path.insert(0, os.environ["WORK"])
+from st import load
 
 cpu, gpu, label = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
 TRUNK = ("res_features.", "mask_generator.", "res_l1_", "res_l2_")
@@ -291,15 +298,13 @@ if [ -f "$CK" ]; then
       > "$WORK/pred_$dev.txt" 2>> "$RES/jobs.log" || ok=0
   done
   if [ $ok = 1 ] && python3 - "$WORK" >> "$RES/jobs.log" 2>&1 <<'PY'
-import csv, json, re, struct, sys
+import csv, json, os, re, sys
 import numpy as np
+sys.path.insert(0, os.environ["WORK"])
+from st import load
 w = sys.argv[1]
-def st(path):
-    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
-    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32)
-            for k, v in h.items() if k != "__metadata__"}
 fails, out = 0, []
-a, g = st(f"{w}/books_cpu.safetensors"), st(f"{w}/books_cuda.safetensors")
+a, g = load(f"{w}/books_cpu.safetensors"), load(f"{w}/books_cuda.safetensors")
 for k in a:
     e = np.linalg.norm(a[k] - g[k]) / np.linalg.norm(a[k]); fails += e > 1e-5; out.append(f"books {k} rel-L2 {e:.2e}")
 def scores(d):  # row,img_path,score:c,label:c,...
@@ -332,16 +337,15 @@ PY
        --batch "$FIX/batch.safetensors" --dropout 0 --device cuda --tf32 --out "$WORK/step_tf32.safetensors" \
        >> "$RES/step.log" 2>&1 && [ -f "$WORK/step_cuda_0.safetensors" ]; then
     t=$(python3 - "$WORK/step_cuda_0.safetensors" "$WORK/step_tf32.safetensors" <<'PY'
-import json, struct, sys
+import os, sys
 import numpy as np
-def st(path):
-    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
-    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32)
-            for k, v in h.items() if k != "__metadata__"}
-a, b = st(sys.argv[1]), st(sys.argv[2])
+sys.path.insert(0, os.environ["WORK"])
+from st import load
+a, b = load(sys.argv[1]), load(sys.argv[2])
 g = [k for k in a if k.startswith("grad.")]
-ga, gb = np.concatenate([a[k] for k in g]), np.concatenate([b[k] for k in g])
-print(f"loss f32 {a['loss'][0]:.7f} tf32 {b['loss'][0]:.7f} (rel {abs(b['loss'][0] - a['loss'][0]) / abs(a['loss'][0]):.1e}); "
+ga, gb = np.concatenate([a[k].ravel() for k in g]), np.concatenate([b[k].ravel() for k in g])
+la, lb = float(a["loss"]), float(b["loss"])
+print(f"loss f32 {la:.7f} tf32 {lb:.7f} (rel {abs(lb - la) / abs(la):.1e}); "
       f"all {len(g)} gradients together rel-L2 {np.linalg.norm(ga - gb) / np.linalg.norm(ga):.1e}")
 PY
 )
