@@ -11,6 +11,10 @@
 # Threads: OMP_NUM_THREADS (default: all cores) sets OpenMP and OpenBLAS threads.
 
 SHELL := /bin/bash
+# Parallel by default on every core (make -jN overrides).
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+  MAKEFLAGS += -j$(shell nproc)
+endif
 CXX ?= g++
 BUILD ?= build
 CUDA ?= 0
@@ -47,9 +51,9 @@ DEP_HEADERS := /usr/include/doctest/doctest.h /usr/include/fmt/core.h $(BLAS_INC
   /usr/include/CLI/CLI.hpp /usr/include/dcmtk/dcmdata/dctk.h /usr/include/unicode/uchar.h
 MISSING_DEPS := $(strip $(foreach h,$(DEP_HEADERS),$(if $(wildcard $(h)),,$(h))))
 
-LIB_SRCS := $(wildcard engine/*.cpp engine/ops/*.cpp engine/kernels/cpu/*.cpp engine/nn/*.cpp \
+LIB_SRCS := $(wildcard engine/*.cpp engine/ops/*.cpp engine/kernels/cpu/*.cpp \
   model/*.cpp data/*.cpp weights/*.cpp) $(filter-out train/main.cpp,$(wildcard train/*.cpp))
-TEST_SRCS := $(wildcard tests/*.cpp)
+TEST_SRCS := $(wildcard tests/*.cpp tests/*/*.cpp)
 CU_SRCS := $(wildcard engine/kernels/cuda/*.cu)
 
 ifeq ($(CUDA),1)
@@ -100,11 +104,11 @@ $(BUILD)/train/platform.o: CXXFLAGS += -include $(BUILD)/gen/stamp.h
 .PHONY: FORCE
 FORCE:
 
-$(BUILD)/%.o: %.cpp
+$(BUILD)/%.o: %.cpp | check-deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-$(BUILD)/%.cu.o: %.cu
+$(BUILD)/%.cu.o: %.cu | check-deps
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 

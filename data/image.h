@@ -3,7 +3,7 @@
 // DicomMode (display windowing, or the RSNA read path of spec §C.7), equalize_hist_u8
 // (skimage.exposure.equalize_hist as the RSNA Dataset uses it), write_png.
 //
-// PIL parity of the decode (checked by tests/data_image.cpp against Pillow 9.4):
+// PIL parity of the decode (checked by tests/data/image.cpp against Pillow 9.4):
 //   grey -> replicated; grey+alpha, RGBA -> alpha dropped without compositing (PIL's
 //   convert drops it); palette -> palette colours; 16-bit RGB(A) / grey+alpha -> high byte
 //   (PIL's "RGB;16B" raw modes); 16-bit grey -> PIL opens mode "I" and convert('RGB')

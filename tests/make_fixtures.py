@@ -17,7 +17,7 @@ backward seed is loss = sum_j sum(out_j * R_j), and CASE.grad.K holds dloss/dK f
 that takes a gradient. Integer data (indices, masks) are I64/U8 tensors CASE.idx / CASE.mask.
 Float32 throughout, TF32 off, one thread, deterministic algorithms, seeds from the case name.
 
-Section `engine` (tests/engine_parity.cpp) writes, ~0.2 MB in all:
+Section `engine` (tests/engine/parity.cpp) writes, ~0.2 MB in all:
   engine_ops.safetensors    elementwise/broadcast, reductions, matmul/linear, shape ops,
                             softmax/log_softmax, layer_norm, masked cross-entropy and BCE
   engine_conv.safetensors   conv2d variants, max/adaptive-avg pooling, and a
@@ -538,16 +538,16 @@ def make_engine(outdir):
     setup_torch()
     fx = Fixture("engine")
     engine_ops(fx)
-    fx.save(outdir, "engine_ops.safetensors", "per-op parity cases for tests/engine_parity.cpp")
+    fx.save(outdir, "engine_ops.safetensors", "per-op parity cases for tests/engine/parity.cpp")
     fx = Fixture("engine")
     engine_conv(fx)
-    fx.save(outdir, "engine_conv.safetensors", "conv2d, pooling and conv+BN block, tests/engine_parity.cpp")
+    fx.save(outdir, "engine_conv.safetensors", "conv2d, pooling and conv+BN block, tests/engine/parity.cpp")
     fx = Fixture("engine")
     engine_mha(fx)
-    fx.save(outdir, "engine_mha.safetensors", "nn.MultiheadAttention, tests/engine_parity.cpp")
+    fx.save(outdir, "engine_mha.safetensors", "nn.MultiheadAttention, tests/engine/parity.cpp")
     fx = Fixture("engine")
     engine_adamw(fx)
-    fx.save(outdir, "engine_adamw.safetensors", "three AdamW steps, tests/engine_parity.cpp")
+    fx.save(outdir, "engine_adamw.safetensors", "three AdamW steps, tests/engine/parity.cpp")
     official = find_official()
     if official is None:
         print("  WARNING: official MeDSLIP repository not found (--official-repo / $MEDSLIP_OFFICIAL_REPO); "

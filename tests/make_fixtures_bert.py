@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Parity fixtures for model/bert.cpp and model/books.cpp (tests/model_bert.cpp).
+"""Parity fixtures for model/bert.cpp and model/books.cpp (tests/model/bert.cpp).
 
 Writes tests/fixtures/bert_tiny/ — a SMALL randomly initialised Hugging Face BertModel folder
 (2 layers, hidden 32, 4 heads, intermediate 64) with

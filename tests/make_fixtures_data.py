@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fixtures for tests/data_datasets.cpp (suite "data: ...").
+"""Fixtures for tests/data/datasets.cpp (suite "data: ...").
 
 Regenerate (Debian python: numpy 1.24, torch 1.13):
     cd /work/main && /usr/bin/python3 tests/make_fixtures_data.py
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "data")
 
-# The RSNA box strings of the seg-map cases (also listed in tests/data_datasets.cpp).
+# The RSNA box strings of the seg-map cases (also listed in tests/data/datasets.cpp).
 SEG_CASES = [
     "197.5;291.9;289.2;454.7",
     "197.0;291.0;289.0;454.0|683.0;265.0;247.0;524.0",

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fixtures for tests/data_image.cpp (suite "data: image ...").
+"""Fixtures for tests/data/image.cpp (suite "data: image ...").
 
 Regenerate (Debian python: Pillow 9.4, torch 1.13 / torchvision 0.14, numpy 1.24, and
 python3-pydicom 2.3, python3-skimage 0.19, python3-opencv 4.6, safetensors):

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fixtures for tests/engine_io.cpp and tests/weights_torch.cpp (suites "io: " and "weights: ").
+"""Fixtures for tests/engine/io.cpp and tests/weights/torch.cpp (suites "io: " and "weights: ").
 
 Regenerate (Debian python with torch 1.13 and the safetensors package):
     /usr/bin/python3 -m pip install --break-system-packages safetensors   # once
@@ -24,7 +24,7 @@ Writes to tests/fixtures/ (all small, ~50 KB together):
   weights_badview.pth       a tensor view larger than its storage -> must fail
   weights_expected.safetensors  the expected values (contiguous copies), written by the Python
                             safetensors library: "dtypes.<k>", "nested.model.<k>", "module.<k>", "hf_bert.<k>",
-                            plus "io.*" tensors read by tests/engine_io.cpp (interop)
+                            plus "io.*" tensors read by tests/engine/io.cpp (interop)
 """
 import collections
 import io
@@ -193,7 +193,7 @@ def main():
         exp["module." + k] = v.contiguous().clone()
     for k, v in hf.items():
         exp["hf_bert." + k] = v.contiguous().clone()
-    # interop tensors for tests/engine_io.cpp (values restated there)
+    # interop tensors for tests/engine/io.cpp (values restated there)
     exp["io.f32_ramp"] = torch.arange(12, dtype=torch.float32).reshape(3, 4) * 0.5 - 1.0
     exp["io.i64_big"] = torch.tensor([-3, 2**53 + 1, 2**63 - 1], dtype=torch.int64)
     exp["io.f64"] = torch.tensor([0.1, -2.5, 1e-310], dtype=torch.float64)

@@ -6,7 +6,7 @@
 
 namespace ms::tol {
 
-// ---- PyTorch parity: engine ops (tests/engine_parity.cpp) -----------------------------
+// ---- PyTorch parity: engine ops (tests/engine/parity.cpp) -----------------------------
 // Forward outputs and losses. A float32 op differs from torch only by summation order and
 // libm (expf/erff/tanhf): measured worst 2.4e-7 (conv 7x7 s2, 0.24% used), so 1e-4 leaves
 // room for longer chains without hiding a wrong formula (those show up at >= 1e-3).

@@ -165,7 +165,7 @@ struct CaseRunner {
   // Every case of the family in the fixture must have run (a new Python case needs a C++ twin).
   void finish() {
     for (const auto& c : fx.cases(family))
-      CHECK_MESSAGE(done.count(c), fx.path << ": case '" << c << "' is not exercised by tests/engine_parity.cpp");
+      CHECK_MESSAGE(done.count(c), fx.path << ": case '" << c << "' is not exercised by tests/engine/parity.cpp");
     tally.summary();
   }
 };
