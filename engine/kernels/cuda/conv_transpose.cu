@@ -1,6 +1,8 @@
 // CUDA twin of engine/kernels/cpu/conv_transpose.cpp: the same per-image sequence of a
-// cuBLAS product and the gathering col2im / im2col kernels of conv.cu (no atomics). The
-// weight gradient adds the images in order (beta = 1 after the first), as on the CPU.
+// cuBLAS product and the gathering col2im / im2col kernels of conv.cu (no atomics), one image
+// at a time (each GEMM fills the GPU). The weight gradient adds the images in order (beta = 1
+// after the first); the CPU adds separately computed per-image terms in the same order, so
+// the devices agree to rounding and each repeats its own bits.
 // Dimensions as there: K = O*kh*kw, L = H*W; `col` holds one image's [K, L] columns.
 #include "engine/kernels/cuda/common.cuh"
 #include "engine/kernels/cuda/host_api.cuh"
