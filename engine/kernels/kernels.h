@@ -56,10 +56,28 @@ struct Conv2dShape {
   bool pointwise() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0; }  // x[n] is its own im2col
 };
 
+// conv_transpose2d of x [N, C, H, W] with weight [C, O, kh, kw] into y [N, O, OH, OW], where
+// OH = (H - 1) * stride - 2 * pad + kh (and OW likewise): the adjoint of the conv2d from
+// [N, O, OH, OW] to [N, C, H, W] with the same weight and geometry.
+struct ConvTranspose2dShape {
+  int64_t N, C, H, W, O, kh, kw, stride, pad, OH, OW;
+};
+
 namespace cpu {
 #include "engine/kernels/decls.h"
 // 2*M*N*K summed over every gemm_batched call of this process (medslip bench's GFLOP/s).
 uint64_t gemm_flop_count();
+
+// n floats of kernel scratch from the CPU caching allocator (alloc), handed back at scope exit.
+struct Scratch {
+  const size_t bytes;
+  float* const data;
+  explicit Scratch(int64_t n)
+      : bytes(size_t(n > 1 ? n : 1) * sizeof(float)), data(static_cast<float*>(alloc(bytes))) {}
+  ~Scratch() { release(data, bytes); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
 }  // namespace cpu
 
 #ifdef MEDSLIP_CUDA

@@ -203,17 +203,6 @@ static void for_each_image(int64_t N, int workers, F&& body) {
   for (int64_t n = 0; n < N; ++n) body(n, omp_get_thread_num());
 }
 
-// n floats of scratch from the CPU caching allocator (alloc.cpp), handed back at scope exit.
-struct Scratch {
-  const size_t bytes;
-  float* const data;
-  explicit Scratch(int64_t n)
-      : bytes(size_t(std::max<int64_t>(n, 1)) * sizeof(float)), data(static_cast<float*>(alloc(bytes))) {}
-  ~Scratch() { release(data, bytes); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 // y[i] = ((parts[0][i] + parts[1][i]) + ...) over n parts of len floats: a fixed order.
 static void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
   const int64_t block = 4096;
