@@ -90,6 +90,16 @@ void adaptive_avg_pool2d_forward(const float* x, float* y, int64_t NC, int64_t H
 void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_t H, int64_t W, int64_t OH,
                                   int64_t OW);
 
+// ---- transposed convolution on [N, C, H, W] (conv_transpose.cpp / .cu) ----------------------
+
+// y [N, O, OH, OW] = col2im(W^T x[n]) for every image n, written (no bias: the op adds it)
+void conv_transpose2d_forward(const float* x, const float* w, float* y, const ConvTranspose2dShape& s);
+// gx [N, C, H, W] = W im2col(gy[n]) and gw [C, O, kh, kw] = sum_n x[n] im2col(gy[n])^T, written
+// (either null: skipped; x is read for gw only, w for gx only). Images are added into gw in
+// order on every device and thread count.
+void conv_transpose2d_backward(const float* x, const float* w, const float* gy, float* gx, float* gw,
+                               const ConvTranspose2dShape& s);
+
 // ---- dropout with the shared Philox rule (engine/philox.h) (dropout.cpp / .cu) -------------
 
 void dropout_forward(const float* x, float* y, uint8_t* keep, int64_t n, float p, uint64_t key, uint64_t counter0);
