@@ -10,7 +10,7 @@
 #include "engine/io.h"
 #include "engine/kernels/cuda/host_api.cuh"
 #include "engine/ops.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "weights/state_dict.h"
 
 namespace ms {
