@@ -1,0 +1,75 @@
+// medslip triplets: free-text reports (csv) -> the pretraining files of spec §C.1
+// (data/report_triplets.h), optionally scored against MeSH terms (data/report_eval.h).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "data/report_triplets.h"
+#include "train/commands.h"
+
+namespace ms {
+
+int cmd_triplets(int argc, char** argv) {
+  CLI::App app{"Turn free-text radiology reports (csv) into the pretraining matrix: landmark_observation_adj_mtx.npy "
+               "[N,51,75] (1 present, 0 absent, -1 unmentioned), train/valid/test.json keyed by image with labels_id, "
+               "and triplets.jsonl (each anatomy, observation, exists with its sentence and span)",
+               "medslip triplets"};
+  TripletsOptions o;
+  std::string columns, mode = "full";
+  app.add_option("--reports", o.reports_csv, "reports csv (header row; quoted fields may hold commas/newlines)")
+      ->required();
+  app.add_option("--text-columns", columns, "comma-separated report text columns, e.g. findings,impression")
+      ->required();
+  app.add_option("--id-column", o.id_column, "report id column (unique)")->required();
+  app.add_option("--image-column", o.image_column,
+                 "column of image ids, several separated by '|' (each becomes a json key sharing its report's row); "
+                 "without it the json is keyed by report id");
+  app.add_option("--image-template", o.image_template,
+                 "json key of an image: '{}' is replaced by the id, e.g. 'images/{}.png'")
+      ->capture_default_str();
+  app.add_option("--out", o.out_dir, "output folder (created)")->required();
+  app.add_option("--seed", o.seed, "seed of the train/valid/test split (by report)")->capture_default_str();
+  app.add_option("--valid-frac", o.valid_frac, "share of reports in valid.json")->capture_default_str();
+  app.add_option("--test-frac", o.test_frac, "share of reports in test.json")->capture_default_str();
+  app.add_option("--mode", mode, "extraction: full (negation + uncertainty cues), negation-1line, keyword")
+      ->check(CLI::IsMember({"full", "negation-1line", "keyword"}))
+      ->capture_default_str();
+  app.add_option("--mesh-table", o.mesh_table,
+                 "score against MeSH terms with this table (data/report_mesh.tsv): writes eval.json, eval.md");
+  app.add_option("--mesh-column", o.mesh_column, "csv column of the MeSH terms")->capture_default_str();
+  app.add_option("--heldout-above", o.heldout_above,
+                 "with --mesh-table: reports with numeric id > this are the held-out set (the rest: development)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  std::string cur;
+  for (char c : columns + ",") {
+    if (c == ',') {
+      if (!cur.empty()) o.text_columns.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur.push_back(c);
+    }
+  }
+  o.mode = mode == "keyword" ? NegationMode::kKeyword
+           : mode == "negation-1line" ? NegationMode::kSimpleNegation
+                                       : NegationMode::kFull;
+  TripletsSummary s = write_report_triplets(o);
+  std::printf("%lld reports -> %lld images (train %lld, valid %lld, test %lld) in %s\n",
+              static_cast<long long>(s.n_reports), static_cast<long long>(s.n_images),
+              static_cast<long long>(s.n_train), static_cast<long long>(s.n_valid), static_cast<long long>(s.n_test),
+              o.out_dir.c_str());
+  std::printf("triplets: %lld (present %lld, absent %lld, uncertain %lld, left out of the matrix); "
+              "reports with none: %lld; typo-corrected words: %lld\n",
+              static_cast<long long>(s.n_triplets), static_cast<long long>(s.n_present),
+              static_cast<long long>(s.n_absent), static_cast<long long>(s.n_uncertain),
+              static_cast<long long>(s.n_empty), static_cast<long long>(s.typo_fixes));
+  std::printf("extraction: %.3f s, %.0f reports/s (one core)\n", s.seconds,
+              s.seconds > 0 ? double(s.n_reports) / s.seconds : 0.0);
+  if (!s.eval_text.empty()) std::printf("\n%s", s.eval_text.c_str());
+  return 0;
+}
+
+}  // namespace ms
