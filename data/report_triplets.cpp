@@ -22,10 +22,6 @@ namespace ms {
 
 namespace {
 
-bool is_coordinator(const ReportToken& t) {
-  return (t.punct && t.word == ",") || t.norm == "and" || t.norm == "or";
-}
-
 // Words that may stand between an anatomy phrase and its finding without breaking the link.
 bool is_link_word(const ReportToken& t) {
   static const std::set<std::string> k = {"in", "at", "of", "the", "within", "along", "over", "overlying", "involving",
@@ -35,7 +31,8 @@ bool is_link_word(const ReportToken& t) {
                                           "new", "old", "chronic", "stable", "xxxx", "appears", "appear", "with",
                                           "slightly", "somewhat", "again", "partially", "partly", "demonstrates",
                                           "shows", "has", "have", "likely", "residual", "persistent", "increased",
-                                          "scattered", "few", "several", "multiple", "calcified", "granulomatous"};
+                                          "scattered", "few", "several", "multiple", "calcified", "granulomatous", "venous",
+                                          "vascular", "arterial", "central", "diffuse"};
   return !t.punct && k.count(t.norm) != 0;
 }
 
@@ -78,7 +75,9 @@ ReportExtraction extract_report(const std::vector<ReportField>& fields, Negation
               if (&o2 != &o && i >= o2.first && i < o2.last) strict = false;
           }
           if (dist == 0) strict = true;  // overlapping ("low lung volumes", "pleural effusion")
-          if ((strict && !best_strict) || (strict == best_strict && dist < best_dist)) {
+          // Ties go to the finding after the anatomy ("left base atelectasis", "pulmonary edema").
+          bool after = o.first >= a.last;
+          if ((strict && !best_strict) || (strict == best_strict && (dist < best_dist || (dist == best_dist && after)))) {
             best = int(m);
             best_dist = dist;
             best_strict = strict;
@@ -86,21 +85,23 @@ ReportExtraction extract_report(const std::vector<ReportField>& fields, Negation
         }
         if (best >= 0) owned[size_t(best)].push_back(a.anatomy);
       }
-      // Coordinated findings share anatomy: "left base opacity and atelectasis".
+      // Findings joined by "and", adjacent, or with only the other's anatomy between share its
+      // anatomy: "left base opacity and atelectasis", "calcified lingular granuloma". A list
+      // (',' or "or": "rib fractures, pneumothorax") does not.
+      std::vector<char> in_anatomy(tk.size(), 0);
+      for (const auto& a : anat)
+        for (int i = a.first; i < a.last; ++i) in_anatomy[size_t(i)] = 1;
       for (size_t m = 0; m < obs.size(); ++m) {
         if (!owned[m].empty()) continue;
-        for (int dir : {-1, 1}) {
+        for (int dir : {1, -1}) {
           int k = int(m) + dir;
           if (k < 0 || k >= int(obs.size()) || owned[size_t(k)].empty()) continue;
           int lo = dir < 0 ? obs[size_t(k)].last : obs[m].last;
           int hi = dir < 0 ? obs[m].first : obs[size_t(k)].first;
-          bool coord = hi - lo >= 1 && hi - lo <= 3;
-          bool has_coord = false;
-          for (int i = lo; i < hi && coord; ++i) {
-            if (is_coordinator(tk[size_t(i)])) has_coord = true;
-            else if (!is_link_word(tk[size_t(i)])) coord = false;
-          }
-          if (coord && has_coord) {
+          bool joined = hi - lo <= 4;
+          for (int i = lo; i < hi && joined; ++i)
+            joined = tk[size_t(i)].norm == "and" || in_anatomy[size_t(i)] || tk[size_t(i)].anon;
+          if (joined) {
             owned[m] = owned[size_t(k)];
             break;
           }
@@ -135,6 +136,42 @@ ReportExtraction extract_report(const std::vector<ReportField>& fields, Negation
 
 std::vector<float> report_matrix(const std::string& text, NegationMode mode) {
   return extract_report({{"text", text}}, mode).matrix;
+}
+
+// ---- a report from a matrix -----------------------------------------------------------------
+
+// Anatomy phrases that AGXNet's rules map back to their own row (unspecified: none).
+static const char* const kAnatomyPhrase[kNumAnatomies] = {
+    "trachea", "left hilum", "right hilum", "hila", "left pleural space", "right pleural space", "pleural space",
+    "heart", "heart border", "left hemidiaphragm", "right hemidiaphragm", "diaphragm", "retrocardiac region",
+    "left lower lobe", "left upper lobe", "right lower lobe", "right middle lobe", "right upper lobe",
+    "left lower lung", "left mid lung", "left upper lung", "left apex", "left lung", "right lower lung",
+    "right mid lung", "right upper lung", "right apex", "right lung", "apices", "lung bases",
+    "left costophrenic angle", "right costophrenic angle", "costophrenic angles", "cardiophrenic sulcus",
+    "mediastinum", "spine", "clavicles", "ribs", "stomach", "right atrium", "right ventricle", "aorta", "svc",
+    "interstitium", "parenchymal region", "cavoatrial junction", "cardiopulmonary region", "pulmonary vasculature",
+    "lung volumes", "", "chest wall"};
+
+std::string matrix_report(const std::vector<float>& M) {
+  if (M.size() != size_t(kNumAnatomies) * kNumPathologies)
+    throw std::invalid_argument("matrix_report: expected a [51,75] matrix, got " + std::to_string(M.size()) +
+                                " values");
+  std::string out;
+  for (int a = 0; a < kNumAnatomies; ++a)
+    for (int o = 0; o < kNumPathologies; ++o) {
+      float v = M[size_t(a) * kNumPathologies + size_t(o)];
+      if (v != 1.f && v != 0.f) continue;
+      std::string obs = kObservations[size_t(o)];
+      if (obs == "tail_abnorm_obs") obs = "granuloma";
+      else if (obs == "excluded_obs") obs = "sternotomy";
+      else if (obs == "low") obs = "hypoinflation";  // "low" alone is no finding word
+      if (!out.empty()) out += ' ';
+      out += v == 1.f ? "There is " : "There is no ";
+      out += obs;
+      if (kAnatomyPhrase[a][0]) out += std::string(" in the ") + kAnatomyPhrase[a];
+      out += '.';
+    }
+  return out;
 }
 
 // ---- dataset writer ------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 // phrase belongs to the observation it is joined to without another finding, "and", "or" or
 // ',' between ("opacity in the right upper lobe and nodule in the left base"); otherwise to
 // the nearest observation of the clause. An observation with no anatomy of its own takes the
-// one of a finding it is coordinated with ("left base opacity and atelectasis"), else
+// one of a finding joined to it by "and" or adjacent to it ("left base opacity and
+// atelectasis", "calcified lingular granuloma"; not a ',' / "or" list), else
 // "unspecified" — what AGXNet assigns to an observation without a located_at relation
 // (radgraph_parsed.py). Matrix rule of adj_matrix.py l.636-673: present sets 1, absent sets
 // max(current, 0), uncertain is left out.
@@ -46,6 +47,12 @@ ReportExtraction extract_report(const std::vector<ReportField>& fields, Negation
 
 // The matrix of one sentence-level string (tests): extract_report on one field.
 std::vector<float> report_matrix(const std::string& text, NegationMode mode = NegationMode::kFull);
+
+// A plain-words report of a matrix, one sentence per cell that is 1 or 0 ("There is effusion
+// in the right pleural space." / "There is no nodule."), in row-major order; -1 cells are not
+// mentioned. report_matrix(matrix_report(M)) == M for every matrix (tests: the synthetic
+// phantoms' matrices, data/synth.h).
+std::string matrix_report(const std::vector<float>& matrix);
 
 // ---- the dataset writer (medslip triplets) -----------------------------------------------
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "data/report_triplets.h"
+#include "data/vocab.h"
 #include "train/commands.h"
 
 namespace ms {
@@ -15,19 +16,18 @@ int cmd_triplets(int argc, char** argv) {
                "and triplets.jsonl (each anatomy, observation, exists with its sentence and span)",
                "medslip triplets"};
   TripletsOptions o;
-  std::string columns, mode = "full";
-  app.add_option("--reports", o.reports_csv, "reports csv (header row; quoted fields may hold commas/newlines)")
-      ->required();
-  app.add_option("--text-columns", columns, "comma-separated report text columns, e.g. findings,impression")
-      ->required();
-  app.add_option("--id-column", o.id_column, "report id column (unique)")->required();
+  std::string columns, mode = "full", explain;
+  app.add_option("--explain", explain, "print the triplets of this text and exit (no csv needed)");
+  app.add_option("--reports", o.reports_csv, "reports csv (header row; quoted fields may hold commas/newlines)");
+  app.add_option("--text-columns", columns, "comma-separated report text columns, e.g. findings,impression");
+  app.add_option("--id-column", o.id_column, "report id column (unique)");
   app.add_option("--image-column", o.image_column,
                  "column of image ids, several separated by '|' (each becomes a json key sharing its report's row); "
                  "without it the json is keyed by report id");
   app.add_option("--image-template", o.image_template,
                  "json key of an image: '{}' is replaced by the id, e.g. 'images/{}.png'")
       ->capture_default_str();
-  app.add_option("--out", o.out_dir, "output folder (created)")->required();
+  app.add_option("--out", o.out_dir, "output folder (created)");
   app.add_option("--seed", o.seed, "seed of the train/valid/test split (by report)")->capture_default_str();
   app.add_option("--valid-frac", o.valid_frac, "share of reports in valid.json")->capture_default_str();
   app.add_option("--test-frac", o.test_frac, "share of reports in test.json")->capture_default_str();
@@ -44,6 +44,19 @@ int cmd_triplets(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  o.mode = mode == "keyword" ? NegationMode::kKeyword
+           : mode == "negation-1line" ? NegationMode::kSimpleNegation
+                                       : NegationMode::kFull;
+  if (!explain.empty()) {
+    ReportExtraction ex = extract_report({{"text", explain}}, o.mode);
+    for (const auto& t : ex.triplets)
+      std::printf("%-18s %-16s %2d  \"%s\"  (%s)\n", kAnatomies[size_t(t.anatomy)], kObservations[size_t(t.obs)],
+                  t.exists, explain.substr(size_t(t.begin), size_t(t.end - t.begin)).c_str(), t.source);
+    if (ex.triplets.empty()) std::printf("(no triplets)\n");
+    return 0;
+  }
+  for (const char* req : {"--reports", "--text-columns", "--id-column", "--out"})
+    if (app.count(req) == 0) throw std::invalid_argument(std::string(req) + " is required (or use --explain TEXT)");
   std::string cur;
   for (char c : columns + ",") {
     if (c == ',') {
@@ -53,9 +66,6 @@ int cmd_triplets(int argc, char** argv) {
       cur.push_back(c);
     }
   }
-  o.mode = mode == "keyword" ? NegationMode::kKeyword
-           : mode == "negation-1line" ? NegationMode::kSimpleNegation
-                                       : NegationMode::kFull;
   TripletsSummary s = write_report_triplets(o);
   std::printf("%lld reports -> %lld images (train %lld, valid %lld, test %lld) in %s\n",
               static_cast<long long>(s.n_reports), static_cast<long long>(s.n_images),
