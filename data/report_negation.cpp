@@ -175,6 +175,7 @@ std::vector<MentionStatus> mention_status(const std::vector<ReportToken>& tokens
       int words = 0;
       for (int i = c.last; i < mn.first && reaches; ++i) {
         if (is_clause_break(tokens[size_t(i)])) reaches = false;
+        if (c.pre_neg && tokens[size_t(i)].norm == "with" && i > c.last) reaches = false;  // "no X with Y"
         if (!tokens[size_t(i)].punct) ++words;
       }
       if (words > kReportScopeWords) reaches = false;
