@@ -24,6 +24,7 @@ const CueEntry kCues[] = {
     {"not significantly changed", Cue::kPseudo}, {"not changed", Cue::kPseudo}, {"without change", Cue::kPseudo},
     {"no increase", Cue::kPseudo}, {"no significant increase", Cue::kPseudo}, {"not only", Cue::kPseudo},
     {"no decrease", Cue::kPseudo}, {"no interval", Cue::kPseudo},
+    {"age indeterminate", Cue::kPseudo}, {"of indeterminate age", Cue::kPseudo},
     // negation before the finding
     {"no", Cue::kPreNeg}, {"not", Cue::kPreNeg}, {"without", Cue::kPreNeg}, {"free of", Cue::kPreNeg},
     {"negative for", Cue::kPreNeg}, {"absence of", Cue::kPreNeg}, {"absent", Cue::kPreNeg},
@@ -180,10 +181,7 @@ std::vector<MentionStatus> mention_status(const std::vector<ReportToken>& tokens
       }
       if (words > kReportScopeWords) reaches = false;
       if (!reaches) continue;
-      if (c.pseudo) {  // "no change in X": X is stated, and the "no" is spent
-        neg = false;
-        continue;
-      }
+      if (c.pseudo) continue;  // "no change in X": the cue's own "no" negates nothing
       if (c.pre_unc) unc = true;
       if (c.pre_neg) neg = true;
     }
@@ -195,6 +193,9 @@ std::vector<MentionStatus> mention_status(const std::vector<ReportToken>& tokens
       const FoundCue* hit = nullptr;
       for (const auto& c : cues)
         if (c.first == i) hit = &c;
+      // "... within normal limits" negates only a finding just before it ("vascular engorgement
+      // appear within limits of normal"), not one a sentence back.
+      if (hit && hit->post_neg && tokens[size_t(i)].norm == "within" && words > 3) hit = nullptr;
       if (hit && (hit->post_neg || hit->post_unc)) {
         const std::string& w = tokens[size_t(i)].norm;
         bool one = hit->last - hit->first == 1;
