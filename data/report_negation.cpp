@@ -64,6 +64,7 @@ const CueEntry kCues[] = {
     {"is possible", Cue::kPostUnc}, {"are possible", Cue::kPostUnc}, {"is suspected", Cue::kPostUnc},
     {"is questioned", Cue::kPostUnc}, {"not completely excluded", Cue::kPostUnc},
     {"difficult to exclude", Cue::kPostUnc}, {"is not excluded", Cue::kPostUnc},
+    {"difficult to entirely exclude", Cue::kPostUnc}, {"difficult to completely exclude", Cue::kPostUnc},
 };
 
 struct CueTable {
@@ -97,8 +98,7 @@ const CueTable& cue_table() {
 
 bool is_breaker_word(const std::string& w) {
   return w == "but" || w == "however" || w == "although" || w == "though" || w == "except" || w == "aside" ||
-         w == "apart" || w == "which" || w == "whereas" || w == "there" || w == "otherwise" || w == "since" ||
-         w == "because" || w == "due";
+         w == "apart" || w == "which" || w == "whereas" || w == "there" || w == "otherwise";
 }
 
 // A found cue: token range and kinds (a phrase like "resolved" is both pre and post).
@@ -188,14 +188,19 @@ std::vector<MentionStatus> mention_status(const std::vector<ReportToken>& tokens
     // Post-cues: within 8 words after the mention, same clause ("infiltrates and venous
     // engorgement have resolved" reaches both findings).
     int words = 0;
+    bool comma = false;
     for (int i = mn.last; i < n && words <= 8; ++i) {
-      if (is_clause_break(tokens[size_t(i)]) || tokens[size_t(i)].word == ",") break;
+      if (is_clause_break(tokens[size_t(i)])) break;
+      if (tokens[size_t(i)].word == ",") comma = true;
       const FoundCue* hit = nullptr;
       for (const auto& c : cues)
         if (c.first == i) hit = &c;
       // "... within normal limits" negates only a finding just before it ("vascular engorgement
       // appear within limits of normal"), not one a sentence back.
-      if (hit && hit->post_neg && tokens[size_t(i)].norm == "within" && words > 3) hit = nullptr;
+      if (hit && hit->post_neg && tokens[size_t(i)].norm == "within" && (words > 3 || comma)) hit = nullptr;
+      // Past a comma only uncertainty reaches back over a list ("crowding, infiltrates, edema
+      // difficult to exclude"); a post-negation stays with its own item.
+      if (hit && comma && !hit->post_unc) hit = nullptr;
       if (hit && (hit->post_neg || hit->post_unc)) {
         const std::string& w = tokens[size_t(i)].norm;
         bool one = hit->last - hit->first == 1;
