@@ -270,7 +270,11 @@ TEST_CASE("data: medslip triplets writes files the pretraining reader loads; one
   e = o;
   e.reports_csv = (dir / "empty.csv").string();
   msg = error_of(e);
-  CHECK(msg.find("empty.csv: empty file") != std::string::npos);
+  CHECK_MESSAGE((msg.find("empty.csv: empty") != std::string::npos), msg);  // the csv reader's own words
+  write_file(dir / "header_only.csv", "id,findings,impression,images\n");
+  e.reports_csv = (dir / "header_only.csv").string();
+  msg = error_of(e);
+  CHECK_MESSAGE(msg.find("header_only.csv: empty file") != std::string::npos, msg);
   write_file(dir / "bad.csv", "id,findings,impression,images\n1,ok.,ok.,x\n2,caf\xe9 au lait.,ok.,y\n");
   e = o;
   e.reports_csv = (dir / "bad.csv").string();
