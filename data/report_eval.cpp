@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/vocab.h"
+#include "model/vocab.h"
 
 namespace ms {
 

@@ -5,7 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "data/vocab.h"
+#include "model/vocab.h"
 
 namespace ms {
 

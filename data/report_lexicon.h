@@ -1,5 +1,5 @@
 // defines: stage 2 of report -> triplets: the lexicon. Observation phrases map to the 75
-// observation columns of spec §C.1 (data/vocab.h order); anatomy phrases map to the 51
+// observation columns of spec §C.1 (model/vocab.h order); anatomy phrases map to the 51
 // landmark rows by AGXNet's own rule table (adj_matrix.py l.153-633, matcher l.676-710: a
 // base anatomy word, level-1 and level-2 modifiers that must or must not be present, and
 // special cases), applied to the set of anatomy words of one phrase ("left lower lobe" ->

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "data/report_triplets.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "train/commands.h"
 
 namespace ms {

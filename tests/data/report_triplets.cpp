@@ -13,7 +13,7 @@
 #include "data/report_triplets.h"
 #include "data/synth.h"
 #include "data/triplets.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/rng.h"
 #include "tests/test_util.h"
 
