@@ -7,6 +7,7 @@
 #include "data/report_triplets.h"
 #include "model/vocab.h"
 #include "train/commands.h"
+#include "train/common.h"
 
 namespace ms {
 
@@ -39,11 +40,7 @@ int cmd_triplets(int argc, char** argv) {
   app.add_option("--mesh-column", o.mesh_column, "csv column of the MeSH terms")->capture_default_str();
   app.add_option("--heldout-above", o.heldout_above,
                  "with --mesh-table: reports with numeric id > this are the held-out set (the rest: development)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  MS_PARSE_ARGS(app, argc, argv);
   o.mode = mode == "keyword" ? NegationMode::kKeyword
            : mode == "negation-1line" ? NegationMode::kSimpleNegation
                                        : NegationMode::kFull;
@@ -56,7 +53,10 @@ int cmd_triplets(int argc, char** argv) {
     return 0;
   }
   for (const char* req : {"--reports", "--text-columns", "--id-column", "--out"})
-    if (app.count(req) == 0) throw std::invalid_argument(std::string(req) + " is required (or use --explain TEXT)");
+    if (app.count(req) == 0) throw UsageError(std::string(req) + " is required (or use --explain TEXT)");
+  if (o.valid_frac < 0 || o.test_frac < 0 || o.valid_frac + o.test_frac >= 1)
+    throw UsageError("--valid-frac + --test-frac must lie in [0, 1), got " + std::to_string(o.valid_frac) + " + " +
+                     std::to_string(o.test_frac));
   std::string cur;
   for (char c : columns + ",") {
     if (c == ',') {
