@@ -15,6 +15,22 @@
 
 namespace ms {
 
+int parse_args(CLI::App& app, int argc, char** argv) {
+  const std::string cmd = std::string("medslip ") + (argc > 0 ? argv[0] : "");
+  try {
+    app.parse(argc, argv);
+    return -1;
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::string what = e.what();
+    for (char& c : what)
+      if (c == '\n' || c == '\r') c = ' ';
+    while (!what.empty() && what.back() == ' ') what.pop_back();
+    std::fprintf(stderr, "%s: %s (see %s --help)\n", cmd.c_str(), what.c_str(), cmd.c_str());
+    return 2;
+  }
+}
+
 void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
   app.add_option("--device", device, "cpu or cuda (a `make CUDA=1` build on a machine with a GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
@@ -26,7 +42,7 @@ void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
 Device select_device(const std::string& device, bool tf32) {
   const Device d = parse_device(device);
   if (d == Device::CUDA && !cuda_built())
-    throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
+    throw UsageError("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
   if (d == Device::CUDA && !cuda_available())
     throw std::runtime_error("--device cuda: no CUDA device is available on this machine");
   if (tf32 && d != Device::CUDA) std::fprintf(stderr, "note: --tf32 applies to --device cuda only; ignored\n");
