@@ -584,14 +584,13 @@ std::string encode_png(const Image& img) {
 void write_png(const std::string& path, const Image& img) {
   if ((img.c != 1 && img.c != 3) || img.w <= 0 || img.h <= 0 || img.px.size() != size_t(img.w) * img.h * img.c)
     throw std::invalid_argument(path + ": write_png expects a non-empty 1- or 3-channel image");
-  // Encoded in memory, then written atomically (a failed or killed write leaves no partial PNG).
   std::string png;
   try {
     png = encode_png(img);
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": " + e.what());
   }
-  write_file_atomic(path, png);
+  write_file_atomic(path, png);  // a failed or killed write leaves no partial PNG
 }
 
 }  // namespace ms

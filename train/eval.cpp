@@ -331,7 +331,7 @@ void write_zeroshot_scores(const ZeroshotReport& r, int64_t N) {
       f << "," << fmt::format("{:.9g}", r.scores[size_t(i) * C + c]) << "," << r.labels[size_t(i) * C + c];
     f << "\n";
   }
-  write_file_atomic(r.scores_path, f.str());
+  write_file_atomic(r.scores_path, f.str());  // no partial csv when a write fails
 }
 
 // zeroshot.json: the run header, the scoring rule, the metrics with each class's query.

@@ -91,19 +91,6 @@ TEST_CASE("engine: losses with no valid rows are zero, not NaN") {
   CHECK(bce_with_logits(x, Tensor::zeros({2}), {0, 0}).item() == 0.f);
 }
 
-TEST_CASE("engine: relu and its gradient on signed zeros, infinities and NaN") {
-  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
-  Tensor x = Tensor::from_vector({-1.f, -0.f, 0.f, 1e-40f, 2.f, inf, -inf, nan}, {8}).requires_grad_();
-  Tensor y = relu(x);
-  auto yv = y.to_vector();
-  const std::vector<float> expect = {0.f, 0.f, 0.f, 1e-40f, 2.f, inf, 0.f, 0.f};
-  for (size_t i = 0; i < expect.size(); ++i) CHECK(yv[i] == expect[i]);
-  y.backward(Tensor::from_vector({1, 1, 1, 1, 1, 1, 1, 1}, {8}));
-  const std::vector<float> gexp = {0, 0, 0, 1, 1, 1, 0, 0};  // torch: grad where x > 0, else 0
-  auto g = x.grad().to_vector();
-  for (size_t i = 0; i < gexp.size(); ++i) CHECK(g[i] == gexp[i]);
-}
-
 TEST_CASE("engine: nn::ConvTranspose2d has PyTorch's names, shapes and default init bound") {
   // torch: kaiming_uniform(a=sqrt 5) with fan_in = weight.size(1) * k * k = out * k * k (here
   // 6 * 4 = 24, bound 0.204), not in * k * k (16, bound 0.25) as for Conv2d.
@@ -155,4 +142,17 @@ TEST_CASE("engine: nn::Conv1d has PyTorch's names and shapes and computes a 1-D 
       }
   CHECK_THROWS_WITH_AS(head.forward(Tensor::zeros({4, 9})),
                        doctest::Contains("Conv1d: input must be 3-D [N,C,L], got [4,9]"), std::invalid_argument);
+}
+
+TEST_CASE("engine: relu and its gradient on signed zeros, infinities and NaN") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = Tensor::from_vector({-1.f, -0.f, 0.f, 1e-40f, 2.f, inf, -inf, nan}, {8}).requires_grad_();
+  Tensor y = relu(x);
+  auto yv = y.to_vector();
+  const std::vector<float> expect = {0.f, 0.f, 0.f, 1e-40f, 2.f, inf, 0.f, 0.f};
+  for (size_t i = 0; i < expect.size(); ++i) CHECK(yv[i] == expect[i]);
+  y.backward(Tensor::from_vector({1, 1, 1, 1, 1, 1, 1, 1}, {8}));
+  const std::vector<float> gexp = {0, 0, 0, 1, 1, 1, 0, 0};  // torch: grad where x > 0, else 0
+  auto g = x.grad().to_vector();
+  for (size_t i = 0; i < gexp.size(); ++i) CHECK(g[i] == gexp[i]);
 }
