@@ -412,21 +412,12 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
 
 std::string cell(double v, const char* fmt_spec) { return v > 0 ? fmt::format(fmt::runtime(fmt_spec), v) : "-"; }
 
-int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
-               const std::string& only, const std::string& json_out) {
-  const std::string exe = self_exe();
-  std::time_t now = std::time(nullptr);
-  char date[64];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  fmt::print("medslip bench — {} — {}\n", build_version(), date);
-  fmt::print("cpu     {} ({} threads; load average {})\n", cpu_model(), num_threads(), loadavg());
-  fmt::print("blas    {}\n", blas_info());
-  std::fflush(stdout);
-  const double ceiling0 = sgemm_ceiling_gflops();
-
-  // The original: a clone of Shef-AIRE/MeDSLIP and Debian's python3 with torch.
+// The original's serve command (tests/bench_torch.py under `python` on the clone `official`),
+// empty when it cannot run; `note` says which.
+std::vector<std::string> original_command(const std::string& official, const std::string& python,
+                                          const std::string& exe, std::string& orig_note) {
   std::vector<std::string> orig_cmd;
-  std::string orig_note;
+  // The original: a clone of Shef-AIRE/MeDSLIP and Debian's python3 with torch.
   if (official.empty()) {
     orig_note = "original: not run (set OFFICIAL=PATH to a clone of Shef-AIRE/MeDSLIP to time it beside ours)";
   } else if (!python_has_torch(python)) {
@@ -436,7 +427,12 @@ int run_driver(bool full, const std::string& official, const std::string& python
     if (driver.empty()) orig_note = "original: not run (tests/bench_torch.py not found next to the build)";
     else orig_cmd = {python, driver, "--serve", "--repo", official, "--threads", std::to_string(num_threads())};
   }
+  return orig_cmd;
+}
 
+// The rows to time: the default set (more with --full, GPU rows when a GPU is present), or
+// --rows "backbone:res:batch:train|infer[:cpu|cuda],...".
+std::vector<Row> bench_rows(bool full, const std::string& only) {
   std::vector<Row> rows = {
       {"resnet50", "train", 224, 8, true, true},   // the main configuration
       {"resnet50", "infer", 224, 16, true, false},
@@ -474,12 +470,13 @@ int run_driver(bool full, const std::string& official, const std::string& python
     }
     rows = pick;
   }
-  if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
-  fmt::print("{}\n", orig_note);
-  fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,
-             orig_cmd.empty() ? "" : ", ours and the original alternating step by step");
-  std::fflush(stdout);
+  return rows;
+}
 
+// Every row in its own worker process (and the original's, alternating); a failed row is
+// reported in the table, not fatal.
+std::vector<RowResult> run_rows(const std::vector<Row>& rows, const std::string& exe, int warmup, int steps,
+                                const std::vector<std::string>& orig_cmd) {
   std::vector<RowResult> results;
   for (const Row& row : rows) {
     try {
@@ -492,11 +489,11 @@ int run_driver(bool full, const std::string& official, const std::string& python
       results.push_back(r);
     }
   }
-  const double ceiling1 = sgemm_ceiling_gflops();
-  const double ceiling = std::max(ceiling0, ceiling1);
+  return results;
+}
 
-  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
-             num_threads(), ceiling0, ceiling1, loadavg());
+// The main table (one line per row); returns the rows as JSON.
+json print_table(const std::vector<RowResult>& results, double ceiling) {
   fmt::print("| backbone | res | batch | mode | device | median s/step (min-max) | img/s | GFLOP/s "
              "| % of sgemm ceiling | peak MiB | original img/s | ratio |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -529,6 +526,10 @@ int run_driver(bool full, const std::string& official, const std::string& python
                      {"peak_mib", r.peak_mib}, {"original_s", r.orig_s}, {"original_peak_mib", r.orig_peak_mib}});
   }
   fmt::print("\n");
+  return jrows;
+}
+
+void print_cpu_and_pairs(const std::vector<RowResult>& results) {
   // Per-pair ratios, the original's peak memory, CPU seconds (a check on machine load:
   // on an idle machine CPU seconds are about threads x wall seconds).
   fmt::print("Per row: CPU seconds per step (all threads) beside wall seconds; with the original, its peak and\n"
@@ -544,6 +545,9 @@ int run_driver(bool full, const std::string& official, const std::string& python
     }
     fmt::print("{}\n", line);
   }
+}
+
+void print_linearity(const std::vector<RowResult>& results) {
   // Linearity: seconds per image across batch sizes, and per image scaled to 224x224 area.
   for (const char* dev : {"cpu", "cuda"}) {
     std::string per_img, per_px;
@@ -559,6 +563,10 @@ int run_driver(bool full, const std::string& official, const std::string& python
     if (per_px.find("px", per_px.find("px") + 1) != std::string::npos)
       fmt::print("linearity ({}), train s per image per 224x224 area, batch 8:{}\n", dev, per_px);
   }
+}
+
+// The phase table of each row that measured phases (Medslip::on_phase).
+void print_phases(const std::vector<RowResult>& results, int steps) {
   for (const auto& r : results) {
     if (r.phases.is_null()) continue;
     const char* names[] = {"trunk", "patch_mlps", "decoders", "losses", "backward", "optimiser"};
@@ -575,6 +583,39 @@ int run_driver(bool full, const std::string& official, const std::string& python
     }
     fmt::print("| total | {:.3f} | |\n", total);
   }
+}
+
+int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
+               const std::string& only, const std::string& json_out) {
+  const std::string exe = self_exe();
+  std::time_t now = std::time(nullptr);
+  char date[64];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  fmt::print("medslip bench — {} — {}\n", build_version(), date);
+  fmt::print("cpu     {} ({} threads; load average {})\n", cpu_model(), num_threads(), loadavg());
+  fmt::print("blas    {}\n", blas_info());
+  std::fflush(stdout);
+  const double ceiling0 = sgemm_ceiling_gflops();
+
+  std::string orig_note;
+  const std::vector<std::string> orig_cmd = original_command(official, python, exe, orig_note);
+  const std::vector<Row> rows = bench_rows(full, only);
+  if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
+  fmt::print("{}\n", orig_note);
+  fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,
+             orig_cmd.empty() ? "" : ", ours and the original alternating step by step");
+  std::fflush(stdout);
+
+  const std::vector<RowResult> results = run_rows(rows, exe, warmup, steps, orig_cmd);
+  const double ceiling1 = sgemm_ceiling_gflops();
+  const double ceiling = std::max(ceiling0, ceiling1);
+
+  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
+             num_threads(), ceiling0, ceiling1, loadavg());
+  const json jrows = print_table(results, ceiling);
+  print_cpu_and_pairs(results);
+  print_linearity(results);
+  print_phases(results, steps);
   if (!json_out.empty()) {
     json j = {{"date", date}, {"version", build_version()}, {"cpu", cpu_model()}, {"threads", num_threads()},
               {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}};
