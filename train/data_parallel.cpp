@@ -20,7 +20,7 @@ Tensor view_of(const Tensor& flat, int64_t off, const Shape& shape) {
 }
 }  // namespace
 
-DataParallel::DataParallel(Communicator& comm, const Module& model, int accum_steps) : comm_(comm), K_(accum_steps) {
+DataParallel::DataParallel(Communicator& comm, const nn::Module& model, int accum_steps) : comm_(comm), K_(accum_steps) {
   if (K_ <= 0) throw std::invalid_argument("accum_steps must be positive, got " + std::to_string(K_));
   std::set<const TensorImpl*> seen;
   for (const auto& e : model.state_entries()) {

@@ -22,7 +22,7 @@ namespace ms {
 
 class DataParallel {
  public:
-  DataParallel(Communicator& comm, const Module& model, int accum_steps);
+  DataParallel(Communicator& comm, const nn::Module& model, int accum_steps);
   Communicator& comm() const { return comm_; }
   int world() const { return comm_.world(); }
   int accum_steps() const { return K_; }
