@@ -402,8 +402,8 @@ struct Loop {
       fmt::print("{}: {}, epochs {}..{}, {} params, out {}{}\n", opt.name, job.describe(), pos.epoch, last_epoch - 1,
                  job.model().num_parameters(), opt.out_dir,
                  opt.dp && opt.dp->active()
-                     ? fmt::format(", {} ranks x {} micro-batches ({} images per update)", opt.dp->world(),
-                                   opt.dp->accum_steps(), replicas() * job.batch_size())
+                     ? fmt::format("; data-parallel: {} ranks x {} micro-batches of {} = {} images per update", opt.dp->world(),
+                                   opt.dp->accum_steps(), job.batch_size(), replicas() * job.batch_size())
                      : "");
     const int start_epoch = pos.epoch;
     for (int epoch = start_epoch; epoch < last_epoch; ++epoch) {
