@@ -186,8 +186,11 @@ eval: all
 # BENCH_ARGS passes more options (medslip bench --help), e.g. BENCH_ARGS='--threads 2'.
 BENCH_PYTHON ?= /usr/bin/python3
 OFFICIAL ?= $(MEDSLIP_OFFICIAL_REPO)
-bench: check-deps $(BUILD)/medslip
-	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(BENCH_ARGS)
+# With mpicxx present it ends with the data-parallel rows (1 rank x 2 threads vs 2 ranks x 1
+# thread, all-reduce share, efficiency; BENCH_RANKS=N for another rank count).
+BENCH_RANKS ?= 2
+bench: check-deps $(BUILD)/medslip $(if $(MPICXX),$(MPI_BUILD)/medslip,)
+	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(if $(MPICXX),--ranks $(BENCH_RANKS) --mpi-bin $(MPI_BUILD)/medslip,) $(BENCH_ARGS)
 
 # Check this build against the official MeDSLIP (constants recorded from PyTorch).
 verify: all

@@ -180,7 +180,7 @@ class Mpi final : public Communicator {
   }
 
   void allreduce_sum(Tensor& t, const std::string& what) override {
-    if (world_ == 1) return;
+    if (world_ == 1 && !(nccl_ && t.is_cuda())) return;  // NCCL runs even alone: the GPU check's world-1 path
     const int64_t n = t.numel(), W = world_, L = (n + W - 1) / W;  // chunk r = [r*L, min(n,(r+1)*L))
     auto lo = [&](int64_t c) { return std::min(n, c * L); };
     auto len = [&](int64_t c) { return std::min(n, (c + 1) * L) - lo(c); };
