@@ -64,7 +64,7 @@ int64_t PretrainLoader::size() const {
   return opt_.drop_last ? n / b : (n + b - 1) / b;
 }
 
-PretrainBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
+MedslipBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   std::vector<int64_t> fresh;  // only when asked for another epoch than the running one
   if (epoch != epoch_ || int64_t(order_.size()) != ds_.size())
     fresh = epoch_order(ds_.size(), opt_.seed, epoch, opt_.shuffle);
@@ -76,16 +76,16 @@ PretrainBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   return make_batch_of(epoch, index, std::vector<int64_t>(order.begin() + lo, order.begin() + hi));
 }
 
-PretrainBatch PretrainLoader::make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const {
-  const int64_t S = opt_.image_size, A = kNumAnatomies, P = kNumPathologies, K = kIndexSlots;
+MedslipBatch PretrainLoader::make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const {
+  const int64_t S = opt_.image_size, A = kNumAnatomies, P = kNumPathologies, K = kNumCandidates;
   const int64_t B = int64_t(items.size());
-  PretrainBatch out;
+  MedslipBatch out;
   out.epoch = epoch;
   out.index = index;
   out.image = Tensor::empty({B, 3, S, S});
-  out.matrix = Tensor::empty({B, A, P});
-  out.label_pathology = Tensor::empty({B, P});
-  out.label_anatomy = Tensor::empty({B, A});
+  out.matrix.resize(static_cast<size_t>(B * A * P));
+  out.label_pathology.resize(static_cast<size_t>(B * P));
+  out.label_anatomy.resize(static_cast<size_t>(B * A));
   out.index_pathology.resize(static_cast<size_t>(B * P * K));
   out.index_anatomy.resize(static_cast<size_t>(B * A * K));
   for (int64_t b = 0; b < B; ++b) {
@@ -101,9 +101,9 @@ PretrainBatch PretrainLoader::make_batch_of(int64_t epoch, int64_t index, const 
     std::vector<float> m = ds_.matrix(item);
     Rng trip_rng = sample_rng(opt_.seed, epoch, item, true);
     Triplets t = make_triplets(m, trip_rng, it.path);
-    std::copy(m.begin(), m.end(), out.matrix.data() + b * A * P);
-    std::copy(t.label_pathology.begin(), t.label_pathology.end(), out.label_pathology.data() + b * P);
-    std::copy(t.label_anatomy.begin(), t.label_anatomy.end(), out.label_anatomy.data() + b * A);
+    std::copy(m.begin(), m.end(), out.matrix.begin() + b * A * P);
+    std::copy(t.label_pathology.begin(), t.label_pathology.end(), out.label_pathology.begin() + b * P);
+    std::copy(t.label_anatomy.begin(), t.label_anatomy.end(), out.label_anatomy.begin() + b * A);
     std::copy(t.index_pathology.begin(), t.index_pathology.end(), out.index_pathology.begin() + b * P * K);
     std::copy(t.index_anatomy.begin(), t.index_anatomy.end(), out.index_anatomy.begin() + b * A * K);
   }
@@ -130,7 +130,7 @@ void PretrainLoader::start_epoch_plan(int64_t epoch, std::vector<std::vector<int
             [this, epoch](int64_t b) { return make_batch_of(epoch, b, plan_[size_t(b)]); });
 }
 
-bool PretrainLoader::next(PretrainBatch& out) { return pf_.next(out); }
+bool PretrainLoader::next(MedslipBatch& out) { return pf_.next(out); }
 
 // ---- EvalLoader --------------------------------------------------------------------------
 

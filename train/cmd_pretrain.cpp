@@ -34,7 +34,7 @@ int cmd_pretrain(int argc, char** argv) {
   app.add_option("--dist-backend", dist.backend, "data-parallel gradient all-reduce of CUDA tensors: auto | nccl | mpi (host)");
   app.footer("Data-parallel: mpirun -np N medslip pretrain ... (a build with make MPI=1) trains one model on N ranks;\n"
              "accum_steps: K in the config runs K micro-batches per update. See docs/distributed.md.");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   // Before select_device: under mpirun the local rank picks the GPU.
   std::unique_ptr<Communicator> comm = make_communicator(dist, parse_device(device));
