@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <stdexcept>
 #include <thread>
 #include <unistd.h>
@@ -150,7 +151,10 @@ class Mpi final : public Communicator {
     if (nccl_) { if (failed_) ncclCommAbort(nccl_); else ncclCommDestroy(nccl_); }
     if (stream_) cudaStreamDestroy(stream_);
 #endif
-    if (!failed_) MPI_Finalize();  // after a fault a peer may never answer Finalize
+    // After a fault, or while an exception of this rank alone (a write error of rank 0)
+    // unwinds, a peer may never answer Finalize: exit without it; the launcher then stops
+    // the others, which report it.
+    if (!failed_ && std::uncaught_exceptions() == 0) MPI_Finalize();
   }
 
   std::string backend(Device d) const override {
