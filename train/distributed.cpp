@@ -151,9 +151,8 @@ class Mpi final : public Communicator {
     if (nccl_) { if (failed_) ncclCommAbort(nccl_); else ncclCommDestroy(nccl_); }
     if (stream_) cudaStreamDestroy(stream_);
 #endif
-    // After a fault, or while an exception of this rank alone (a write error of rank 0)
-    // unwinds, a peer may never answer Finalize: exit without it; the launcher then stops
-    // the others, which report it.
+    // While an exception of this rank alone (a write error of rank 0) unwinds, a peer may
+    // never answer Finalize: exit without it; the launcher then stops the others.
     if (!failed_ && std::uncaught_exceptions() == 0) MPI_Finalize();
   }
 
@@ -337,13 +336,18 @@ class Mpi final : public Communicator {
     return std::string(buf, size_t(n));
   }
 
+  // A fault ends this rank at once with one line on stderr: the launcher follows SIGTERM with
+  // SIGKILL one second later (Open MPI's default), too soon to unwind the stack first. Rank 0's
+  // files are written atomically, so nothing half-written is left behind.
   [[noreturn]] void fail(const std::string& what, const std::vector<int>& silent, const std::string& why) {
     failed_ = true;
-    in_collective_ = false;
     std::string who;
     for (int r : silent) who += fmt::format("{}rank {} on {}", who.empty() ? "" : ", ", r, host(r));
-    throw std::runtime_error(fmt::format("rank {} on {}: {}: {}{}; stopping", rank_, host(rank_), what,
-                                         who.empty() ? "" : "no answer from " + who + ": ", why));
+    const std::string line = fmt::format("medslip: error: rank {} on {}: {}: {}{}; stopping\n", rank_, host(rank_), what,
+                                         who.empty() ? "" : "no answer from " + who + ": ", why);
+    std::fputs(line.c_str(), stderr);
+    std::fflush(stderr);
+    std::_Exit(1);
   }
 
   // A SIGTERM that arrives while this rank computes (not in a collective) is reported
@@ -351,11 +355,11 @@ class Mpi final : public Communicator {
   void watch() {
     auto since = std::chrono::steady_clock::time_point{};
     while (!stop_watch_) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
       if (!g_sigterm || in_collective_) { since = {}; continue; }
       if (since == std::chrono::steady_clock::time_point{}) since = std::chrono::steady_clock::now();
-      if (std::chrono::steady_clock::now() - since > std::chrono::seconds(2)) {
-        std::fprintf(stderr, "medslip: rank %d on %s: stopped by the launcher (SIGTERM) while computing after '%s': "
+      if (std::chrono::steady_clock::now() - since > std::chrono::milliseconds(200)) {  // SIGKILL follows in 1 s
+        std::fprintf(stderr, "medslip: error: rank %d on %s: stopped by the launcher (SIGTERM) while computing after '%s': "
                      "another rank died or the job was cancelled; stopping\n", rank_, host(rank_).c_str(), cur_.c_str());
         std::fflush(stderr);
         std::_Exit(1);

@@ -320,11 +320,17 @@ TEST_CASE("train: distributed kill -9 of one rank stops the other with a named e
   MESSAGE("rank 1 killed; the job ended " << took << " s later");
   CHECK(took < 30);
   CHECK((WIFEXITED(status) ? WEXITSTATUS(status) : 1) != 0);
-  // Rank 0's one line names the silent rank and its host.
+  // Rank 0's one line names the silent rank and its host. One race is Open MPI's: when rank 0's
+  // TCP transport sees the peer's socket close before mpirun's SIGTERM arrives, Open MPI 4.1
+  // aborts rank 0 itself (its ob1 error handler ignores MPI_ERRORS_RETURN) before our line;
+  // then mpirun's own line names the dead rank and its node. Either way: named, bounded, non-zero.
   const std::string host = nlohmann::json::parse(read(run / "reproducibility.json"))["distributed"]["hosts"][1];
-  CHECK(text.find("rank 0 on ") != std::string::npos);
-  CHECK((text.find("no answer from rank 1 on " + host) != std::string::npos ||
-         text.find("stopped by the launcher") != std::string::npos));
+  const bool ours = text.find("medslip: error: rank 0 on ") != std::string::npos &&
+                    (text.find("no answer from rank 1 on " + host) != std::string::npos ||
+                     text.find("stopped by the launcher") != std::string::npos);
+  const bool open_mpi = text.find("process rank 1 with PID") != std::string::npos && text.find("on node " + host) != std::string::npos;
+  MESSAGE("reported by " << std::string(ours ? "medslip's line" : open_mpi ? "Open MPI's abort and mpirun's line" : "nobody"));
+  CHECK((ours || open_mpi));
   // The last complete checkpoint (end of epoch 0) is intact and resumes on one rank.
   auto meta = safetensors_metadata((run / "checkpoint_last.safetensors").string());
   CHECK(meta["epoch"] == "1");
