@@ -95,7 +95,7 @@ ifeq ($(MPI),1)
   endif
 endif
 
-.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval fuzz fuzz-build
+.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval fuzz fuzz-build triplets-eval
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests $(if $(filter 1,$(MPI)),$(MPI_BUILD)/medslip,)
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
@@ -192,6 +192,16 @@ OFFICIAL ?= $(MEDSLIP_OFFICIAL_REPO)
 BENCH_RANKS ?= 2
 bench: check-deps $(BUILD)/medslip $(if $(MPICXX),$(MPI_BUILD)/medslip,)
 	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(if $(MPICXX),--ranks $(BENCH_RANKS) --mpi-bin $(MPI_BUILD)/medslip,) $(BENCH_ARGS)
+
+# Reports -> triplets on the IU X-ray reports, scored against their MeSH terms (README "Reports
+# to triplets"): development ids <= 2000, held out > 2000; then the independent Python re-scorer
+# must agree with every count. IU_REPORTS=path overrides the csv.
+IU_REPORTS ?= ../shared/data/reports/iu_xray_reports.csv
+triplets-eval: check-deps $(BUILD)/medslip
+	./$(BUILD)/medslip triplets --reports $(IU_REPORTS) --text-columns findings,impression --id-column report_id \
+	  --image-column image_ids --out $(BUILD)/triplets-eval --mesh-table data/report_mesh.tsv --heldout-above 2000
+	/usr/bin/python3 tests/score_triplets.py --out $(BUILD)/triplets-eval --reports $(IU_REPORTS) \
+	  --table data/report_mesh.tsv --heldout-above 2000 --compare $(BUILD)/triplets-eval/eval.json
 
 # Check this build against the official MeDSLIP (constants recorded from PyTorch).
 verify: all

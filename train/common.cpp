@@ -9,7 +9,7 @@
 #include "engine/device.h"
 #include "engine/io.h"
 #include "engine/ops.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "weights/state_dict.h"
 
 namespace ms {

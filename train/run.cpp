@@ -13,7 +13,7 @@
 #include "engine/autograd.h"
 #include "engine/io.h"
 #include "engine/threads.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "train/hash.h"
 #include "train/data_parallel.h"
 #include "train/platform.h"
