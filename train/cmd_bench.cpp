@@ -36,6 +36,7 @@
 #include "engine/optim.h"
 #include "engine/threads.h"
 #include "model/medslip.h"
+#include "train/bench_dp.h"
 #include "train/commands.h"
 #include "train/common.h"
 #include "train/reference_problem.h"
@@ -642,9 +643,16 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--python", python, "python with torch, torchvision and yaml for the original");
   app.add_option("--warmup", warmup, "untimed steps per row (default 1; 2 with --full)");
   app.add_option("--steps", steps, "timed steps per row (default 3; 5 with --full)");
-  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,...");
+  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,... (none: only the --ranks rows)");
   app.add_option("--json", json_out, "also write the results as JSON");
   app.add_option("--threads", threads, "threads for ours and the original (default: OMP_NUM_THREADS or all cores)");
+  int ranks = 0;
+  std::string mpi_bin;
+  bool dp_worker = false;
+  DpBenchArgs dpa;
+  app.add_option("--ranks", ranks, "also time data-parallel steps on this many ranks (mpirun of --mpi-bin; docs/distributed.md)");
+  app.add_option("--mpi-bin", mpi_bin, "the MPI build for --ranks (default build-mpi/medslip)");
+  app.add_flag("--dp-worker", dp_worker, "(internal) one data-parallel bench run")->group("");
   auto* wk = app.add_flag("--worker", worker, "(internal) run one configuration under the driver's protocol");
   wk->group("");
   app.add_option("--backbone", w.backbone, "(worker)")->group("");
@@ -658,9 +666,23 @@ int cmd_bench(int argc, char** argv) {
     setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);  // for the workers
   }
   if (worker) return run_worker(w);
+  if (dp_worker) {
+    dpa.backbone = w.backbone;
+    dpa.res = w.res;
+    dpa.batch = w.batch;
+    if (warmup >= 0) dpa.warmup = warmup;
+    if (steps > 0) dpa.steps = steps;
+    return run_dp_worker(dpa);
+  }
   if (warmup < 0) warmup = full ? 2 : 1;
   if (steps < 1) steps = full ? 5 : 3;
-  return run_driver(full, official, python, warmup, steps, only, json_out);
+  int rc = only == "none" ? 0 : run_driver(full, official, python, warmup, steps, only, json_out);
+  if (ranks > 1 && rc == 0) {
+    DpBenchArgs d;
+    d.steps = std::max(steps, 4);
+    rc = run_dp_bench(d, ranks, threads > 0 ? threads : ranks, mpi_bin.empty() ? "build-mpi/medslip" : mpi_bin, self_exe());
+  }
+  return rc;
 }
 
 }  // namespace ms
