@@ -482,4 +482,17 @@ void write_png(const std::string& path, const Image& img) {
     throw std::runtime_error(path + ": cannot write PNG");
 }
 
+std::vector<uint8_t> encode_png(const Image& img) {
+  if ((img.c != 1 && img.c != 3) || img.w <= 0 || img.h <= 0 || img.px.size() != size_t(img.w) * img.h * img.c)
+    throw std::invalid_argument("encode_png expects a non-empty 1- or 3-channel image");
+  std::vector<uint8_t> out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  if (!stbi_write_png_to_func(sink, &out, img.w, img.h, img.c, img.px.data(), img.w * img.c))
+    throw std::runtime_error("encode_png: stb_image_write failed");
+  return out;
+}
+
 }  // namespace ms

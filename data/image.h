@@ -84,5 +84,7 @@ std::vector<uint8_t> equalize_hist_u8(const std::vector<int32_t>& values);
 
 // Writes an 8-bit PNG (c = 1 or 3); throws naming the path on failure.
 void write_png(const std::string& path, const Image& img);
+// The same PNG bytes in memory (TensorBoard image summaries, data: URIs of the run report).
+std::vector<uint8_t> encode_png(const Image& img);
 
 }  // namespace ms
