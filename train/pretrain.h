@@ -17,6 +17,7 @@
 #include "model/books.h"
 #include "model/config.h"
 #include "model/medslip.h"
+#include "train/attention_probe.h"
 #include "train/reference_problem.h"
 #include "train/run.h"
 
@@ -71,6 +72,8 @@ class PretrainJob : public TrainingJob {
   void start_epoch(int epoch, int64_t first_batch) override;
   bool train_step(LossValues& losses) override;
   bool validate(int epoch, LossMeter& meter) override;
+  // "attention/<i>_<observation>": train/attention_probe.h on the validation set (else the training set).
+  std::vector<std::pair<std::string, Image>> epoch_images(int epoch) override;
 
   Medslip& medslip() { return *model_; }
   LrSchedule schedule() const;  // the reference's warmup + cosine over cfg.epochs
@@ -85,6 +88,7 @@ class PretrainJob : public TrainingJob {
   int64_t steps_per_epoch_ = 0;
   std::unique_ptr<Medslip> model_;
   std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<AttentionProbe> probe_;  // built on first use
 };
 
 }  // namespace ms

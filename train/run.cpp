@@ -16,6 +16,7 @@
 #include "model/state.h"
 #include "train/hash.h"
 #include "train/platform.h"
+#include "train/tensorboard.h"
 
 namespace fs = std::filesystem;
 
@@ -152,6 +153,7 @@ struct Loop {
   int64_t steps_this_call = 0;
   std::unique_ptr<MetricsLog> metrics;
   std::unique_ptr<RunRecord> record;
+  std::unique_ptr<TensorBoardWriter> tb;  // events.out.tfevents.*.<name> in out_dir
   TrainingResult res;
 
   std::string checkpoint_path() const { return opt.out_dir + "/" + kCheckpointLast; }
@@ -179,6 +181,10 @@ struct Loop {
     record->save();
     write_file_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
     metrics = std::make_unique<MetricsLog>(opt.out_dir, resuming);
+    tb = std::make_unique<TensorBoardWriter>(opt.out_dir, opt.name);
+    std::string yaml = "    ";  // a markdown code block: 4-space indent
+    for (char c : opt.config_yaml) yaml += c == '\n' ? std::string("\n    ") : std::string(1, c);
+    tb->add_text("config", fmt::format("{}: {}\n\n{}", opt.name, job.describe(), yaml), pos.global_step);
     last_epoch = opt.max_epochs > 0 ? std::min(opt.epochs, pos.epoch + opt.max_epochs) : opt.epochs;
   }
 
@@ -191,6 +197,9 @@ struct Loop {
     line["lr"] = lr;
     line["images_per_s"] = ips;
     metrics->write(line);
+    for (size_t i = 0; i < s.size(); ++i) tb->add_scalar("train/" + job.loss_names().keys.at(i), s[i], pos.global_step);
+    tb->add_scalar("train/lr", lr, pos.global_step);
+    tb->add_scalar("train/images_per_s", ips, pos.global_step);
     const int64_t spe = job.steps_per_epoch();
     if (opt.quiet || !(b % std::max(1, opt.log_every) == 0 || b + 1 == spe)) return;
     const double eta = double((last_epoch - epoch) * spe - (b + 1)) * job.batch_size() / std::max(ips, 1e-9);
@@ -240,7 +249,23 @@ struct Loop {
     if (!has || meter.count() == 0) return;
     LossValues v = meter.mean();
     ep["valid"] = losses_json(job.loss_names(), v);
+    for (size_t i = 0; i < v.size(); ++i) tb->add_scalar("valid/" + job.loss_names().keys.at(i), v[i], pos.global_step);
     if (!opt.quiet) fmt::print("epoch {} validation ({} batches): loss {:.4f}\n", epoch, meter.count(), v[0]);
+  }
+
+  // The job's epoch_metrics and epoch_images: metrics.jsonl, TensorBoard, out_dir/<folder>/.
+  void epoch_extras(int epoch, nlohmann::json& ep) {
+    const auto m = job.epoch_metrics(epoch);
+    for (const auto& [k, v] : m) {
+      ep["metrics"][k] = v;
+      tb->add_scalar("valid/" + k, v, pos.global_step);
+    }
+    for (const auto& [tag, img] : job.epoch_images(epoch)) {
+      tb->add_image(tag, img, pos.global_step);
+      const fs::path p(tag);
+      fs::create_directories(fs::path(opt.out_dir) / p.parent_path());
+      write_png((fs::path(opt.out_dir) / p.parent_path() / fmt::format("epoch{}_{}.png", epoch, p.filename().string())).string(), img);
+    }
   }
 
   // Returns false when the run stopped early.
@@ -255,9 +280,16 @@ struct Loop {
       LossMeter train_meter;
       if (train_epoch(epoch, epoch == start_epoch ? pos.batch : 0, sigint, train_meter)) return false;
       nlohmann::json ep = {{"type", "epoch"}, {"epoch", epoch}, {"step", pos.global_step}};
-      if (train_meter.count() > 0) ep["train"] = losses_json(job.loss_names(), train_meter.mean());
+      if (train_meter.count() > 0) {
+        const LossValues m = train_meter.mean();
+        ep["train"] = losses_json(job.loss_names(), m);
+        for (size_t i = 0; i < m.size(); ++i)
+          tb->add_scalar("train_epoch_mean/" + job.loss_names().keys.at(i), m[i], pos.global_step);
+      }
       validate(epoch, ep);
+      epoch_extras(epoch, ep);
       ep["seconds"] = seconds_since(t_epoch);
+      tb->add_scalar("time/epoch_seconds", ep["seconds"].get<double>(), pos.global_step);
       metrics->write(ep);
       save(epoch + 1, 0);
       record->add_epoch(epoch, weights_sha256(job.model()), ep);
@@ -271,7 +303,7 @@ struct Loop {
 
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt) {
   if (opt.out_dir.empty()) throw std::runtime_error(opt.name + " needs an output folder (--out)");
-  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, {}};
+  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, nullptr, {}};
   loop.open_run();
   const auto t_start = std::chrono::steady_clock::now();
   const bool completed = loop.run();

@@ -8,7 +8,9 @@
 //                   consistent pair; --resume (resolve_resume) continues bit for bit
 //   Ctrl-C          SigintStop: the loop saves a checkpoint at the next step and returns
 //   logging         MetricsLog (one JSON line per step and per epoch), progress lines with
-//                   images/s and ETA (format_losses, fmt_duration)
+//                   images/s and ETA (format_losses, fmt_duration), TensorBoard event files
+//                   (train/tensorboard.h: every loss, lr, images/s per step; epoch means,
+//                   validation and the job's epoch_metrics / epoch_images; the config as text)
 //   validation      each epoch in eval mode under no-grad, mean losses (LossMeter)
 //   record          reproducibility.json: build and platform (record_build_and_config), the
 //                   job's data hashes (TrainingJob::describe_record), per-epoch weight hashes
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "data/image.h"
 #include "engine/nn.h"
 #include "engine/optim.h"
 #include "train/run_record.h"
@@ -145,6 +148,13 @@ class TrainingJob {
   // Validation at the end of `epoch`: add every batch's losses to `meter`. The loop has put the
   // model in eval mode under NoGradGuard. Return false when the job has no validation set.
   virtual bool validate(int epoch, LossMeter& meter) { return false; }
+  // Numbers beyond the losses after `epoch` (fine-tuning: Dice, AUROC, ...): written to the epoch
+  // line of metrics.jsonl under "metrics" and to TensorBoard as "valid/<name>".
+  virtual std::map<std::string, double> epoch_metrics(int epoch) { return {}; }
+  // Pictures after `epoch` (e.g. attention overlays on fixed validation images), each named
+  // "<folder>/<name>": a TensorBoard image under that tag and out_dir/<folder>/epoch<E>_<name>.png
+  // (`medslip report` shows attention/ as a table). The job restores the model's train/eval mode.
+  virtual std::vector<std::pair<std::string, Image>> epoch_images(int epoch) { return {}; }
 };
 
 struct TrainingOptions {

@@ -1,4 +1,4 @@
-// TensorBoard event files: CRC32C against the standard check value, the TFRecord framing read
+// TensorBoard event files (train/tensorboard.h): CRC32C against the standard check value, the TFRecord framing read
 // back (and a flipped byte caught), and every scalar, image and text read back by TensorBoard's
 // own EventAccumulator (tests/read_events.py; skipped with a reason when tensorboard is absent).
 #include <doctest/doctest.h>
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "tests/test_util.h"
+#include "train/report.h"
 #include "train/tensorboard.h"
 
 using namespace ms;
@@ -141,3 +142,82 @@ TEST_CASE("train: tensorboard event files read back by TensorBoard's EventAccumu
   CHECK(j["text"]["config"][0][0].get<int>() == 0);
   CHECK(j["text"]["config"][0][1].get<std::string>() == text);
 }
+
+namespace ms::test {
+
+// Called by the pretraining test on its finished run (2 epochs of 3 steps with validation): the
+// events TensorBoard reads match metrics.jsonl and the returned losses, every step and epoch; the
+// attention pictures are there per epoch; and the run's report draws every figure it can.
+void check_run_events(const std::string& run_dir, const std::vector<float>& step_totals) {
+  std::vector<fs::path> events;
+  for (auto& e : fs::directory_iterator(run_dir))
+    if (e.path().filename().string().find("tfevents") != std::string::npos) events.push_back(e.path());
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].extension() == ".pretrain");
+  CHECK(read_tfrecords(events[0].string()).size() > step_totals.size() * 8);  // CRCs checked
+
+  std::vector<nlohmann::json> epochs, steps;
+  {
+    std::ifstream f(run_dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(f, line)) {
+      auto j = nlohmann::json::parse(line);
+      (j["type"] == "epoch" ? epochs : steps).push_back(j);
+    }
+  }
+  REQUIRE(steps.size() == step_totals.size());
+  REQUIRE(epochs.size() == 2);
+
+  ReportOptions ro;
+  ro.run_dir = run_dir;
+  ReportResult rep;
+  render_report(ro, &rep);
+  CHECK(rep.figures.size() == 8);  // 6 loss terms, lr, images/s (no zeroshot yet)
+  CHECK(rep.notes.size() == 2);    // zeroshot, ground
+  CHECK(rep.images >= 2);          // attention overlays, 2 epochs x the probe's images
+
+  const char* py = std::getenv("MEDSLIP_PYTHON");
+  const std::string python = py && *py ? py : "/usr/bin/python3";
+  if (run_capture(python + " -c 'import tensorboard' 2>/dev/null").first != 0) {
+    MESSAGE("skipping the TensorBoard read-back of the pretraining run: no 'tensorboard' for " << python);
+    return;
+  }
+  auto [rc, out] = run_capture(python + " tests/read_events.py '" + run_dir + "'");
+  REQUIRE_MESSAGE(rc == 0, out);
+  auto j = nlohmann::json::parse(out);
+  for (const char* k : {"loss", "loss_ce_pathology", "loss_ce_anatomy", "loss_cl_pathology", "loss_cl_anatomy", "loss_ap"}) {
+    const auto& tr = j["scalars"][std::string("train/") + k];
+    REQUIRE_MESSAGE(tr.size() == steps.size(), k);
+    for (size_t i = 0; i < steps.size(); ++i) {
+      CHECK(tr[i][0].get<int64_t>() == steps[i]["step"].get<int64_t>());
+      CHECK(tr[i][1].get<double>() == double(steps[i][k].get<float>()));
+    }
+    const auto& va = j["scalars"][std::string("valid/") + k];
+    const auto& tm = j["scalars"][std::string("train_epoch_mean/") + k];
+    REQUIRE(va.size() == 2);
+    REQUIRE(tm.size() == 2);
+    for (size_t e = 0; e < 2; ++e) {
+      CHECK(va[e][0].get<int64_t>() == epochs[e]["step"].get<int64_t>());
+      CHECK(va[e][1].get<double>() == double(epochs[e]["valid"][k].get<float>()));
+      CHECK(tm[e][1].get<double>() == double(epochs[e]["train"][k].get<float>()));
+    }
+  }
+  for (size_t i = 0; i < steps.size(); ++i) {
+    CHECK(j["scalars"]["train/loss"][i][1].get<double>() == double(step_totals[i]));
+    CHECK(j["scalars"]["train/lr"][i][1].get<double>() == double(steps[i]["lr"].get<float>()));
+    CHECK(j["scalars"]["train/images_per_s"][i][1].get<double>() == double(float(steps[i]["images_per_s"].get<double>())));
+  }
+  size_t pictures = 0;
+  for (auto& [tag, ev] : j["images"].items()) {
+    CHECK(tag.rfind("attention/", 0) == 0);
+    REQUIRE(ev.size() == 2);  // one per epoch
+    CHECK(ev[1][0].get<int64_t>() == epochs[1]["step"].get<int64_t>());
+    CHECK(ev[0][1].get<int>() > 100);  // width of the overlay (192 + colour bar)
+    pictures += ev.size();
+  }
+  CHECK(int(pictures) == rep.images);
+  REQUIRE(j["text"]["config"].size() == 1);
+  CHECK(j["text"]["config"][0][1].get<std::string>().find("image_res: 64") != std::string::npos);
+}
+
+}  // namespace ms::test
