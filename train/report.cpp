@@ -205,7 +205,8 @@ class Page {
 std::optional<fs::path> find_file(const fs::path& run, const std::string& p) {
   std::error_code ec;
   if (p.empty()) return std::nullopt;
-  for (fs::path c : {fs::path(p), run / p, run / fs::path(p).filename(), run.parent_path() / p})
+  const fs::path f(p);  // e.g. demo/heatmaps/x.png written from the repo root, read from elsewhere
+  for (fs::path c : {f, run / f, run / f.filename(), run.parent_path() / f.parent_path().filename() / f.filename()})
     if (fs::is_regular_file(c, ec)) return c;
   return std::nullopt;
 }
