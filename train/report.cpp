@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -327,43 +328,35 @@ void attention_section(Page& pg, const fs::path& run, int max_epochs) {
   pg.body += "</table>\n";
 }
 
-void zeroshot_section(Page& pg, const fs::path& run, json& summary) {
-  pg.body += "<h2 id=\"zeroshot\">Zero-shot classification</h2>\n";
-  auto j = read_json(run / "zeroshot.json");
-  if (!j) return pg.note("No zeroshot.json in this folder: run `medslip zeroshot --checkpoint ... --books ... --csv ... --out RUN`.");
-  const json& m = (*j)["metrics"];
-  pg.body += fmt::format("<p>{} images of <code>{}</code> ({} set), scored by the pathology stream: p(present) of the "
-                         "mapped observation query. Checkpoint sha256 <code>{}</code>.</p>\n",
-                         j->value("n_images", 0), esc((*j)["csv"].value("path", "")), esc(j->value("dataset", "")),
-                         esc((*j)["checkpoint"].value("sha256", "").substr(0, 16)));
-  // ROC curves from the per-image scores.
+// Per-class ROC curves from a scores csv (score and label column names per class) and the AUROC /
+// max-F1 / ACC table of metrics.h's to_json(ClassificationResult).
+void classification_block(Page& pg, const json& m, const std::optional<fs::path>& scores,
+                          const std::function<std::pair<std::string, std::string>(const std::string&)>& columns,
+                          const std::string& what) {
   std::vector<PlotSeries> roc;
-  const std::string scores_name = j->value("scores_csv", "zeroshot_scores.csv");
-  if (auto sp = find_file(run, scores_name)) {
-    CsvTable t = read_csv(sp->string());
+  if (scores) {
+    CsvTable t = read_csv(scores->string());
     size_t k = 0;
     for (const auto& c : m["classes"]) {
       if (c.value("skipped", false)) continue;
       const std::string name = c["name"];
-      const int si = t.column("score:" + name), li = t.column("label:" + name);
+      const auto [sc, lc] = columns(name);
+      const int si = t.column(sc), li = t.column(lc);
       std::vector<double> s;
       std::vector<int> l;
       for (const auto& row : t.rows) {
         s.push_back(std::stod(row[size_t(si)]));
-        l.push_back(std::stoi(row[size_t(li)]));
+        l.push_back(int(std::lround(std::stod(row[size_t(li)]))));
       }
       RocCurve r = roc_curve(s, l);
-      PlotSeries ser{fmt::format("{} ({:.3f})", name, c.value("auc", 0.0)), r.fpr, r.tpr, "", k >= 10, false, 1.8};
-      roc.push_back(ser);
+      roc.push_back({fmt::format("{} ({:.3f})", name, c.value("auc", 0.0)), r.fpr, r.tpr, "", k >= 10, false, 1.8});
       ++k;
     }
-  } else {
-    pg.note("No " + scores_name + " beside zeroshot.json: the ROC curves need the per-image scores.");
   }
   pg.body += "<div class=\"figs\">\n";
   if (!roc.empty()) {
     PlotOptions o;
-    o.title = "ROC curves per class (legend: AUROC)";
+    o.title = "ROC curves per class, " + what + " (legend: AUROC)";
     o.xlabel = "false-positive rate (1 - specificity)";
     o.ylabel = "true-positive rate (sensitivity)";
     o.xmin = o.ymin = 0, o.xmax = o.ymax = 1;
@@ -371,7 +364,6 @@ void zeroshot_section(Page& pg, const fs::path& run, json& summary) {
     o.width = 760, o.height = std::max(440, 60 + 17 * int(roc.size()));
     pg.figure(roc, o, "Dotted diagonal: chance (AUROC 0.5). Classes 11 and up are dashed.");
   }
-  // The AUROC table.
   pg.body += "<div><table><tr><th class=\"l\">class</th><th>images</th><th>positives</th><th class=\"l\">AUROC</th>"
              "<th>max F1</th><th>ACC</th><th>threshold</th></tr>\n";
   for (const auto& c : m["classes"]) {
@@ -386,12 +378,118 @@ void zeroshot_section(Page& pg, const fs::path& run, json& summary) {
                            esc(c.value("name", "")), c.value("n", 0), c.value("positives", 0), std::max(0.0, auc - 0.5) * 160,
                            auc, c.value("f1", 0.0), c.value("acc", 0.0), c.value("threshold", 0.0));
   }
-  const json& mean = m["mean"];
+  const json mean = m.value("mean", json::object());
   pg.body += fmt::format("<tr class=\"mean\"><td class=\"l\">mean ({} classes)</td><td></td><td></td><td class=\"l\">{:.3f}</td>"
                          "<td>{:.3f}</td><td>{:.3f}</td><td></td></tr></table>\n<p style=\"font-size:12px;color:#555\">Bars: "
                          "AUROC above chance (0.5). F1 and ACC at the threshold maximising F1 (spec E.2).</p></div></div>\n",
                          mean.value("classes_used", 0), mean.value("auc", 0.0), mean.value("f1", 0.0), mean.value("acc", 0.0));
-  summary["mean AUROC"] = fmt::format("{:.3f}", mean.value("auc", 0.0));
+}
+
+void zeroshot_section(Page& pg, const fs::path& run, json& summary) {
+  pg.body += "<h2 id=\"zeroshot\">Zero-shot classification</h2>\n";
+  auto j = read_json(run / "zeroshot.json");
+  if (!j) return pg.note("No zeroshot.json in this folder: run `medslip zeroshot --checkpoint ... --books ... --csv ... --out RUN`.");
+  const json& m = (*j)["metrics"];
+  pg.body += fmt::format("<p>{} images of <code>{}</code> ({} set), scored by the pathology stream: p(present) of the "
+                         "mapped observation query. Checkpoint sha256 <code>{}</code>.</p>\n",
+                         j->value("n_images", 0), esc((*j)["csv"].value("path", "")), esc(j->value("dataset", "")),
+                         esc((*j)["checkpoint"].value("sha256", "").substr(0, 16)));
+  const std::string scores_name = j->value("scores_csv", "zeroshot_scores.csv");
+  auto sp = find_file(run, scores_name);
+  if (!sp) pg.note("No " + scores_name + " beside zeroshot.json: the ROC curves need the per-image scores.");
+  classification_block(pg, m, sp, [](const std::string& n) { return std::make_pair("score:" + n, "label:" + n); },
+                       "zero-shot");
+  summary["mean AUROC"] = fmt::format("{:.3f}", m["mean"].value("auc", 0.0));
+}
+
+// Fine-tuning (medslip finetune): validation metric per epoch (valid.jsonl), the test of the best
+// checkpoint (test/metrics.json + test/predictions.csv), predicted masks beside the truth.
+void finetune_section(Page& pg, const fs::path& run, json& summary) {
+  const auto test = read_json(run / "test" / "metrics.json");
+  const auto valid_text = read_file(run / "valid.jsonl");
+  if (!test && !valid_text) return;
+  pg.body += "<h2 id=\"finetune\">Fine-tuning</h2>\n";
+  if (valid_text) {
+    std::vector<double> ep, val, best_ep, best_val;
+    std::string metric = "validation metric";
+    std::istringstream in(*valid_text);
+    std::string line;
+    for (size_t ln = 1; std::getline(in, line); ++ln) {
+      if (line.empty()) continue;
+      json v;
+      try {
+        v = json::parse(line);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(fmt::format("{}: line {}: not valid JSON ({})", (run / "valid.jsonl").string(), ln, e.what()));
+      }
+      metric = v.value("metric", metric);
+      ep.push_back(v.value("epoch", 0.0));
+      val.push_back(v.value("value", std::nan("")));
+      if (v.value("best", false)) best_ep.push_back(ep.back()), best_val.push_back(val.back());
+    }
+    const std::string label = metric == "dice" ? "Dice" : metric == "mean_auc" ? "mean AUROC" : metric;
+    PlotOptions o;
+    o.title = "Validation " + label + " per epoch (best checkpoint so far: red dots)";
+    o.xlabel = "epoch";
+    o.ylabel = label + " (0-1)";
+    o.width = 640, o.height = 320;
+    PlotSeries a{label, ep, val, plot_palette()[0], false, true, 2.0};
+    PlotSeries b{"new best", best_ep, best_val, plot_palette()[3], false, true, 0.0};
+    pg.body += "<div class=\"figs\">";
+    pg.figure({a, b}, o);
+    pg.body += "</div>\n";
+  }
+  if (!test) return pg.note("No test/metrics.json yet: `medslip finetune` tests the best checkpoint when it finishes.");
+  const json& t = *test;
+  pg.body += fmt::format("<p>Test of the best checkpoint (epoch {}, validation {}) on {} images of <code>{}</code>; "
+                         "mean loss {}.</p>\n",
+                         t.value("best_epoch", -1), num(t.value("best_valid", std::nan("")), 4), t.value("images", 0),
+                         esc(t.value("csv", "")), num(t.value("loss", std::nan("")), 4));
+  if (t.contains("classes")) {
+    auto pred = find_file(run, "test/predictions.csv");
+    classification_block(pg, t, pred, [](const std::string& n) { return std::make_pair("score_" + n, n); }, "fine-tuned");
+    summary["fine-tuned mean AUROC"] = fmt::format("{:.3f}", t["mean"].value("auc", 0.0));
+  }
+  if (t.contains("dice")) {
+    pg.body += fmt::format("<table><tr><th class=\"l\">metric</th><th>value</th></tr>"
+                           "<tr><td class=\"l\">Dice (all test images)</td><td>{}</td></tr>"
+                           "<tr><td class=\"l\">Dice, images with a mask ({})</td><td>{}</td></tr>"
+                           "<tr><td class=\"l\">Dice, images without ({})</td><td>{}</td></tr>"
+                           "<tr><td class=\"l\">mean IoU</td><td>{}</td></tr></table>\n",
+                           num(t.value("dice", std::nan("")), 4), t.value("num_pos", 0), num(t.value("dice_pos", std::nan("")), 4),
+                           t.value("num_neg", 0), num(t.value("dice_neg", std::nan("")), 4), num(t.value("miou", std::nan("")), 4));
+    summary["fine-tuned Dice"] = fmt::format("{:.3f}", t.value("dice", 0.0));
+    // Predicted masks beside the truth: test/overlays (prediction red, truth outline green) and test/masks.
+    std::vector<fs::path> overlays;
+    std::error_code ec;
+    if (fs::is_directory(run / "test" / "overlays", ec))
+      for (auto& e : fs::directory_iterator(run / "test" / "overlays"))
+        if (e.path().extension() == ".png") overlays.push_back(e.path());
+    std::sort(overlays.begin(), overlays.end());
+    if (overlays.empty()) return pg.note("No test/overlays/*.png: set sample_outputs > 0 to see predicted masks.");
+    std::map<std::string, std::pair<double, double>> per_image;  // stem -> dice, iou
+    if (auto pc = read_file(run / "test" / "predictions.csv")) {
+      CsvTable pt = parse_csv_text(*pc, (run / "test" / "predictions.csv").string());
+      const int ci = pt.column("image_path"), di = pt.column("dice"), ii = pt.column("iou");
+      for (size_t r = 0; r < pt.rows.size(); ++r)
+        per_image[fmt::format("{:04d}_{}", r, fs::path(pt.rows[r][size_t(ci)]).stem().string())] = {
+            std::stod(pt.rows[r][size_t(di)]), std::stod(pt.rows[r][size_t(ii)])};
+    }
+    pg.body += "<h3>Predicted masks beside the truth (left: prediction in red, true mask outlined in green; right: the "
+               "predicted mask)</h3>\n<div class=\"gallery\">\n";
+    for (const auto& p : overlays) {
+      const std::string stem = p.stem().string();
+      pg.body += "<figure><div style=\"display:flex;gap:4px\"><div style=\"flex:1\">";
+      pg.image(p, stem + " overlay");
+      pg.body += "</div><div style=\"flex:1\">";
+      pg.image(run / "test" / "masks" / p.filename(), stem + " predicted mask");
+      pg.body += "</div></div><figcaption>" + esc(stem);
+      if (auto it = per_image.find(stem); it != per_image.end())
+        pg.body += fmt::format(" — Dice {:.3f}, IoU {:.3f}", it->second.first, it->second.second);
+      pg.body += "</figcaption></figure>\n";
+    }
+    pg.body += "</div>\n";
+  }
 }
 
 void ground_section(Page& pg, const fs::path& run, int max_overlays, json& summary) {
@@ -494,6 +592,7 @@ std::string render_report(const ReportOptions& opt, ReportResult* info) {
   attention_section(pg, run, opt.max_attention_epochs);
   zeroshot_section(pg, run, summary);
   ground_section(pg, run, opt.max_overlays, summary);
+  finetune_section(pg, run, summary);
   config_section(pg, run, record);
 
   // The at-a-glance cards, now that the sections have read their numbers.

@@ -5,6 +5,9 @@
 //   attention/epoch*_*.png              attention overlays on fixed validation images (pretrain)
 //   zeroshot.json, zeroshot_scores.csv  AUROC table and per-class ROC curves (zeroshot)
 //   ground.json (+ its overlay PNGs)    pointing game / IoU / Dice and heatmap overlays with boxes (ground)
+//   valid.jsonl, test/metrics.json,     fine-tuning: validation metric per epoch, the test's AUROC table and
+//   test/predictions.csv, test/masks,   ROC curves (classify) or Dice / IoU and predicted masks beside the
+//   test/overlays                       truth (segment)
 // A part whose files are absent becomes a short note saying which command makes it.
 #pragma once
 #include <string>

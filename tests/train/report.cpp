@@ -36,7 +36,7 @@ void write_text(const fs::path& p, const std::string& t) {
 }
 
 // A run folder as pretrain + zeroshot + ground leave it (small): 2 epochs of 3 steps, 3 classes
-// (one without positives), 2 grounding overlays, attention overlays for 2 epochs.
+// (one without positives), 2 grounding overlays, attention overlays for 2 epochs, a segmentation fine-tuning.
 fs::path make_run(const std::string& name) {
   const fs::path run = test::scratch_dir(name);
   std::string m;
@@ -88,6 +88,17 @@ fs::path make_run(const std::string& name) {
   fs::create_directories(run / "attention");
   for (int e = 0; e < 2; ++e)
     for (const char* o : {"0_nodule", "1_effusion"}) write_png((run / "attention" / ("epoch" + std::to_string(e) + "_" + o + ".png")).string(), a);
+  // finetune (segment): validation Dice per epoch, the test's scores, one predicted mask beside the truth.
+  write_text(run / "valid.jsonl", "{\"epoch\":0,\"metric\":\"dice\",\"value\":0.31,\"best\":true}\n"
+                                  "{\"epoch\":1,\"metric\":\"dice\",\"value\":0.42,\"best\":true}\n");
+  fs::create_directories(run / "test/overlays");
+  fs::create_directories(run / "test/masks");
+  write_text(run / "test/metrics.json", nlohmann::json({{"images", 2}, {"csv", "seg.csv"}, {"loss", 0.7}, {"best_epoch", 1},
+                                                        {"best_valid", 0.42}, {"dice", 0.4567}, {"dice_pos", 0.5}, {"dice_neg", 0.4},
+                                                        {"num_pos", 1}, {"num_neg", 1}, {"miou", 0.3}}).dump());
+  write_text(run / "test/predictions.csv", "image_path,dice,iou,predicted_pixels,mask_pixels\n/x/s0.png,0.812500,0.684211,10,12\n/x/s1.png,1,1,0,0\n");
+  write_png((run / "test/overlays/0000_s0.png").string(), b);
+  write_png((run / "test/masks/0000_s0.png").string(), Image(40, 30, 1, 255));
   return run;
 }
 
@@ -165,14 +176,18 @@ TEST_CASE("train: report of a run folder has every part, inlined") {
   std::ifstream f(info.path);
   const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   CHECK(info.notes.empty());
-  // 6 loss terms + lr + throughput + ROC.
-  REQUIRE(info.figures.size() == 9);
-  CHECK(info.figures.back() == "ROC curves per class (legend: AUROC)");
-  CHECK(count(html, "<svg") == 9);
-  // 4 attention overlays + 2 grounding overlays, all as data: URIs; nothing fetched from anywhere.
-  CHECK(info.images == 6);
-  CHECK(count(html, "src=\"data:image/png;base64,") == 6);
-  CHECK(count(html, "src=\"") == 6);
+  // 6 loss terms + lr + throughput + ROC + fine-tuning validation.
+  REQUIRE(info.figures.size() == 10);
+  CHECK(info.figures[8] == "ROC curves per class, zero-shot (legend: AUROC)");
+  CHECK(info.figures[9] == "Validation Dice per epoch (best checkpoint so far: red dots)");
+  CHECK(count(html, "<svg") == 10);
+  // 4 attention overlays + 2 grounding overlays + a predicted mask and its overlay, all as data: URIs;
+  // nothing fetched from anywhere.
+  CHECK(info.images == 8);
+  CHECK(count(html, "src=\"data:image/png;base64,") == 8);
+  CHECK(count(html, "src=\"") == 8);
+  CHECK(html.find("0000_s0 — Dice 0.812, IoU 0.684") != std::string::npos);
+  CHECK(html.find("<td>0.4567</td>") != std::string::npos);
   CHECK(!std::regex_search(html, std::regex("(src|href)=\"(https?:|//)")));
   CHECK(html.find("@import") == std::string::npos);
   // The AUROC table holds the evaluated values; the class without positives is left out, with its reason.
