@@ -359,7 +359,7 @@ void classification_block(Page& pg, const json& m, const std::optional<fs::path>
     o.title = "ROC curves per class, " + what + " (legend: AUROC)";
     o.xlabel = "false-positive rate (1 - specificity)";
     o.ylabel = "true-positive rate (sensitivity)";
-    o.xmin = o.ymin = 0, o.xmax = o.ymax = 1;
+    o.xmin = o.ymin = -0.015, o.xmax = o.ymax = 1.015;  // a margin, so curves along the edges stay visible
     o.diagonal = true;
     o.width = 760, o.height = std::max(440, 60 + 17 * int(roc.size()));
     pg.figure(roc, o, "Dotted diagonal: chance (AUROC 0.5). Classes 11 and up are dashed.");

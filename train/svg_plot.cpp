@@ -63,7 +63,8 @@ std::string tick_label(double v, double step) {
     return mant + "e" + std::to_string(e);
   }
   if (std::fabs(v - std::round(v)) < step * 1e-6 && step >= 1) return fmt::format("{:.0f}", v);
-  const int dec = std::max(0, std::min(6, int(std::ceil(-std::log10(step) - 1e-9))));
+  int dec = 0;  // as many decimals as the step needs (0.025 -> 3), so neighbouring ticks never read alike
+  while (dec < 6 && std::fabs(step * std::pow(10.0, dec) - std::round(step * std::pow(10.0, dec))) > 1e-6 * step * std::pow(10.0, dec)) ++dec;
   return fmt::format("{:.{}f}", v, dec);
 }
 

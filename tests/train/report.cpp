@@ -134,6 +134,8 @@ TEST_CASE("train: report svg plots, ticks and roc_curve") {
   CHECK(tick_label(1.2e6, 2e5) == "1.2e6");
   CHECK(tick_label(200, 200) == "200");
   CHECK(tick_label(0.25, 0.05) == "0.25");
+  CHECK(tick_label(0.375, 0.025) == "0.375");
+  CHECK(tick_label(0.4, 0.1) == "0.4");
 
   PlotOptions o;
   o.title = "T <&>";
