@@ -241,8 +241,9 @@ void training_section(Page& pg, const fs::path& run) {
     o.xlabel = xlabel;
     o.ylabel = "loss (nats)";
     o.x_from_zero = true;
-    if (k == 0) o.width = 900, o.height = 380;
-    else o.width = 600, o.height = 320;
+    o.integer_x = true;
+    if (k == 0) o.width = 1190, o.height = 380;  // the page's width (1224 px content at 1280)
+    else o.width = 580, o.height = 320;          // two per row
     pg.figure(s, o);
   }
   if (any_finite(c.lr)) {
@@ -252,7 +253,8 @@ void training_section(Page& pg, const fs::path& run) {
     o.ylabel = "learning rate";
     o.x_from_zero = o.y_from_zero = true;
     o.legend = false;
-    o.width = 600, o.height = 320;
+    o.width = 580, o.height = 320;
+    o.integer_x = true;
     pg.figure({{"lr", c.step, c.lr, plot_palette()[2], false, false, 2.0}}, o);
   }
   if (any_finite(c.ips)) {
@@ -262,7 +264,8 @@ void training_section(Page& pg, const fs::path& run) {
     o.ylabel = "images / second";
     o.x_from_zero = o.y_from_zero = true;
     o.legend = false;
-    o.width = 600, o.height = 320;
+    o.width = 580, o.height = 320;
+    o.integer_x = true;
     pg.figure({{"images/s", c.step, c.ips, plot_palette()[4], false, false, 1.6}}, o);
   }
   pg.body += "</div>\n";
@@ -431,6 +434,7 @@ void finetune_section(Page& pg, const fs::path& run, json& summary) {
     PlotOptions o;
     o.title = "Validation " + label + " per epoch (best checkpoint so far: red dots)";
     o.xlabel = "epoch";
+    o.integer_x = true;
     o.ylabel = label + " (0-1)";
     o.width = 640, o.height = 320;
     PlotSeries a{label, ep, val, plot_palette()[0], false, true, 2.0};

@@ -30,18 +30,20 @@ std::string xml_escape(const std::string& s) {
   return o;
 }
 
-std::vector<double> nice_ticks(double& lo, double& hi, int target) {
+std::vector<double> nice_ticks(double& lo, double& hi, int target, bool integer) {
   if (!std::isfinite(lo) || !std::isfinite(hi)) lo = 0, hi = 1;
   if (hi < lo) std::swap(lo, hi);
   if (hi == lo) {  // a flat series: a unit-sized window around it
     const double pad = lo == 0 ? 1 : std::fabs(lo) * 0.1;
     lo -= pad, hi += pad;
   }
-  const double raw = (hi - lo) / std::max(1, target - 1);
+  const double raw = integer ? std::max(1.0, (hi - lo) / std::max(1, target - 1)) : (hi - lo) / std::max(1, target - 1);
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   double step = mag;
-  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0}) {
+    if (integer && m == 2.5 && mag < 10) continue;  // 2.5, 25: not whole steps for small counts
     if (m * mag >= raw) { step = m * mag; break; }
+  }
   lo = std::floor(lo / step + 1e-9) * step;
   hi = std::ceil(hi / step - 1e-9) * step;
   std::vector<double> t;
@@ -85,7 +87,7 @@ std::string svg_line_plot(const std::vector<PlotSeries>& series, const PlotOptio
   if (!std::isnan(o.ymax)) y1 = o.ymax;
   const bool fixed_x = !std::isnan(o.xmin) && !std::isnan(o.xmax), fixed_y = !std::isnan(o.ymin) && !std::isnan(o.ymax);
   double tx0 = x0, tx1 = x1, ty0 = y0, ty1 = y1;
-  std::vector<double> xt = nice_ticks(tx0, tx1, 7), yt = nice_ticks(ty0, ty1, 6);
+  std::vector<double> xt = nice_ticks(tx0, tx1, 7, o.integer_x), yt = nice_ticks(ty0, ty1, 6);
   if (fixed_x) tx0 = x0, tx1 = x1;
   if (fixed_y) ty0 = y0, ty1 = y1;
   const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;

@@ -25,6 +25,7 @@ struct PlotOptions {
   bool legend = true;
   bool diagonal = false;          // dotted y = x (ROC chance line)
   bool x_from_zero = false, y_from_zero = false;
+  bool integer_x = false;         // x counts things (steps, epochs): ticks at whole numbers
   // Fixed axis ranges (both NaN: from the data, padded to nice ticks).
   double xmin = std::numeric_limits<double>::quiet_NaN(), xmax = std::numeric_limits<double>::quiet_NaN();
   double ymin = std::numeric_limits<double>::quiet_NaN(), ymax = std::numeric_limits<double>::quiet_NaN();
@@ -34,7 +35,8 @@ struct PlotOptions {
 const std::vector<std::string>& plot_palette();
 
 // Ticks at 1, 2 or 5 x 10^k covering [lo, hi], about `target` of them; lo/hi are widened to the outer ticks.
-std::vector<double> nice_ticks(double& lo, double& hi, int target = 6);
+// integer: steps of 1, 2 or 5 x 10^k only, at least 1 (for counts).
+std::vector<double> nice_ticks(double& lo, double& hi, int target = 6, bool integer = false);
 // A tick label: integers plain, small/large values in short scientific form (5e-4), else <= 4 significant digits.
 std::string tick_label(double v, double step);
 

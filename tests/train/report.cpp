@@ -129,6 +129,12 @@ TEST_CASE("train: report svg plots, ticks and roc_curve") {
   t = nice_ticks(lo, hi, 7);
   CHECK(t[1] - t[0] == doctest::Approx(200));
   CHECK(hi == doctest::Approx(1200));
+  lo = 1, hi = 15;  // steps: whole ticks (5), never 2.5
+  t = nice_ticks(lo, hi, 7, true);
+  CHECK(t[1] - t[0] == doctest::Approx(5));
+  lo = 0, hi = 3;
+  t = nice_ticks(lo, hi, 7, true);
+  CHECK(t[1] - t[0] == doctest::Approx(1));
   CHECK(tick_label(5e-4, 1e-4) == "5e-4");
   CHECK(tick_label(2.5e-5, 5e-6) == "2.5e-5");
   CHECK(tick_label(1.2e6, 2e5) == "1.2e6");
