@@ -158,12 +158,14 @@ figcaption{font-size:12px;color:#444;max-width:600px;padding:2px 4px}
 table{border-collapse:collapse;background:white;font-size:13px}
 th,td{border:1px solid #d5d9e0;padding:3px 9px;text-align:right} th{background:#eef0f4} td.l,th.l{text-align:left}
 tr.mean td{font-weight:bold;background:#f7f7fa}
-.bar{display:inline-block;height:9px;background:#1f77b4;vertical-align:middle;margin-right:6px}
+.track{display:inline-block;position:relative;width:100px;height:9px;background:#e8eaee;vertical-align:middle;margin-right:6px}
+.track::after{content:"";position:absolute;left:50px;top:-2px;width:1px;height:13px;background:#444}
+.bar{display:block;height:9px}
 pre{background:white;border:1px solid #d5d9e0;padding:8px;font-size:12px;overflow:auto;max-height:420px}
 .note{color:#7a4b00;background:#fff6e0;border:1px solid #f0d9a0;padding:6px 10px;border-radius:4px;margin:6px 0}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
 .gallery img{width:100%;image-rendering:pixelated}
-.att td{border:none;padding:2px;text-align:center;font-size:12px} .att img{width:150px;image-rendering:pixelated}
+.att td,.att th{border:none;padding:2px 4px;text-align:center;font-size:12px} .att img{width:150px;image-rendering:pixelated}
 .hit{color:#1a7f37;font-weight:bold} .miss{color:#b42318;font-weight:bold}
 )";
 
@@ -376,15 +378,19 @@ void classification_block(Page& pg, const json& m, const std::optional<fs::path>
       continue;
     }
     const double auc = c.value("auc", 0.0);
-    pg.body += fmt::format("<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td class=\"l\"><span class=\"bar\" "
-                           "style=\"width:{:.0f}px\"></span>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3g}</td></tr>\n",
-                           esc(c.value("name", "")), c.value("n", 0), c.value("positives", 0), std::max(0.0, auc - 0.5) * 160,
-                           auc, c.value("f1", 0.0), c.value("acc", 0.0), c.value("threshold", 0.0));
+    // A bar of length AUROC (100 px = 1) on a track with a tick at chance (0.5); below chance in red.
+    pg.body += fmt::format("<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td class=\"l\"><span class=\"track\">"
+                           "<span class=\"bar\" style=\"width:{:.0f}px;background:{}\"></span></span>{:.3f}</td>"
+                           "<td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td></tr>\n",
+                           esc(c.value("name", "")), c.value("n", 0), c.value("positives", 0), std::clamp(auc, 0.0, 1.0) * 100,
+                           auc < 0.5 ? "#d62728" : "#1f77b4", auc, c.value("f1", 0.0), c.value("acc", 0.0),
+                           c.value("threshold", 0.0));
   }
   const json mean = m.value("mean", json::object());
   pg.body += fmt::format("<tr class=\"mean\"><td class=\"l\">mean ({} classes)</td><td></td><td></td><td class=\"l\">{:.3f}</td>"
-                         "<td>{:.3f}</td><td>{:.3f}</td><td></td></tr></table>\n<p style=\"font-size:12px;color:#555\">Bars: "
-                         "AUROC above chance (0.5). F1 and ACC at the threshold maximising F1 (spec E.2).</p></div></div>\n",
+                         "<td>{:.3f}</td><td>{:.3f}</td><td></td></tr></table>\n<p style=\"font-size:12px;color:#555\">Bars: AUROC "
+                         "(full width = 1; the tick marks chance, 0.5; red = below chance). F1 and ACC at the threshold "
+                         "maximising F1 (spec E.2).</p></div></div>\n",
                          mean.value("classes_used", 0), mean.value("auc", 0.0), mean.value("f1", 0.0), mean.value("acc", 0.0));
 }
 
