@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "data/transforms.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/autograd.h"
 #include "train/eval.h"
 #include "train/metrics.h"

@@ -4,7 +4,10 @@
 #include <cstdio>
 #include <exception>
 
+#include <filesystem>
+
 #include "train/commands.h"
+#include "train/common.h"
 #include "train/report.h"
 
 namespace ms {
@@ -23,7 +26,11 @@ int cmd_report(int argc, char** argv) {
   app.add_option("--max-overlays", o.max_overlays, "grounding overlays shown")->capture_default_str();
   app.add_option("--max-attention-epochs", o.max_attention_epochs, "epochs of attention overlays shown (evenly spaced)")
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
+  if (!std::filesystem::is_directory(o.run_dir))
+    throw UsageError("RUN " + o.run_dir + ": no such folder (a pretrain/zeroshot/ground --out folder)");
+  if (o.max_overlays < 0 || o.max_attention_epochs < 1)
+    throw UsageError("--max-overlays must be >= 0 and --max-attention-epochs >= 1");
   try {
     ReportResult r = write_report(o);
     for (const auto& n : r.notes) std::printf("note: %s\n", n.c_str());
