@@ -547,6 +547,8 @@ Image read_image(const std::string& path, const ReadOptions& opt) {
 // (65.2 kB for a 64 kB image) nor runs fast (3.7 ms); zlib level 3 with the "up" filter gives
 // 47 kB in 0.9 ms (256x256, measured when `medslip synth` had its own copy of this encoder).
 std::string encode_png(const Image& img) {
+  if ((img.c != 1 && img.c != 3) || img.w <= 0 || img.h <= 0 || img.px.size() != size_t(img.w) * img.h * img.c)
+    throw std::invalid_argument("encode_png expects a non-empty 1- or 3-channel image");
   const int w = img.w, h = img.h, channels = img.c;
   const uint8_t* px = img.px.data();
   size_t row = size_t(w) * size_t(channels);
@@ -592,5 +594,6 @@ void write_png(const std::string& path, const Image& img) {
   }
   write_file_atomic(path, png);  // a failed or killed write leaves no partial PNG
 }
+
 
 }  // namespace ms

@@ -12,7 +12,9 @@ namespace ms {
 int cmd_pretrain(int argc, char** argv) {
   CLI::App app{"Pretrain MeDSLIP (spec D): AdamW (wd on >=2-D weights), the reference's warmup + cosine schedule,\n"
                "drop_last batches, validation loss each epoch. Writes to --out: config.yaml, metrics.jsonl,\n"
-               "checkpoint_last.safetensors (+ optimizer_step*.safetensors) every epoch and reproducibility.json.\n"
+               "checkpoint_last.safetensors (+ optimizer_step*.safetensors) every epoch and reproducibility.json,\n"
+               "TensorBoard events (tensorboard --logdir RUN) and attention/ overlays of fixed validation images\n"
+               "per epoch; `medslip report RUN` makes one HTML page of it.\n"
                "Ctrl-C saves a checkpoint and stops; --resume continues with bit-identical losses.",
                "medslip pretrain"};
   std::string config, resume, out, device = "cpu";

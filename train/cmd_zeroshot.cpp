@@ -17,7 +17,8 @@ int cmd_zeroshot(int argc, char** argv) {
                "`medslip synth`, same map; classes it never draws have one label value and are left out of the\n"
                "means, which the output says). Per class: AUROC (exact, ties as sklearn), max-F1 and ACC at that\n"
                "threshold (score > thr). Writes zeroshot.json (metrics, sha256 of checkpoint, csv and books) and\n"
-               "zeroshot_scores.csv (per-image scores and labels, to recompute with sklearn). Evaluation has no\n"
+               "zeroshot_scores.csv (per-image scores and labels, to recompute with sklearn; `medslip report` draws\n"
+               "the ROC curves from it) and TensorBoard events (AUROC per class). Evaluation has no\n"
                "randomness (the test transform is deterministic), so there is no --seed.",
                "medslip zeroshot"};
   ZeroshotOptions o;

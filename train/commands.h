@@ -23,4 +23,5 @@ int cmd_predict(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_verify(int argc, char** argv);
 int cmd_triplets(int argc, char** argv);
+int cmd_report(int argc, char** argv);
 }  // namespace ms

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the whole MeDSLIP pipeline on the embedded default — a synthetic chest X-ray
 # set that medslip generates — with a real pretrained text encoder for the books:
-#   synth -> books -> pretrain -> zero-shot classification -> zero-shot grounding.
+#   synth -> books -> pretrain -> zero-shot classification -> zero-shot grounding -> run report.
 # Deterministic: a second run prints the same numbers. Everything lands in $DEMO_DIR (demo/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +38,10 @@ step "zero-shot grounding on the held-out images with consolidation boxes"
 $BIN ground --checkpoint "$OUT/run/checkpoint_last.safetensors" --books "$OUT/books_128.safetensors" \
   --csv "$OUT/data/rsna_test.csv" --save-heatmaps "$OUT/heatmaps" --out "$OUT/run" | tee "$OUT/ground.txt"
 
+step "run report (one self-contained HTML page of the run)"
+$BIN report "$OUT/run"
+
 step "done in $(( $(date +%s) - t0 ))s"
 echo "results: $OUT/run/zeroshot.json, $OUT/run/ground.json; heatmaps: $OUT/heatmaps/; preview: $OUT/data/preview.png"
+echo "TensorBoard: tensorboard --logdir $OUT/run"
+echo "report: $OUT/run/report.html"

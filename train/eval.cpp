@@ -29,7 +29,9 @@
 #include "engine/io.h"
 #include "engine/ops.h"
 #include "engine/threads.h"
+#include "engine/io.h"
 #include "train/hash.h"
+#include "train/tensorboard.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -159,6 +161,18 @@ LoaderOptions eval_loader_options(int64_t batch, int size, int workers) {
   lo.drop_last = false;
   lo.num_workers = workers;
   return lo;
+}
+
+// The training step a checkpoint was saved at (its metadata's global_step), so evaluation
+// summaries line up with the training curves in TensorBoard; 0 for other weights (.pth, ...).
+int64_t checkpoint_step(const std::string& path) {
+  try {
+    auto meta = safetensors_metadata(path);
+    auto it = meta.find("global_step");
+    return it == meta.end() ? 0 : std::stoll(it->second);
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
 
 }  // namespace
@@ -357,6 +371,24 @@ json zeroshot_json(const ZeroshotOptions& o, const InferenceModel& im, Device de
   return j;
 }
 
+// TensorBoard: AUROC per class and the means as scalars, the table as markdown text.
+void log_zeroshot_tensorboard(const ZeroshotOptions& o, const std::string& dir, int64_t N, const ZeroshotReport& r) {
+  TensorBoardWriter tb(dir, "zeroshot");
+  const int64_t step = checkpoint_step(o.model.checkpoint);
+  std::string md = "| class | images | positives | AUROC | max F1 | ACC |\n|---|---|---|---|---|---|\n";
+  for (const auto& row : r.result.rows) {
+    if (row.skipped) continue;
+    tb.add_scalar("zeroshot/auroc/" + row.name, row.m.auc, step);
+    md += fmt::format("| {} | {} | {} | {:.4f} | {:.4f} | {:.4f} |\n", row.name, row.n, row.positives, row.m.auc, row.m.f1, row.m.acc);
+  }
+  md += fmt::format("| **mean ({} classes)** | | | **{:.4f}** | **{:.4f}** | **{:.4f}** |\n", r.result.classes_used,
+                    r.result.mean_auc, r.result.mean_f1, r.result.mean_acc);
+  tb.add_scalar("zeroshot/mean_auroc", r.result.mean_auc, step);
+  tb.add_scalar("zeroshot/mean_f1", r.result.mean_f1, step);
+  tb.add_scalar("zeroshot/mean_acc", r.result.mean_acc, step);
+  tb.add_text("zeroshot/table", fmt::format("{} images of {}\n\n{}", N, o.csv, md), step);
+}
+
 void print_zeroshot(const ZeroshotReport& r, const std::string& csv, int64_t N) {
   std::printf("zero-shot classification (spec E.2/E.3): %lld images, %s\n", static_cast<long long>(N),
               csv.c_str());
@@ -412,6 +444,7 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   json j = zeroshot_json(o, im, dev, N, r);
   r.json_path = (fs::path(dir) / "zeroshot.json").string();
   save_json(r.json_path, j);
+  log_zeroshot_tensorboard(o, dir, N, r);
 
   print_zeroshot(r, o.csv, N);
   return r;
@@ -561,6 +594,27 @@ json ground_json(const GroundOptions& o, const InferenceModel& im, Device dev, d
   return j;
 }
 
+// TensorBoard: the scores as scalars, the first overlays (boxes drawn) as images.
+void log_ground_tensorboard(const GroundOptions& o, const std::string& dir, double thr, const GroundReport& r) {
+  const int query = r.query;
+  TensorBoardWriter tb(dir, "ground");
+  const int64_t step = checkpoint_step(o.model.checkpoint);
+  tb.add_scalar("ground/pointing_game", r.result.pointing, step);
+  tb.add_scalar("ground/chance", r.result.chance, step);
+  tb.add_scalar("ground/iou", r.result.iou, step);
+  tb.add_scalar("ground/dice", r.result.dice, step);
+  int shown = 0;
+  for (const auto& gi : r.images)
+    if (!gi.heatmap.empty() && shown < 4)
+      tb.add_image(fmt::format("ground/{}_{}", shown++, safe_name(gi.id)), read_image(gi.heatmap), step);
+  tb.add_text("ground/summary",
+              fmt::format("query {} '{}' on {} ({} positives): pointing game {:.4f} (chance {:.4f}), IoU {:.4f}, "
+                          "Dice {:.4f} at threshold {}",
+                          query, kObservations[size_t(query)], o.csv, r.result.positives, r.result.pointing,
+                          r.result.chance, r.result.iou, r.result.dice, thr),
+              step);
+}
+
 void print_ground(const GroundOptions& o, double thr, const GroundReport& r) {
   const int query = r.query;
   std::printf("zero-shot grounding (spec E.4): query %d '%s', threshold %g, %s normalisation%s\n", query,
@@ -626,6 +680,7 @@ GroundReport run_ground(const GroundOptions& o) {
   json j = ground_json(o, im, dev, thr, G, S, r);
   r.json_path = (fs::path(dir) / "ground.json").string();
   save_json(r.json_path, j);
+  log_ground_tensorboard(o, dir, thr, r);
   print_ground(o, thr, r);
   return r;
 }

@@ -19,6 +19,7 @@ static const std::vector<Command> kCommands = {
     {"verify", cmd_verify, "check this build against the official MeDSLIP (recorded losses), gradients, determinism"},
     {"zeroshot", cmd_zeroshot, "zero-shot classification of a CXR14 / RSNA / synthetic csv: AUROC, max-F1, ACC"},
     {"ground", cmd_ground, "zero-shot grounding on an RSNA-style csv: pointing game, IoU, Dice, heatmap overlays"},
+    {"report", cmd_report, "one self-contained HTML page of a run: loss curves, lr, ROC/AUROC, heatmaps, config"},
     {"predict", cmd_predict, "75 observation probabilities of images, where the top findings look, heatmap"},
     {"synth", cmd_synth, "write the synthetic chest X-ray set (PNG phantoms, labels, CXR14/RSNA-style test csvs)"},
     {"triplets", cmd_triplets, "free-text reports (csv) -> the [N,51,75] pretraining matrix, jsons and triplets.jsonl"},

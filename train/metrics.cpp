@@ -86,6 +86,23 @@ double roc_auc(const std::vector<double>& score, const std::vector<int>& label) 
   return double(area2) / (2.0 * P * N);
 }
 
+RocCurve roc_curve(const std::vector<double>& score, const std::vector<int>& label) {
+  check_inputs("roc_curve", score, label);
+  require_two_classes("roc_curve", label);
+  ClfCurve c = binary_clf_curve(score, label);
+  const double P = double(c.tps.back()), N = double(c.fps.back());
+  RocCurve r;
+  r.fpr.push_back(0);
+  r.tpr.push_back(0);
+  r.thresholds.push_back(std::numeric_limits<double>::infinity());
+  for (size_t i = 0; i < c.tps.size(); ++i) {
+    r.fpr.push_back(double(c.fps[i]) / N);
+    r.tpr.push_back(double(c.tps[i]) / P);
+    r.thresholds.push_back(c.thresholds[i]);
+  }
+  return r;
+}
+
 PrCurve precision_recall_curve(const std::vector<double>& score, const std::vector<int>& label, SklearnPr version) {
   check_inputs("precision_recall_curve", score, label);
   ClfCurve c = binary_clf_curve(score, label);

@@ -35,6 +35,14 @@ struct PrCurve {
 // Throws std::invalid_argument if only one class is present (sklearn raises ValueError).
 double roc_auc(const std::vector<double>& score, const std::vector<int>& label);
 
+// sklearn.metrics.roc_curve(drop_intermediate=False): (0,0), then one point per distinct score,
+// highest first: fpr/tpr of predicting positive at score >= thresholds[i] (thresholds[0] = +inf).
+// The trapezoid area under it is roc_auc. Throws if only one class is present.
+struct RocCurve {
+  std::vector<double> fpr, tpr, thresholds;
+};
+RocCurve roc_curve(const std::vector<double>& score, const std::vector<int>& label);
+
 // sklearn.metrics.precision_recall_curve. Without positives, v1_1 sets recall to 1 (sklearn warns)
 // and v1_0 gives recall NaN (0/0), as those versions do.
 PrCurve precision_recall_curve(const std::vector<double>& score, const std::vector<int>& label,

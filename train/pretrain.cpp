@@ -172,6 +172,14 @@ bool PretrainJob::validate(int epoch, LossMeter& meter) {
   return true;
 }
 
+std::vector<std::pair<std::string, Image>> PretrainJob::epoch_images(int epoch) {
+  if (!probe_) probe_ = std::make_unique<AttentionProbe>(valid_set_ ? *valid_set_ : *train_set_, cfg_.image_res);
+  std::vector<std::pair<std::string, Image>> out;
+  std::vector<Image> ims = probe_->overlays(*model_, device_);
+  for (size_t i = 0; i < ims.size(); ++i) out.emplace_back("attention/" + probe_->names()[i], std::move(ims[i]));
+  return out;
+}
+
 // ---- run_pretrain -----------------------------------------------------------------------------
 
 PretrainResult run_pretrain(const PretrainOptions& opt) {

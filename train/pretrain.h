@@ -18,6 +18,7 @@
 #include "model/config.h"
 #include "model/medslip.h"
 #include "train/distributed.h"
+#include "train/attention_probe.h"
 #include "train/reference_problem.h"
 #include "train/run.h"
 
@@ -78,6 +79,8 @@ class PretrainJob : public TrainingJob {
   void start_epoch_plan(int epoch, std::vector<std::vector<int64_t>> plan) override;
   bool forward_backward(LossValues& losses) override;
   bool validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) override;
+  // "attention/<i>_<observation>": train/attention_probe.h on the validation set (else the training set).
+  std::vector<std::pair<std::string, Image>> epoch_images(int epoch) override;
 
   Medslip& medslip() { return *model_; }
   LrSchedule schedule() const;  // the reference's warmup + cosine over cfg.epochs
@@ -92,6 +95,7 @@ class PretrainJob : public TrainingJob {
   int64_t steps_per_epoch_ = 0;
   std::unique_ptr<Medslip> model_;
   std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<AttentionProbe> probe_;  // built on first use
 };
 
 }  // namespace ms

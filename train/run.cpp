@@ -17,6 +17,7 @@
 #include "train/hash.h"
 #include "train/data_parallel.h"
 #include "train/platform.h"
+#include "train/tensorboard.h"
 
 namespace fs = std::filesystem;
 
@@ -156,6 +157,7 @@ struct Loop {
   int64_t steps_this_call = 0;
   std::unique_ptr<MetricsLog> metrics;
   std::unique_ptr<RunRecord> record;
+  std::unique_ptr<TensorBoardWriter> tb;  // events.out.tfevents.*.<name> in out_dir
   TrainingResult res;
   // Data-parallel / planned batches (train_size() >= 0): the sampler position of this
   // epoch in global samples (every slot together), the rank, who writes.
@@ -245,12 +247,19 @@ struct Loop {
       record->save();
       write_text_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
       metrics = std::make_unique<MetricsLog>(opt.out_dir, resuming);
+      tb = std::make_unique<TensorBoardWriter>(opt.out_dir, opt.name);
+      std::string yaml = "    ";  // a markdown code block: 4-space indent
+      for (char c : opt.config_yaml) yaml += c == '\n' ? std::string("\n    ") : std::string(1, c);
+      tb->add_text("config", fmt::format("{}: {}\n\n{}", opt.name, job.describe(), yaml), pos.global_step);
     }
     last_epoch = opt.max_epochs > 0 ? std::min(opt.epochs, pos.epoch + opt.max_epochs) : opt.epochs;
   }
 
   void write_metrics(const nlohmann::json& line) {
     if (metrics) metrics->write(line);
+  }
+  void add_scalar(const std::string& tag, double v) {  // TensorBoard, rank 0 only
+    if (tb) tb->add_scalar(tag, v, pos.global_step);
   }
 
   void log_step(int epoch, int64_t b, int64_t spe, float lr, const LossValues& s, double ips) {
@@ -262,6 +271,9 @@ struct Loop {
     line["lr"] = lr;
     line["images_per_s"] = ips;
     write_metrics(line);
+    for (size_t i = 0; i < s.size(); ++i) add_scalar("train/" + job.loss_names().keys.at(i), s[i]);
+    add_scalar("train/lr", lr);
+    add_scalar("train/images_per_s", ips);
     if (opt.quiet || !root || !(b % std::max(1, opt.log_every) == 0 || b + 1 == spe)) return;
     const double eta = double((last_epoch - epoch) * spe - (b + 1)) * job.batch_size() * replicas() / std::max(ips, 1e-9);
     fmt::print("epoch {}/{} step {}/{} | {} | lr {:.2e} | {:.1f} img/s | ETA {}\n", epoch, last_epoch - 1, b + 1, spe,
@@ -395,7 +407,24 @@ struct Loop {
     if (!has || meter.count() == 0) return;
     LossValues v = meter.mean();
     ep["valid"] = losses_json(job.loss_names(), v);
+    for (size_t i = 0; i < v.size(); ++i) add_scalar("valid/" + job.loss_names().keys.at(i), v[i]);
     if (!opt.quiet && root) fmt::print("epoch {} validation ({} batches): loss {:.4f}\n", epoch, meter.count(), v[0]);
+  }
+
+  // The job's epoch_metrics and epoch_images: metrics.jsonl, TensorBoard, out_dir/<folder>/.
+  void epoch_extras(int epoch, nlohmann::json& ep) {
+    const auto m = job.epoch_metrics(epoch);
+    for (const auto& [k, v] : m) {
+      ep["metrics"][k] = v;
+      add_scalar("valid/" + k, v);
+    }
+    if (!root) return;  // the pictures are rank 0's (it alone writes the run folder)
+    for (const auto& [tag, img] : job.epoch_images(epoch)) {
+      tb->add_image(tag, img, pos.global_step);
+      const fs::path p(tag);
+      fs::create_directories(fs::path(opt.out_dir) / p.parent_path());
+      write_png((fs::path(opt.out_dir) / p.parent_path() / fmt::format("epoch{}_{}.png", epoch, p.filename().string())).string(), img);
+    }
   }
 
   // Returns false when the run stopped early.
@@ -414,9 +443,16 @@ struct Loop {
       LossMeter train_meter;
       if (train_epoch(epoch, epoch == start_epoch ? pos.batch : 0, sigint, train_meter)) return false;
       nlohmann::json ep = {{"type", "epoch"}, {"epoch", epoch}, {"step", pos.global_step}};
-      if (train_meter.count() > 0) ep["train"] = losses_json(job.loss_names(), train_meter.mean());
+      if (train_meter.count() > 0) {
+        const LossValues m = train_meter.mean();
+        ep["train"] = losses_json(job.loss_names(), m);
+        for (size_t i = 0; i < m.size(); ++i)
+          add_scalar("train_epoch_mean/" + job.loss_names().keys.at(i), m[i]);
+      }
       validate(epoch, ep);
+      epoch_extras(epoch, ep);
       ep["seconds"] = seconds_since(t_epoch);
+      add_scalar("time/epoch_seconds", ep["seconds"].get<double>());
       write_metrics(ep);
       epoch_sample = 0;
       save(epoch + 1, 0);
@@ -433,7 +469,7 @@ struct Loop {
 
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt) {
   if (opt.out_dir.empty()) throw std::runtime_error(opt.name + " needs an output folder (--out)");
-  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, {}, false, 0, true};
+  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, nullptr, {}, false, 0, true};
   loop.open_run();
   const auto t_start = std::chrono::steady_clock::now();
   const bool completed = loop.run();

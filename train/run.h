@@ -8,7 +8,9 @@
 //                   consistent pair; --resume (resolve_resume) continues bit for bit
 //   Ctrl-C          SigintStop: the loop saves a checkpoint at the next step and returns
 //   logging         MetricsLog (one JSON line per step and per epoch), progress lines with
-//                   images/s and ETA (format_losses, fmt_duration)
+//                   images/s and ETA (format_losses, fmt_duration), TensorBoard event files
+//                   (train/tensorboard.h: every loss, lr, images/s per step; epoch means,
+//                   validation and the job's epoch_metrics / epoch_images; the config as text)
 //   validation      each epoch in eval mode under no-grad, mean losses (LossMeter)
 //   record          reproducibility.json: build and platform (record_build_and_config), the
 //                   job's data hashes (TrainingJob::describe_record), per-epoch weight hashes
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "data/sampler.h"
+#include "data/image.h"
 #include "engine/nn.h"
 #include "engine/optim.h"
 #include "train/run_record.h"
@@ -161,6 +164,13 @@ class TrainingJob {
   virtual bool forward_backward(LossValues& losses) { return false; }
   // Validation on these batches of validation set items (this rank's share).
   virtual bool validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) { return false; }
+  // Numbers beyond the losses after `epoch` (fine-tuning: Dice, AUROC, ...): written to the epoch
+  // line of metrics.jsonl under "metrics" and to TensorBoard as "valid/<name>".
+  virtual std::map<std::string, double> epoch_metrics(int epoch) { return {}; }
+  // Pictures after `epoch` (e.g. attention overlays on fixed validation images), each named
+  // "<folder>/<name>": a TensorBoard image under that tag and out_dir/<folder>/epoch<E>_<name>.png
+  // (`medslip report` shows attention/ as a table). The job restores the model's train/eval mode.
+  virtual std::vector<std::pair<std::string, Image>> epoch_images(int epoch) { return {}; }
 };
 
 class DataParallel;

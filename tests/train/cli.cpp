@@ -59,7 +59,7 @@ TEST_CASE("train: cli bad arguments exit 2 with one line saying what to do") {
   const std::string cfg = "train/configs/demo.yaml";
   const std::vector<std::string> commands = {"inspect", "convert", "books",   "pretrain", "verify",     "zeroshot",
                                              "ground",  "predict", "synth",   "step",     "preprocess", "bench",
-                                             "triplets"};
+                                             "triplets", "report"};
   std::vector<std::string> cases = {"", "no-such-command"};
   for (const auto& c : commands) cases.push_back(c + " --no-such-flag");
   // Missing required arguments (verify and bench have none: they would run).
@@ -77,6 +77,8 @@ TEST_CASE("train: cli bad arguments exit 2 with one line saying what to do") {
   cases.push_back("bench --rows resnet18:64:2:fly");
   cases.push_back("pretrain --config " + cfg + " --device tpu");
   cases.push_back("triplets --reports r.csv --text-columns a --id-column b --out o --test-frac 0.9 --valid-frac 0.2");
+  cases.push_back("report " + (dir / "no-such-run").string());
+  cases.push_back("report " + dir.string() + " --max-overlays -1");
   for (const auto& args : cases) {
     CAPTURE(args);
     Run r = run(args, dir);

@@ -1,6 +1,6 @@
 // The main job end to end, small: synthesise a few dozen images, a few pretraining steps,
 // zero-shot classification and grounding on the checkpoint that pretraining wrote — the same
-// chain as `make demo`, so CI guards it.
+// chain as `make demo`, so CI guards it — ending, like the demo, with the run report.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -10,6 +10,7 @@
 #include "model/books.h"
 #include "train/eval.h"
 #include "train/pretrain.h"
+#include "train/report.h"
 
 using namespace ms;
 namespace fs = std::filesystem;
@@ -81,4 +82,13 @@ TEST_CASE("train: pipeline smoke run (synth -> pretrain -> zeroshot -> ground)")
   CHECK(fs::exists(gr.json_path));
   CHECK(!gr.images.empty());
   CHECK(fs::exists(gr.images[0].heatmap));
+
+  // The report of the run: every part present (no notes), ROC included, every overlay inlined.
+  ReportOptions ro;
+  ro.run_dir = po.out_dir;
+  ReportResult rep = write_report(ro);
+  CHECK(rep.notes.empty());
+  CHECK(rep.figures.size() == 9);  // 6 loss terms, lr, images/s, ROC
+  CHECK(rep.images >= int(std::min<size_t>(gr.images.size(), 8)) + 1);  // overlays + attention
+  CHECK(fs::exists(fs::path(po.out_dir) / "report.html"));
 }

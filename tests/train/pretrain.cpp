@@ -16,6 +16,11 @@
 using namespace ms;
 namespace fs = std::filesystem;
 
+namespace ms::test {
+// tests/train/tensorboard.cpp: the run's TensorBoard events against metrics.jsonl, and its report.
+void check_run_events(const std::string& run_dir, const std::vector<float>& step_totals);
+}  // namespace ms::test
+
 namespace {
 
 // A small synthetic set, random books and a config that runs a step in well under a second.
@@ -76,6 +81,11 @@ TEST_CASE("train: pretrain resumes bit for bit and the record reproduces") {
   PretrainResult full = run_pretrain(a);
   REQUIRE(full.losses.size() == 6);
   for (auto& l : full.losses) CHECK(std::isfinite(l.total));
+  {
+    std::vector<float> totals;
+    for (auto& l : full.losses) totals.push_back(l.total);
+    test::check_run_events(a.out_dir, totals);
+  }
 
   // The same run interrupted after 4 steps (mid-epoch 1), then resumed.
   PretrainOptions b = a;
