@@ -589,6 +589,7 @@ void print_phases(const std::vector<RowResult>& results, int steps) {
 int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
                const std::string& only, const std::string& json_out) {
   const std::string exe = self_exe();
+  const std::vector<Row> rows = bench_rows(full, only);  // a bad --rows fails before any output
   std::time_t now = std::time(nullptr);
   char date[64];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
@@ -600,7 +601,6 @@ int run_driver(bool full, const std::string& official, const std::string& python
 
   std::string orig_note;
   const std::vector<std::string> orig_cmd = original_command(official, python, exe, orig_note);
-  const std::vector<Row> rows = bench_rows(full, only);
   if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
   fmt::print("{}\n", orig_note);
   fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,

@@ -55,6 +55,8 @@ int cmd_ground(int argc, char** argv) {
   try {
     run_ground(o);
     return 0;
+  } catch (const UsageError&) {
+    throw;  // main prints it as a usage line and exits 2
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip ground: error: %s\n", e.what());
     return 1;

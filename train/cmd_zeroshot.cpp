@@ -38,6 +38,8 @@ int cmd_zeroshot(int argc, char** argv) {
   try {
     run_zeroshot(o);
     return 0;
+  } catch (const UsageError&) {
+    throw;  // main prints it as a usage line and exits 2
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip zeroshot: error: %s\n", e.what());
     return 1;
