@@ -11,6 +11,7 @@
 #include "engine/kernels/cuda/host_api.cuh"
 #include "engine/ops.h"
 #include "model/state.h"
+#include "train/run.h"
 #include "weights/state_dict.h"
 
 namespace ms {
@@ -135,6 +136,9 @@ ImageFn test_image_fn(int size, DicomMode dicom) {
 InferenceModel load_inference_model(const std::string& checkpoint, const std::string& books,
                                     const std::string& config_path, Device device, bool strict) {
   InferenceModel im;
+  // Our checkpoints record the SHA-256 of their tensor data: a corrupt copy is a named error,
+  // never a silent load (the released .pth and older files carry none and are read as they are).
+  if (is_safetensors_file(checkpoint)) verify_checkpoint_payload(checkpoint);
   if (!config_path.empty()) {
     im.cfg = load_config(config_path);
   } else if (is_safetensors_file(checkpoint) && safetensors_metadata(checkpoint).count("config")) {

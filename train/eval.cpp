@@ -1,7 +1,6 @@
 // The evaluation jobs of spec §E.1-E.4 / §H.10 (zeroshot, ground) and single-image prediction,
 // on top of train/metrics.h (sklearn-exact metrics, score_cal) and data/loader.h (csv order).
 #include "train/eval.h"
-#include "train/common.h"
 
 #include <CLI/CLI.hpp>
 
@@ -26,8 +25,10 @@
 #include "data/vocab.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/io.h"
 #include "engine/ops.h"
 #include "engine/threads.h"
+#include "train/common.h"
 #include "train/hash.h"
 
 namespace fs = std::filesystem;
