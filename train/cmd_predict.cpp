@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
 #include "train/commands.h"

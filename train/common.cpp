@@ -90,11 +90,12 @@ MedslipBatch load_batch(const std::string& path) {
   auto expect = [&](const char* k, const Shape& s) {
     if (get(k).shape != s) throw std::runtime_error(path + ": '" + std::string(k) + "' must be " + shape_str(s) + ", got " + shape_str(get(k).shape));
   };
-  expect("matrix", {B, 51, 75});
-  expect("label_pathology", {B, 75});
-  expect("label_anatomy", {B, 51});
-  expect("index_pathology", {B, 75, 8});
-  expect("index_anatomy", {B, 51, 8});
+  const int64_t Qp = kNumPathologies, Qa = kNumAnatomies, K = kNumCandidates;
+  expect("matrix", {B, Qa, Qp});
+  expect("label_pathology", {B, Qp});
+  expect("label_anatomy", {B, Qa});
+  expect("index_pathology", {B, Qp, K});
+  expect("index_anatomy", {B, Qa, K});
   auto m = get("matrix").to_f64();
   b.matrix.assign(m.begin(), m.end());
   b.label_pathology = get("label_pathology").to_i64();

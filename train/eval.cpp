@@ -22,7 +22,7 @@
 
 #include "data/loader.h"
 #include "data/transforms.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/io.h"

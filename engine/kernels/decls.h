@@ -90,15 +90,15 @@ void adaptive_avg_pool2d_forward(const float* x, float* y, int64_t NC, int64_t H
 void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_t H, int64_t W, int64_t OH,
                                   int64_t OW);
 
-// transposed convolution (the adjoint of conv2d) over a batch: x [N,C,H,W], w [C,O,kh,kw],
-// y [N,O,OH,OW] written; col: scratch of O*kh*kw * H*W floats. Backward: gx [N,C,H,W] and
-// gw [C,O,kh,kw] written (null: skip; x is read for gw only, w for gx only), images in order.
-void conv_transpose2d_forward(const float* x, const float* w, float* y, float* col, int64_t N, int64_t C, int64_t H,
-                              int64_t W, int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t OH,
-                              int64_t OW);
-void conv_transpose2d_backward(const float* x, const float* w, const float* gy, float* gx, float* gw, float* col,
-                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,
-                               int64_t stride, int64_t pad, int64_t OH, int64_t OW);
+// ---- transposed convolution on [N, C, H, W] (conv_transpose.cpp / .cu) ----------------------
+
+// y [N, O, OH, OW] = col2im(W^T x[n]) for every image n, written (no bias: the op adds it)
+void conv_transpose2d_forward(const float* x, const float* w, float* y, const ConvTranspose2dShape& s);
+// gx [N, C, H, W] = W im2col(gy[n]) and gw [C, O, kh, kw] = sum_n x[n] im2col(gy[n])^T, written
+// (either null: skipped; x is read for gw only, w for gx only). Images are added into gw in
+// order on every device and thread count.
+void conv_transpose2d_backward(const float* x, const float* w, const float* gy, float* gx, float* gw,
+                               const ConvTranspose2dShape& s);
 
 // ---- dropout with the shared Philox rule (engine/philox.h) (dropout.cpp / .cu) -------------
 

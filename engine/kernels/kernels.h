@@ -52,6 +52,13 @@ struct Conv2dShape {
   bool pointwise() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0; }  // x[n] is its own im2col
 };
 
+// conv_transpose2d of x [N, C, H, W] with weight [C, O, kh, kw] into y [N, O, OH, OW], where
+// OH = (H - 1) * stride - 2 * pad + kh (and OW likewise): the adjoint of the conv2d from
+// [N, O, OH, OW] to [N, C, H, W] with the same weight and geometry.
+struct ConvTranspose2dShape {
+  int64_t N, C, H, W, O, kh, kw, stride, pad, OH, OW;
+};
+
 namespace cpu {
 #include "engine/kernels/decls.h"
 // 2*M*N*K summed over every gemm_batched call of this process (medslip bench's GFLOP/s).

@@ -104,14 +104,14 @@ TEST_CASE("engine: determinism of conv2d + batch_norm2d + max_pool2d forward and
 
 TEST_CASE("engine: determinism of conv_transpose2d + dice_bce_loss forward and backward") {
   check_deterministic("deconv + DiceBCE", [] {
-    Tensor x = seeded({2, 32, 20, 20}, 20).requires_grad_();                  // (N, C, H, W)
+    Tensor x = seeded({3, 32, 20, 20}, 20).requires_grad_();  // (N, C, H, W): 2 waves of images on 2 threads
     Tensor w1 = seeded({32, 24, 2, 2}, 21, -0.2f, 0.2f).requires_grad_();   // k2 s2: the U-Net's
     Tensor b1 = seeded({24}, 22).requires_grad_();
     Tensor w2 = seeded({24, 4, 3, 3}, 23, -0.2f, 0.2f).requires_grad_();    // k3 s2 p1: overlapping
     Tensor head = seeded({1, 4, 1, 1}, 24).requires_grad_();
-    Tensor h = conv_transpose2d(x, w1, b1, 2, 0);                           // (2, 24, 40, 40)
-    h = conv_transpose2d(relu(h), w2, Tensor(), 2, 1);                      // (2, 4, 79, 79)
-    Tensor logits = conv2d(h, head, Tensor(), 1, 0);                        // (2, 1, 79, 79)
+    Tensor h = conv_transpose2d(x, w1, b1, 2, 0);                           // (3, 24, 40, 40)
+    h = conv_transpose2d(relu(h), w2, Tensor(), 2, 1);                      // (3, 4, 79, 79)
+    Tensor logits = conv2d(h, head, Tensor(), 1, 0);                        // (3, 1, 79, 79)
     Tensor mask = seeded(logits.shape(), 25, 0.f, 1.f);
     for (int64_t i = 0; i < mask.numel(); ++i) mask.data()[i] = mask.data()[i] < 0.3f ? 1.f : 0.f;
     Tensor loss = dice_bce_loss(logits, mask);
