@@ -243,7 +243,7 @@ int run_worker(const WorkerArgs& a) {
       } else if (cmd == "quit") {
         const HostMemoryStats hs = host_memory_stats();
         reply({{"event", "done"}, {"peak_mib", peak_rss_mib()}, {"tensor_peak_mib", double(hs.peak_in_use) / 1048576.0},
-               {"device_peak_mib", double(device_memory_stats().peak) / 1048576.0},
+               {"device_peak_mib", double(device_memory_stats().peak_in_use) / 1048576.0},
                {"cached_mib", double(hs.cached) / 1048576.0}, {"allocations", hs.allocations}, {"hits", hs.hits},
                {"releases", hs.releases}});
         return 0;

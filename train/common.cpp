@@ -8,7 +8,6 @@
 #include "data/transforms.h"
 #include "engine/device.h"
 #include "engine/io.h"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/ops.h"
 #include "model/state.h"
 #include "train/run.h"

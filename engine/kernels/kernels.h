@@ -5,9 +5,13 @@
 // picks the device once per direction with MS_DISPATCH, the only place that names cpu:: or
 // cuda::. This header also holds the small types kernels share (op codes, Broadcast, shapes).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "engine/device.h"
 
 namespace ms {
 
