@@ -174,6 +174,9 @@ TEST_CASE("data: npy errors name the file and the problem") {
   bad("extra.npy", npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), 'x': 1, }", eight),
       "unexpected key 'x'");
   bad("hdrshort.npy", std::string("\x93NUMPY\x01\x00\xff\x00{'descr'", 17), "truncated");
+  // Fuzzer finding (npy target): a version-3 header length of ~4 GB was allocated before the
+  // file size was looked at; now it is a named error at once.
+  bad("hdr4gb.npy", std::string("\x93NUMPY\x03\x00\xf0\xff\xff\xff{'descr'", 19), "declares 4294967280 header bytes");
   CHECK(contains(error_of([&] { read_npy_double((dir / "missing.npy").string()); }), "missing.npy"));
   // Version 2 with a hand-written header reads fine.
   std::string data(16, '\0');
