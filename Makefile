@@ -71,7 +71,7 @@ endif
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(if $(filter 1,$(CUDA)),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 
-.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval fuzz fuzz-build
+.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval fuzz fuzz-build triplets-eval
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
@@ -151,6 +151,16 @@ BENCH_PYTHON ?= /usr/bin/python3
 OFFICIAL ?= $(MEDSLIP_OFFICIAL_REPO)
 bench: check-deps $(BUILD)/medslip
 	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(BENCH_ARGS)
+
+# Reports -> triplets on the IU X-ray reports, scored against their MeSH terms (README "Reports
+# to triplets"): development ids <= 2000, held out > 2000; then the independent Python re-scorer
+# must agree with every count. IU_REPORTS=path overrides the csv.
+IU_REPORTS ?= ../shared/data/reports/iu_xray_reports.csv
+triplets-eval: check-deps $(BUILD)/medslip
+	./$(BUILD)/medslip triplets --reports $(IU_REPORTS) --text-columns findings,impression --id-column report_id \
+	  --image-column image_ids --out $(BUILD)/triplets-eval --mesh-table data/report_mesh.tsv --heldout-above 2000
+	/usr/bin/python3 tests/score_triplets.py --out $(BUILD)/triplets-eval --reports $(IU_REPORTS) \
+	  --table data/report_mesh.tsv --heldout-above 2000 --compare $(BUILD)/triplets-eval/eval.json
 
 # Check this build against the official MeDSLIP (constants recorded from PyTorch).
 verify: all

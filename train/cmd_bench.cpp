@@ -102,9 +102,9 @@ void reply(const json& j) {
   std::fflush(stdout);
 }
 
-// Phase times of one training step. The forward is Medslip::forward spelled out with
-// timers between its parts (trunk, patch MLPs, decoders); the worker checks that it gives
-// the same loss, bit for bit, as the model's own forward at the same dropout counter.
+// Phase times of one training step: Medslip::forward reports the end of its parts through
+// on_phase (trunk, patch MLPs, decoders); the worker checks that the timed step gives the same
+// loss, bit for bit, as an untimed forward at the same dropout counter.
 struct Phases {
   double trunk = 0, patch_mlps = 0, decoders = 0, losses = 0, backward = 0, optimiser = 0;
   float loss = 0;
@@ -116,35 +116,18 @@ Phases timed_step(Medslip& m, const MedslipBatch& batch, AdamW& opt) {
   auto t = Clock::now();
   auto lap = [&](double& dst) { dst = seconds_since(t); t = Clock::now(); };
   opt.zero_grad();
-  const Tensor& image = batch.image;
-  const int64_t B = image.size(0), d = m.config().d_model;
-  Tensor f = m.res_features->forward(image);  // [B,C,h,w]
-  lap(ph.trunk);
-  // Medslip::image_encoder after the trunk
-  const int64_t C = f.size(1), P = f.size(2) * f.size(3);
-  Tensor x = permute(f, {0, 2, 3, 1}).reshape({B * P, C});  // [B*P,C]
-  Tensor mk = m.mask_generator->forward(x);                 // [B*P,C]
-  Tensor h_p = m.res_l2_pathology->forward(relu(m.res_l1_pathology->forward(mul(mk, x))));         // [B*P,d]
-  Tensor h_a = m.res_l2_anatomy->forward(relu(m.res_l1_anatomy->forward(mul(rsub(1.f, mk), x))));  // [B*P,d]
-  Tensor mem_p = transpose(h_p.reshape({B, P, d}), 0, 1), mem_a = transpose(h_a.reshape({B, P, d}), 0, 1);  // [P,B,d]
-  lap(ph.patch_mlps);
-  MedslipOutput out;
-  auto run = [&](const Tensor& book, Decoder& dec, nn::Dropout& drop, nn::Linear& cls, const Tensor& mem,
-                 Tensor& feat, Tensor& dropped, Tensor& logits, std::vector<Tensor>& attn) {
-    const int64_t Q = book.size(0);
-    Tensor q = m.pathology_embedding_layer->forward(book);  // [Q,d]
-    q = expand(q.reshape({Q, 1, d}), {Q, B, d});            // [Q,B,d]
-    auto o = dec.forward(q, mem);
-    feat = o.tokens;
-    attn = o.attn;
-    dropped = drop.forward(feat);
-    logits = transpose(cls.forward(dropped), 0, 1);  // [B,Q,2]
+  m.on_phase = [&](const char* phase) {
+    const std::string p = phase;
+    lap(p == "trunk" ? ph.trunk : p == "patch_mlps" ? ph.patch_mlps : ph.decoders);
   };
-  run(m.pathology_book(), *m.decoder_pathology, *m.dropout_feas_pathology, *m.classifier_pathology, mem_p,
-      out.feat_pathology, out.drop_pathology, out.logits_pathology, out.attn_pathology);
-  run(m.anatomy_book(), *m.decoder_anatomy, *m.dropout_feas_anatomy, *m.classifier_anatomy, mem_a, out.feat_anatomy,
-      out.drop_anatomy, out.logits_anatomy, out.attn_anatomy);
-  lap(ph.decoders);
+  MedslipOutput out;
+  try {
+    out = m.forward(batch.image);
+  } catch (...) {
+    m.on_phase = nullptr;
+    throw;
+  }
+  m.on_phase = nullptr;
   MedslipLosses L = m.losses(out, batch);
   ph.loss = L.total.item();
   lap(ph.losses);
@@ -581,7 +564,7 @@ int run_driver(bool full, const std::string& official, const std::string& python
     const char* names[] = {"trunk", "patch_mlps", "decoders", "losses", "backward", "optimiser"};
     double total = 0;
     for (auto n : names) total += r.phases[n].get<double>();
-    fmt::print("\nphases of one training step, {} {} batch {} (median of {} spelled-out steps{}):\n", r.row.backbone,
+    fmt::print("\nphases of one training step, {} {} batch {} (median of {} timed steps{}):\n", r.row.backbone,
                r.row.res, r.row.batch, std::max(2, steps / 2),
                r.phases["matches_model_forward"].get<bool>() ? ", same loss as Medslip::forward"
                                                              : ", WARNING: loss differs from Medslip::forward");

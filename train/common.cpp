@@ -9,9 +9,9 @@
 #include "engine/device.h"
 #include "engine/io.h"
 #include "engine/ops.h"
-#include "model/state.h"
-#include "train/run.h"
+#include "engine/nn_state.h"
 #include "weights/state_dict.h"
+#include "train/run.h"
 
 namespace ms {
 

@@ -15,7 +15,7 @@
 #include "engine/autograd.h"
 #include "engine/io.h"
 #include "engine/threads.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "train/hash.h"
 #include "train/platform.h"
 
