@@ -52,8 +52,15 @@ int cmd_ground(int argc, char** argv) {
   MS_PARSE_ARGS(app, argc, argv);
   o.norm = norm == "batch" ? HeatmapNorm::per_batch : HeatmapNorm::per_image;
   o.progress = !quiet;
-  run_ground(o);  // errors: main prints "medslip ground: error: ..." (exit 1), or a usage line (exit 2)
-  return 0;
+  try {
+    run_ground(o);
+    return 0;
+  } catch (const UsageError&) {
+    throw;  // main: one line ending "(see medslip ground --help)", exit code 2
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "medslip ground: error: %s\n", e.what());
+    return 1;
+  }
 }
 
 }  // namespace ms

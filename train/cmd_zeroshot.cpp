@@ -34,8 +34,15 @@ int cmd_zeroshot(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "no progress lines");
   MS_PARSE_ARGS(app, argc, argv);
   o.progress = !quiet;
-  run_zeroshot(o);  // errors: main prints "medslip zeroshot: error: ..." (exit 1), or a usage line (exit 2)
-  return 0;
+  try {
+    run_zeroshot(o);
+    return 0;
+  } catch (const UsageError&) {
+    throw;  // main: one line ending "(see medslip zeroshot --help)", exit code 2
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "medslip zeroshot: error: %s\n", e.what());
+    return 1;
+  }
 }
 
 }  // namespace ms
