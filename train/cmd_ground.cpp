@@ -55,8 +55,9 @@ int cmd_ground(int argc, char** argv) {
   try {
     run_ground(o);
     return 0;
-  } catch (const UsageError&) {
-    throw;  // main: one line ending "(see medslip ground --help)", exit code 2
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "medslip ground: %s (see medslip ground --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip ground: error: %s\n", e.what());
     return 1;

@@ -37,8 +37,9 @@ int cmd_zeroshot(int argc, char** argv) {
   try {
     run_zeroshot(o);
     return 0;
-  } catch (const UsageError&) {
-    throw;  // main: one line ending "(see medslip zeroshot --help)", exit code 2
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "medslip zeroshot: %s (see medslip zeroshot --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip zeroshot: error: %s\n", e.what());
     return 1;

@@ -42,7 +42,7 @@ void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
 Device select_device(const std::string& device, bool tf32) {
   const Device d = parse_device(device);
   if (d == Device::CUDA && !cuda_built())
-    throw UsageError("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
+    throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
   if (d == Device::CUDA && !cuda_available())
     throw std::runtime_error("--device cuda: no CUDA device is available on this machine");
   if (tf32 && d != Device::CUDA) std::fprintf(stderr, "note: --tf32 applies to --device cuda only; ignored\n");
