@@ -223,7 +223,8 @@ FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 FUZZ_CXXFLAGS := -std=c++17 -march=x86-64-v3 -Wno-unknown-pragmas -I. -isystem $(BLAS_INC) -MMD -MP $(FUZZ_SAN)
 FUZZ_ALL := $(sort $(basename $(notdir $(filter-out tests/fuzz/fuzz.cpp tests/fuzz/replay.cpp,$(wildcard tests/fuzz/*.cpp)))))
 FUZZ_TARGETS ?= $(FUZZ_ALL)
-FUZZ_LIB_OBJS := $(LIB_SRCS:%.cpp=$(FUZZ_BUILD)/%.o)
+# The parsers live below train/ (engine, data, weights, model): the commands are not built.
+FUZZ_LIB_OBJS := $(patsubst %.cpp,$(FUZZ_BUILD)/%.o,$(filter-out train/%,$(LIB_SRCS)))
 FUZZ_LDLIBS := $(subst -lpthread,,$(LDLIBS)) -lgomp -lpthread
 
 $(FUZZ_BUILD)/%.o: %.cpp | check-deps

@@ -243,8 +243,10 @@ std::vector<Box> parse_boxes(const std::string& s, const std::string& where) {
     std::vector<double> vals;
     while (std::getline(bs, v, ';')) vals.push_back(parse_number(v, where + " box '" + box + "'"));
     if (vals.size() != 4) throw std::runtime_error(where + ": box '" + box + "' must be x;y;w;h");
-    for (double x : vals)
+    for (double x : vals) {
+      if (!std::isfinite(x)) throw std::runtime_error(where + ": box '" + box + "' has a value that is not a finite number");
       if (x < 0) throw std::runtime_error(where + ": box '" + box + "' has a negative value");
+    }
     out.push_back({vals[0], vals[1], vals[2], vals[3]});
   }
   return out;
@@ -271,9 +273,15 @@ std::vector<float> rsna_seg_map(const std::vector<Box>& boxes, int canvas, int o
     src[size_t(d)] = std::min<int64_t>(int64_t(std::floor(float(d) * scale)), canvas - 1);
   std::vector<float> m(size_t(out) * size_t(out), 0.f);
   for (const Box& b : boxes) {
-    // Python int() truncates toward zero; the slice [a:a+len] clips at the canvas.
-    int64_t x0 = int64_t(b.x), y0 = int64_t(b.y);
-    int64_t x1 = std::min<int64_t>(x0 + int64_t(b.w), canvas), y1 = std::min<int64_t>(y0 + int64_t(b.h), canvas);
+    // Python int() truncates toward zero; the slice [a:a+len] clips at the canvas. Values at or
+    // past the canvas clip before the conversion (a double beyond int64 range is undefined to
+    // convert: found by the csv fuzzer with a box of 1e30).
+    auto trunc_clip = [&](double v) -> int64_t {
+      if (!(v >= 0)) throw std::invalid_argument("rsna_seg_map: box values must be finite and >= 0");
+      return v >= double(canvas) ? int64_t(canvas) : int64_t(v);
+    };
+    int64_t x0 = trunc_clip(b.x), y0 = trunc_clip(b.y);
+    int64_t x1 = std::min<int64_t>(x0 + trunc_clip(b.w), canvas), y1 = std::min<int64_t>(y0 + trunc_clip(b.h), canvas);
     for (int r = 0; r < out; ++r) {
       int64_t sy = src[size_t(r)];
       if (sy < y0 || sy >= y1) continue;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
@@ -165,6 +166,13 @@ NpyHeader read_npy_header(const std::string& path) {
     fail(path, "unsupported .npy format version " + std::to_string(major) + "." + std::to_string(pre[7]) +
                    " (expected 1, 2 or 3)");
   }
+  // The header length is checked against the file before anything is allocated (found by the
+  // npy fuzzer: a 76-byte file declaring a 4 GB header took 20 s in memset).
+  std::error_code ec;
+  const auto file_bytes = std::filesystem::file_size(path, ec);
+  if (ec || uint64_t(start + hlen) > file_bytes)
+    fail(path, "truncated .npy header (declares " + std::to_string(hlen) + " header bytes, the file has " +
+                   std::to_string(ec ? 0 : file_bytes) + ")");
   std::string s(size_t(hlen), '\0');
   f.read(&s[0], hlen);
   if (f.gcount() < hlen) fail(path, "truncated .npy header");

@@ -46,6 +46,9 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
   MedslipConfig c;
   if (root.IsNull()) return c;
   if (!root.IsMap()) throw std::runtime_error(origin + ": expected a mapping of keys to values at the top level");
+  // yaml-cpp throws its own exceptions from a key or value that is not a scalar (e.g. a
+  // mapping used as a key): they are reported with the file's name (yaml_config fuzzer).
+  try {
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string k = it->first.as<std::string>();
     // A copy, not a reference: yaml-cpp's iterator operator-> returns a proxy by value, so a
@@ -120,6 +123,9 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
     } else {
       c.warnings.push_back(origin + ": unknown key '" + k + "' ignored");
     }
+  }
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(origin + ": " + e.what());
   }
   try {
     c.validate();

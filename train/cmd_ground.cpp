@@ -17,7 +17,7 @@ int cmd_ground(int argc, char** argv) {
       "A_p[:,query,:] (optionally x mean_a A_a), divided by its max, reshaped to sqrt(P) x sqrt(P) and\n"
       "nearest-upsampled to the seg map; on positive images: pointing game (printed beside its chance level,\n"
       "the mean share of pixels in the boxes), IoU and Dice of map > threshold. Writes ground.json with the\n"
-      "sha256 of checkpoint, csv and books, and TensorBoard events (scores, the first overlays).\n"
+      "sha256 of checkpoint, csv and books.\n"
       "--normalize image (default) divides each map by its own max. The reference divides by the max over a\n"
       "batch of 64 mixed positive/negative images, so an image's IoU/Dice depend on its batch-mates;\n"
       "--normalize batch reproduces that (all rows in csv order, --batch 64). The pointing game is the same\n"
@@ -55,8 +55,9 @@ int cmd_ground(int argc, char** argv) {
   try {
     run_ground(o);
     return 0;
-  } catch (const UsageError&) {
-    throw;  // main prints it as a usage line and exits 2
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "medslip ground: %s (see medslip ground --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip ground: error: %s\n", e.what());
     return 1;

@@ -62,8 +62,9 @@ int cmd_predict(int argc, char** argv) {
     for (const std::string* f : {&m.checkpoint, &m.books})
       if (!std::filesystem::is_regular_file(*f)) throw std::runtime_error(*f + ": no such file");
     im = load_inference_model(m.checkpoint, m.books, m.config, dev, m.strict);
-  } catch (const UsageError&) {
-    throw;  // main prints it as a usage line and exits 2
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "medslip predict: %s (see medslip predict --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip predict: error: %s\n", e.what());
     return 1;

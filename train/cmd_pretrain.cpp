@@ -23,7 +23,9 @@ int cmd_pretrain(int argc, char** argv) {
   int64_t max_steps = -1;
   DistOptions dist;
   app.add_option("--config", config, "config YAML (official keys + ours, see README)")->required()->check(CLI::ExistingFile);
-  app.add_option("--resume", resume, "a run folder (or its checkpoint_last.safetensors) to continue");
+  app.add_option("--resume", resume, "a run folder (or its checkpoint_last.safetensors) to continue; when it is the run's own "
+                 "folder and holds no checkpoint yet, the run starts from the beginning (so a preemptible job "
+                 "reruns one command)");
   app.add_option("--out", out, "run folder (default runs/<config name>)");
   add_device_options(app, device, tf32);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
@@ -36,6 +38,15 @@ int cmd_pretrain(int argc, char** argv) {
   app.add_option("--dist-backend", dist.backend, "data-parallel gradient all-reduce of CUDA tensors: auto | nccl | mpi (host)");
   app.footer("Data-parallel: mpirun -np N medslip pretrain ... (a build with make MPI=1) trains one model on N ranks;\n"
              "accum_steps: K in the config runs K micro-batches per update. See docs/distributed.md.");
+  int64_t checkpoint_every = 0;
+  int skip_nonfinite = 0;
+  app.add_option("--checkpoint-every", checkpoint_every,
+                 "also save a checkpoint every N steps within an epoch (for preemptible machines; default: epoch ends)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--skip-nonfinite", skip_nonfinite,
+                 "skip up to N updates whose loss or gradient is NaN/inf (default 0: stop with an error naming the "
+                 "step and the loss term, keeping the last good checkpoint)")
+      ->check(CLI::NonNegativeNumber);
   MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   // Before select_device: under mpirun the local rank picks the GPU.
@@ -50,6 +61,8 @@ int cmd_pretrain(int argc, char** argv) {
   o.device = select_device(device, tf32);
   o.max_epochs = epochs;
   o.stop_after_steps = max_steps;
+  o.checkpoint_every = checkpoint_every;
+  o.skip_nonfinite = skip_nonfinite;
   run_pretrain(o);
   return 0;
 }

@@ -17,8 +17,7 @@ int cmd_zeroshot(int argc, char** argv) {
                "`medslip synth`, same map; classes it never draws have one label value and are left out of the\n"
                "means, which the output says). Per class: AUROC (exact, ties as sklearn), max-F1 and ACC at that\n"
                "threshold (score > thr). Writes zeroshot.json (metrics, sha256 of checkpoint, csv and books) and\n"
-               "zeroshot_scores.csv (per-image scores and labels, to recompute with sklearn; `medslip report` draws\n"
-               "the ROC curves from it) and TensorBoard events (AUROC per class). Evaluation has no\n"
+               "zeroshot_scores.csv (per-image scores and labels, to recompute with sklearn). Evaluation has no\n"
                "randomness (the test transform is deterministic), so there is no --seed.",
                "medslip zeroshot"};
   ZeroshotOptions o;
@@ -38,8 +37,9 @@ int cmd_zeroshot(int argc, char** argv) {
   try {
     run_zeroshot(o);
     return 0;
-  } catch (const UsageError&) {
-    throw;  // main prints it as a usage line and exits 2
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "medslip zeroshot: %s (see medslip zeroshot --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "medslip zeroshot: error: %s\n", e.what());
     return 1;

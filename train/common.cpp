@@ -11,6 +11,7 @@
 #include "engine/ops.h"
 #include "engine/nn_state.h"
 #include "weights/state_dict.h"
+#include "train/run.h"
 
 namespace ms {
 
@@ -41,7 +42,7 @@ void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
 Device select_device(const std::string& device, bool tf32) {
   const Device d = parse_device(device);
   if (d == Device::CUDA && !cuda_built())
-    throw UsageError("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
+    throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
   if (d == Device::CUDA && !cuda_available())
     throw std::runtime_error("--device cuda: no CUDA device is available on this machine");
   if (tf32 && d != Device::CUDA) std::fprintf(stderr, "note: --tf32 applies to --device cuda only; ignored\n");
@@ -135,6 +136,9 @@ ImageFn test_image_fn(int size, DicomMode dicom) {
 InferenceModel load_inference_model(const std::string& checkpoint, const std::string& books,
                                     const std::string& config_path, Device device, bool strict) {
   InferenceModel im;
+  // Our checkpoints record the SHA-256 of their tensor data: a corrupt copy is a named error,
+  // never a silent load (the released .pth and older files carry none and are read as they are).
+  if (is_safetensors_file(checkpoint)) verify_checkpoint_payload(checkpoint);
   if (!config_path.empty()) {
     im.cfg = load_config(config_path);
   } else if (is_safetensors_file(checkpoint) && safetensors_metadata(checkpoint).count("config")) {

@@ -1,7 +1,6 @@
 // The evaluation jobs of spec §E.1-E.4 / §H.10 (zeroshot, ground) and single-image prediction,
 // on top of train/metrics.h (sklearn-exact metrics, score_cal) and data/loader.h (csv order).
 #include "train/eval.h"
-#include "train/common.h"
 
 #include <CLI/CLI.hpp>
 
@@ -30,6 +29,7 @@
 #include "engine/ops.h"
 #include "engine/threads.h"
 #include "engine/io.h"
+#include "train/common.h"
 #include "train/hash.h"
 #include "train/tensorboard.h"
 

@@ -125,8 +125,13 @@ bool PretrainJob::train_step(LossValues& losses) {
   MedslipOutput o = model_->forward(mb.image);
   MedslipLosses L = model_->losses(o, mb);
   L.total.backward();
-  optim_->step();
   losses = loss_values(step_losses(L));
+  const std::string why = check_update_finite(loss_names(), losses, *model_, step_index);
+  if (!why.empty()) {
+    optim_->zero_grad();
+    throw NonFiniteStep(why);
+  }
+  optim_->step();
   return true;
 }
 
@@ -210,6 +215,8 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
   t.max_epochs = opt.max_epochs;
   t.stop_after_steps = opt.stop_after_steps;
   t.log_every = cfg.log_every;
+  t.checkpoint_every = opt.checkpoint_every;
+  t.skip_nonfinite = opt.skip_nonfinite;
   t.quiet = opt.quiet;
   t.dp = &dp;
   t.sampler.seed = uint64_t(cfg.seed);

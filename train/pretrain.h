@@ -32,6 +32,8 @@ struct PretrainOptions {
   Device device = Device::CPU;
   int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many steps in this call: tests, --max-steps
   int max_epochs = -1;            // stop after this many epochs (the schedule still assumes cfg.epochs)
+  int64_t checkpoint_every = 0;   // --checkpoint-every: also a checkpoint every this many steps
+  int skip_nonfinite = 0;         // --skip-nonfinite: skip up to this many non-finite updates
   bool quiet = false;
   // Data-parallel (docs/distributed.md): null = one process. Only rank 0 prints and writes.
   Communicator* comm = nullptr;

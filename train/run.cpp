@@ -7,7 +7,9 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "engine/autograd.h"
@@ -59,16 +61,52 @@ std::string resolve_resume(const std::string& resume) {
   return ck;
 }
 
+namespace {
+
+// SHA-256 of the tensor data a save_safetensors of `files` writes (map order = file order).
+std::string payload_sha256(const std::map<std::string, FileTensor>& files) {
+  Sha256 h;
+  for (const auto& kv : files) h.update(kv.second.bytes.data(), kv.second.bytes.size());
+  return h.hex_digest();
+}
+
+}  // namespace
+
+void verify_checkpoint_payload(const std::string& path) {
+  auto meta = safetensors_metadata(path);  // also checks the header and that the data fits the file
+  auto it = meta.find("payload_sha256");
+  if (it == meta.end()) return;
+  std::ifstream f(path, std::ios::binary);
+  uint64_t n = 0;
+  if (!f.read(reinterpret_cast<char*>(&n), 8)) throw std::runtime_error(path + ": cannot read");
+  f.seekg(std::streamoff(8 + n));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), std::streamsize(buf.size()));
+    if (f.gcount() > 0) h.update(buf.data(), size_t(f.gcount()));
+  }
+  const std::string got = h.hex_digest();
+  if (got != it->second)
+    throw std::runtime_error(path + ": corrupt checkpoint: its tensor data does not match the payload_sha256 recorded in it (" +
+                             it->second.substr(0, 12) + "... recorded, " + got.substr(0, 12) + "... found)");
+}
+
 void save_checkpoint(const std::string& out_dir, const nn::Module& model, const AdamW& optim, const RunPosition& pos,
                      std::map<std::string, std::string> meta) {
   const std::string optim_name = fmt::format("optimizer_step{}.safetensors", pos.global_step);
-  save_safetensors(out_dir + "/" + optim_name, optim.state(), {{"global_step", std::to_string(pos.global_step)}});
+  std::map<std::string, FileTensor> ostate;
+  for (const auto& [k, t] : optim.state()) ostate[k] = FileTensor::from_float(t);
+  save_safetensors(out_dir + "/" + optim_name, ostate,
+                   {{"global_step", std::to_string(pos.global_step)}, {"payload_sha256", payload_sha256(ostate)}});
   meta["epoch"] = std::to_string(pos.epoch);
   meta["batch"] = std::to_string(pos.batch);
   meta["global_step"] = std::to_string(pos.global_step);
   meta["dropout_rng_offset"] = std::to_string(model.rng().offset());
   meta["optimizer"] = optim_name;
-  save_module(out_dir + "/" + kCheckpointLast, model, meta);
+  std::map<std::string, FileTensor> files = module_state_files(model);
+  meta["payload_sha256"] = payload_sha256(files);
+  save_safetensors(out_dir + "/" + kCheckpointLast, files, meta);
   for (auto& e : fs::directory_iterator(out_dir)) {  // older optimiser files are no longer referenced
     auto n = e.path().filename().string();
     if (n.rfind("optimizer_step", 0) == 0 && n != optim_name && n.find(".tmp") == std::string::npos) fs::remove(e.path());
@@ -79,14 +117,31 @@ RunPosition load_checkpoint(const std::string& ck, nn::Module& model, AdamW& opt
   auto meta = safetensors_metadata(ck);
   for (const char* k : {"epoch", "batch", "global_step", "dropout_rng_offset", "optimizer"})
     if (!meta.count(k)) throw std::runtime_error(ck + ": not a training checkpoint (metadata has no '" + k + "')");
-  load_module_state(model, load_safetensors(ck), true, ck);
   const std::string optim_path = (fs::path(ck).parent_path() / meta["optimizer"]).string();
+  if (!fs::exists(optim_path))
+    throw std::runtime_error(ck + ": its optimiser state '" + optim_path + "' is missing");
+  verify_checkpoint_payload(ck);
+  verify_checkpoint_payload(optim_path);
+  load_module_state(model, load_safetensors(ck), true, ck);
   optim.load_state(load_safetensors(optim_path));
   RunPosition pos;
-  pos.epoch = std::stoi(meta["epoch"]);
-  pos.batch = std::stoll(meta["batch"]);
-  pos.global_step = std::stoll(meta["global_step"]);
-  model.rng().set_offset(std::stoull(meta["dropout_rng_offset"]));
+  auto num = [&](const char* key) -> unsigned long long {
+    const std::string& v = meta[key];
+    size_t used = 0;
+    unsigned long long x = 0;
+    try {
+      x = std::stoull(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (v.empty() || used != v.size() || v[0] == '-')
+      throw std::runtime_error(ck + ": metadata '" + key + "' is '" + v + "', not a count");
+    return x;
+  };
+  pos.epoch = int(num("epoch"));
+  pos.batch = int64_t(num("batch"));
+  pos.global_step = int64_t(num("global_step"));
+  model.rng().set_offset(num("dropout_rng_offset"));
   return pos;
 }
 
@@ -112,19 +167,6 @@ MetricsLog::MetricsLog(const std::string& out_dir, bool append)
 
 void MetricsLog::write(const nlohmann::json& line) { *f_ << line.dump() << "\n" << std::flush; }
 
-namespace {
-// Writes text to path through path.tmp + rename.
-void write_text_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) throw std::runtime_error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, path);
-}
-}  // namespace
-
 std::string fmt_duration(double s) {
   if (s < 60) return fmt::format("{:.0f}s", s);
   if (s < 3600) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
@@ -138,6 +180,47 @@ void record_build_and_config(nlohmann::json& j, Device device, const std::string
   j["config"] = config_yaml;
   j["config_sha256"] = sha256_hex(config_yaml);
   j["seed"] = seed;
+}
+
+// ---- non-finite updates ---------------------------------------------------------------------
+
+std::string check_update_finite(const LossNames& names, LossValues& values, const nn::Module& model, int64_t step) {
+  // Fault injection for the tests: MEDSLIP_FAULT_INJECT=nan_loss@K | nan_grad@K.
+  static const std::pair<std::string, int64_t> inject = [] {
+    const char* e = std::getenv("MEDSLIP_FAULT_INJECT");
+    if (!e || !*e) return std::pair<std::string, int64_t>{"", -1};
+    std::string v = e;
+    const size_t at = v.find('@');
+    if (at == std::string::npos) return std::pair<std::string, int64_t>{"", -1};
+    return std::pair<std::string, int64_t>{v.substr(0, at), std::atoll(v.c_str() + at + 1)};
+  }();
+  auto params = model.named_parameters();
+  static bool injected = false;  // once per process: a skipped update keeps its step number
+  if (inject.second == step && !injected) {
+    injected = true;
+    if (inject.first == "nan_loss" && values.size() > 1) values[1] = std::nanf("");
+    if (inject.first == "nan_grad")
+      for (auto& [name, p] : params)
+        if (p.grad().defined()) {
+          Tensor g = p.grad();
+          std::vector<float> v = g.to_vector();
+          v[0] = std::nanf("");
+          g.copy_(Tensor::from_vector(v, g.shape()).to(g.device()));
+          break;
+        }
+  }
+  for (size_t k = 0; k < values.size(); ++k)
+    if (!std::isfinite(values[k]))
+      return fmt::format("loss term '{}' is {}", k < names.keys.size() ? names.keys[k] : std::to_string(k), values[k]);
+  for (const auto& [name, p] : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    std::vector<float> v = g.to_vector();
+    int64_t bad = 0;
+    for (float x : v) bad += !std::isfinite(x);
+    if (bad) return fmt::format("the gradient of '{}' has {} non-finite value{}", name, bad, bad == 1 ? "" : "s");
+  }
+  return "";
 }
 
 // ---- the loop -------------------------------------------------------------------------------
@@ -155,6 +238,7 @@ struct Loop {
   RunPosition pos;           // where the run is
   int last_epoch = 0;        // exclusive
   int64_t steps_this_call = 0;
+  int skipped = 0;           // non-finite updates skipped in this call
   std::unique_ptr<MetricsLog> metrics;
   std::unique_ptr<RunRecord> record;
   std::unique_ptr<TensorBoardWriter> tb;  // events.out.tfevents.*.<name> in out_dir
@@ -185,8 +269,14 @@ struct Loop {
     planned = job.train_size() >= 0;
     root = !opt.dp || opt.dp->comm().is_root();
     const bool world = opt.dp && opt.dp->world() > 1;
-    if (root) fs::create_directories(opt.out_dir);
-    const bool resuming = !opt.resume.empty();
+    if (root) {
+      fs::create_directories(opt.out_dir);
+      for (auto& e : fs::directory_iterator(opt.out_dir)) {  // a write killed half-way leaves NAME.tmp
+        const std::string n = e.path().filename().string();
+        if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) fs::remove(e.path());
+      }
+    }
+    bool resuming = !opt.resume.empty() && !fresh_start(world);
     nlohmann::json resumed;  // what the checkpoint says about the run that wrote it
     if (resuming) {
       // Rank 0 reads the checkpoint; the others receive it (no rank but 0 needs the file).
@@ -194,6 +284,8 @@ struct Loop {
       if (root) {
         const std::string ck = resolve_resume(opt.resume);
         pos = load_checkpoint(ck, job.model(), job.optimizer());
+        check_record(ck);
+        truncate_metrics();
         auto meta = safetensors_metadata(ck);
         const int64_t r_old = meta.count("replicas") ? std::stoll(meta["replicas"]) : 1;
         resumed = {{"checkpoint", ck}, {"epoch", pos.epoch}, {"batch", pos.batch}, {"global_step", pos.global_step},
@@ -245,7 +337,7 @@ struct Loop {
         j["resumes"].push_back(note);
       }
       record->save();
-      write_text_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
+      write_file_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
       metrics = std::make_unique<MetricsLog>(opt.out_dir, resuming);
       tb = std::make_unique<TensorBoardWriter>(opt.out_dir, opt.name);
       std::string yaml = "    ";  // a markdown code block: 4-space indent
@@ -260,6 +352,67 @@ struct Loop {
   }
   void add_scalar(const std::string& tag, double v) {  // TensorBoard, rank 0 only
     if (tb) tb->add_scalar(tag, v, pos.global_step);
+  }
+
+  // --resume on the run's own folder before its first checkpoint (killed or preempted early):
+  // the same command starts afresh. Rank 0 decides; the others follow.
+  bool fresh_start(bool world) {
+    std::string fresh = "0";
+    if (root) {
+      const bool is_dir = fs::is_directory(opt.resume);
+      const std::string ck0 = is_dir ? opt.resume + "/" + kCheckpointLast : opt.resume;
+      std::error_code ec;
+      const bool own_folder =
+          fs::equivalent(is_dir ? fs::path(opt.resume) : fs::path(opt.resume).parent_path(), opt.out_dir, ec);
+      if (!fs::exists(ck0) && own_folder) {
+        fmt::print("--resume {}: no checkpoint there yet (the run stopped before its first one): starting from the "
+                   "beginning\n",
+                   opt.resume);
+        std::fflush(stdout);
+        fresh = "1";
+      }
+    }
+    if (world) opt.dp->comm().broadcast(fresh, "resume (fresh start?)");
+    return fresh == "1";
+  }
+
+  // A checkpoint saved at the end of epoch E must hold the weights whose hash the record
+  // gives for E (where the record has one): a second check beside payload_sha256.
+  void check_record(const std::string& ck) {
+    const std::string rec = opt.out_dir + "/" + kRecordFile;
+    if (pos.batch != 0 || pos.epoch == 0 || !fs::exists(rec)) return;
+    nlohmann::json j;
+    try {
+      j = RunRecord::load(opt.out_dir);
+    } catch (const std::exception&) {
+      return;  // an unreadable record is rewritten below; the checkpoint was checked on its own
+    }
+    if (!j.contains("epochs") || !j["epochs"].is_array()) return;
+    for (const auto& e : j["epochs"])
+      if (e.is_object() && e.value("epoch", -1) == pos.epoch - 1 && e.contains("weights_sha256")) {
+        const std::string want = e["weights_sha256"].is_string() ? e["weights_sha256"].get<std::string>() : "";
+        const std::string got = weights_sha256(job.model());
+        if (got != want)
+          throw std::runtime_error(ck + ": its weights do not match " + rec + " (epoch " + std::to_string(pos.epoch - 1) +
+                                   " weights_sha256 " + want.substr(0, 12) + "..., the checkpoint gives " + got.substr(0, 12) + "...)");
+      }
+  }
+
+  // Lines written after the checkpoint (the updates a resume repeats) and a line torn by a kill
+  // are dropped, so metrics.jsonl reads as one uninterrupted run.
+  void truncate_metrics() {
+    const std::string path = opt.out_dir + "/" + kMetricsFile;
+    std::ifstream f(path);
+    if (!f) return;
+    std::string line, kept;
+    while (std::getline(f, line)) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+      if (j["step"].get<int64_t>() > pos.global_step) continue;
+      if (j.value("type", "") == "skipped" && j["step"].get<int64_t>() == pos.global_step) continue;
+      kept += line + "\n";
+    }
+    write_file_atomic(path, kept);
   }
 
   void log_step(int epoch, int64_t b, int64_t spe, float lr, const LossValues& s, double ips) {
@@ -344,10 +497,26 @@ struct Loop {
       const float lr = opt.schedule.at(epoch, b);
       job.optimizer().set_lr(lr);
       const auto t_step = std::chrono::steady_clock::now();
-      if (!(planned ? planned_step(s) : job.train_step(s))) break;
+      job.step_index = pos.global_step;
+      try {
+        if (!(planned ? planned_step(s) : job.train_step(s))) break;
+        if (!std::isfinite(s.at(0))) throw NonFiniteStep(fmt::format("the total loss is {}", s.at(0)));
+      } catch (const NonFiniteStep& e) {
+        const std::string where = fmt::format("step {} (epoch {} batch {})", pos.global_step, epoch, b);
+        if (skipped < opt.skip_nonfinite) {
+          ++skipped;
+          write_metrics({{"type", "skipped"}, {"epoch", epoch}, {"batch", b}, {"step", pos.global_step}, {"reason", e.what()}});
+          fmt::print(stderr, "{}: {}: update skipped ({} of at most {})\n", where, e.what(), skipped, opt.skip_nonfinite);
+          continue;
+        }
+        const bool have = fs::exists(checkpoint_path());
+        throw std::runtime_error(fmt::format(
+            "{}: {}; training stopped, {}{}", where, e.what(),
+            have ? "the last good checkpoint " + checkpoint_path() + " is kept" : "no checkpoint was written yet",
+            opt.skip_nonfinite > 0 ? fmt::format(" ({} updates were already skipped)", skipped)
+                                   : " (--skip-nonfinite N skips up to N such updates)"));
+      }
       res.step_seconds += seconds_since(t_step);
-      if (!std::isfinite(s.at(0)))
-        throw std::runtime_error(fmt::format("loss is not finite at epoch {} batch {} (step {})", epoch, b, pos.global_step));
       res.losses.push_back(s);
       ++pos.global_step;
       ++steps_this_call;
@@ -358,6 +527,8 @@ struct Loop {
       const bool budget = opt.stop_after_steps >= 0 && steps_this_call >= opt.stop_after_steps;
       bool stop = sigint.requested() || budget;
       if (opt.dp && opt.dp->world() > 1) stop = opt.dp->any_rank(stop, "stop check at step " + std::to_string(pos.global_step));
+      if (!stop && opt.checkpoint_every > 0 && pos.global_step % opt.checkpoint_every == 0 && b + 1 < spe)
+        save(epoch, b + 1);  // periodic, for preemptible machines; the epoch's end saves anyway
       if (stop) {
         save(epoch, b + 1);
         if (!opt.quiet && root)
@@ -469,7 +640,7 @@ struct Loop {
 
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt) {
   if (opt.out_dir.empty()) throw std::runtime_error(opt.name + " needs an output folder (--out)");
-  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, nullptr, {}, false, 0, true};
+  Loop loop{job, opt, {}, 0, 0, 0, nullptr, nullptr, nullptr, {}, false, 0, true};
   loop.open_run();
   const auto t_start = std::chrono::steady_clock::now();
   const bool completed = loop.run();

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,11 @@ struct RunPosition {
 // file itself. Throws "--resume: no checkpoint at '<path>'" when there is none.
 std::string resolve_resume(const std::string& resume);
 
+// Each checkpoint file carries "payload_sha256" in its metadata: the SHA-256 of its tensor data.
+// Throws "<path>: corrupt checkpoint ..." when a file's data no longer matches it (a bit flip,
+// a half-copied file); files without the key (older checkpoints, the released .pth) pass.
+void verify_checkpoint_payload(const std::string& path);
+
 // Writes out_dir/optimizer_step<N>.safetensors (the optimiser state), then
 // out_dir/checkpoint_last.safetensors: the model by official names with `metadata` plus epoch,
 // batch, global_step, dropout_rng_offset (the model's RNG counter) and the optimiser file's
@@ -90,7 +96,8 @@ void save_checkpoint(const std::string& out_dir, const nn::Module& model, const 
                      std::map<std::string, std::string> metadata);
 
 // Loads a save_checkpoint file into the model (strict names), the optimiser and the model's RNG
-// counter; returns the position. Throws naming the file when it is not a training checkpoint.
+// counter; returns the position. Throws naming the file when it is not a training checkpoint,
+// is cut short, or fails verify_checkpoint_payload (both files are checked before loading).
 RunPosition load_checkpoint(const std::string& path, nn::Module& model, AdamW& optim);
 
 // ---- run folder, signals, logs --------------------------------------------------------------
@@ -120,6 +127,7 @@ class MetricsLog {
   std::unique_ptr<std::ofstream> f_;
 };
 
+// (write_file_atomic, tmp + fsync + rename, is in engine/io.h.)
 // 42s, 3m07s, 2h05m.
 std::string fmt_duration(double seconds);
 
@@ -128,6 +136,19 @@ std::string fmt_duration(double seconds);
 void record_build_and_config(nlohmann::json& record, Device device, const std::string& config_yaml, int64_t seed);
 
 // ---- the job and the loop -------------------------------------------------------------------
+
+// Thrown by a job's train_step when the update it is about to apply is not finite (a loss term
+// or a gradient is NaN/inf); the optimiser has not stepped and the gradients are cleared.
+struct NonFiniteStep : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// For a job's train_step, between backward() and the optimiser step: "" when every loss value
+// and every parameter gradient of `model` is finite, else what is not, e.g. "loss term
+// 'loss_ce_pathology' is nan" or "the gradient of 'res_l1.0.weight' has 12 non-finite values".
+// Fault injection for tests (never set in normal use): MEDSLIP_FAULT_INJECT=nan_loss@K or
+// nan_grad@K poisons update K (0-based global step) first.
+std::string check_update_finite(const LossNames& names, LossValues& values, const nn::Module& model, int64_t step);
 
 // The model-specific half of a training run.
 class TrainingJob {
@@ -171,6 +192,9 @@ class TrainingJob {
   // "<folder>/<name>": a TensorBoard image under that tag and out_dir/<folder>/epoch<E>_<name>.png
   // (`medslip report` shows attention/ as a table). The job restores the model's train/eval mode.
   virtual std::vector<std::pair<std::string, Image>> epoch_images(int epoch) { return {}; }
+  // The global step of the update train_step is about to make (set by the loop; for
+  // check_update_finite's messages and fault injection).
+  int64_t step_index = 0;
 };
 
 class DataParallel;
@@ -187,6 +211,8 @@ struct TrainingOptions {
   int max_epochs = -1;         // stop after this many epochs in this call
   int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many updates in this call
   int log_every = 1;           // a progress line every this many batches (and the last)
+  int64_t checkpoint_every = 0;   // also a checkpoint every this many updates mid-epoch (0: epoch ends only)
+  int skip_nonfinite = 0;      // skip up to this many non-finite updates (NonFiniteStep); 0: stop at the first
   bool quiet = false;
   // Data-parallel / accumulation (when the job supports it: train_size() >= 0). Null: one
   // process, accum_steps 1. Only rank 0 prints and writes the run folder.
@@ -207,8 +233,12 @@ struct TrainingResult {
 // Creates out_dir, resumes (opt.resume), writes config.yaml and the record, then per epoch:
 // updates with the scheduled lr (a metrics line each, a progress line every log_every), the
 // validation step, an epoch line, a checkpoint and the epoch's weight hash in the record.
-// Ctrl-C or stop_after_steps saves a checkpoint mid-epoch and returns. A non-finite total loss
-// throws naming epoch, batch and step.
+// Ctrl-C or stop_after_steps saves a checkpoint mid-epoch and returns. A non-finite update
+// (NonFiniteStep) is skipped while skip_nonfinite allows, else throws naming the step, epoch,
+// batch and the loss term or gradient, with the last good checkpoint left as it was.
+// Resuming (opt.resume) a folder that is opt.out_dir and holds no checkpoint yet (a job killed
+// before its first one) starts from the beginning with a line saying so, so a preemptible job
+// reruns one command; stale *.tmp files of a killed write are removed.
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt);
 
 }  // namespace ms

@@ -174,6 +174,9 @@ TEST_CASE("data: npy errors name the file and the problem") {
   bad("extra.npy", npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), 'x': 1, }", eight),
       "unexpected key 'x'");
   bad("hdrshort.npy", std::string("\x93NUMPY\x01\x00\xff\x00{'descr'", 17), "truncated");
+  // Fuzzer finding (npy target): a version-3 header length of ~4 GB was allocated before the
+  // file size was looked at; now it is a named error at once.
+  bad("hdr4gb.npy", std::string("\x93NUMPY\x03\x00\xf0\xff\xff\xff{'descr'", 19), "declares 4294967280 header bytes");
   CHECK(contains(error_of([&] { read_npy_double((dir / "missing.npy").string()); }), "missing.npy"));
   // Version 2 with a hand-written header reads fine.
   std::string data(16, '\0');
@@ -319,6 +322,21 @@ TEST_CASE("data: RSNA seg map truncates each box value and resizes nearest (§C.
   CHECK(contains(error_of([] { parse_boxes("1;2;3", "f.csv: row 4"); }), "f.csv: row 4"));
   CHECK(contains(error_of([] { parse_boxes("1;2;a;4", "f.csv"); }), "expected a number"));
   CHECK(contains(error_of([] { parse_boxes("-1;2;3;4", "f.csv"); }), "negative"));
+  // Fuzzer finding (csv target): a box of 1e30 was converted to int64 (undefined); values past
+  // the canvas clip as numpy's slices do, and non-finite values are refused by name.
+  auto huge = rsna_seg_map(parse_boxes("4;1e30;1e300;1e30", "t"), 8, 8);
+  CHECK(huge[0] == 0);
+  CHECK(huge[8 + 3] == 0);
+  CHECK(huge[8 + 4] == 0);  // y0 = 1e30 clips to the canvas: nothing set
+  auto wide = rsna_seg_map(parse_boxes("4;2;1e300;1", "t"), 8, 8);
+  CHECK(wide[2 * 8 + 3] == 0);
+  CHECK(wide[2 * 8 + 4] == 1);
+  CHECK(wide[2 * 8 + 7] == 1);
+  CHECK(wide[3 * 8 + 4] == 0);
+  for (const char* bad : {"inf;2;3;4", "1;2;3;1e999"}) {
+    std::string msg = error_of([&] { parse_boxes(bad, "f.csv: row 2"); });
+    CHECK_MESSAGE(contains(msg, "f.csv: row 2"), msg);
+  }
   CHECK(format_boxes(parse_boxes("197.5;291.9;289.2;454.7|1;2;3;4", "t")) == "197.5;291.9;289.2;454.7|1.0;2.0;3.0;4.0");
 }
 

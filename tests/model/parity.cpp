@@ -153,6 +153,8 @@ TEST_CASE("model: bad weights and configs give named errors") {
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("image_res: 100\n", "c.yaml"),
                     doctest::Contains("c.yaml: key 'image_res': must be a positive multiple of 16"));
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("N: two\n", "c.yaml"), doctest::Contains("key 'N' has an invalid value"));
+  // yaml_config fuzzer finding: a key that is not a scalar threw yaml-cpp's bare "bad conversion".
+  CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("? [1, 2]\n: 3\n", "c.yaml"), doctest::Contains("c.yaml: "));
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("res_base_model: vgg\n", "c.yaml"), doctest::Contains("res_base_model"));
   // num_neg_samples is the K - 1 = 7 of the batch layout (model/vocab.h): 7 reads, others are named errors.
   CHECK(MedslipConfig::from_yaml_string("num_neg_samples: 7\n").num_neg_samples == kNumNegatives);
