@@ -50,6 +50,8 @@ int cmd_finetune(int argc, char** argv) {
   app.add_option("--seed", seed, "override the config's seed");
   app.add_option("--epochs", epochs, "stop after this many epochs (the schedule keeps the config's length)");
   app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after this many steps");
+  std::string export_init;
+  app.add_option("--export-init", export_init, "write the initialised weights (after --init) to this file and stop");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   if (!resume.empty() && (!init.empty() || !init_encoder.empty()))
@@ -66,6 +68,7 @@ int cmd_finetune(int argc, char** argv) {
   o.device = select_device(device, tf32);
   o.max_epochs = epochs;
   o.stop_after_steps = max_steps;
+  o.export_init = export_init;
   run_finetune(o);
   return 0;
 }

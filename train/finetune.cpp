@@ -581,6 +581,11 @@ FinetuneResult run_finetune(const FinetuneOptions& opt) {
       fmt::print("init: no --init checkpoint, every tensor{} is random\n", opt.init_encoder.empty() ? "" : " outside the encoder");
     }
   }
+  if (!opt.export_init.empty()) {
+    save_module(opt.export_init, *model, {{"finetune_config", cfg.to_yaml()}, {"task", cfg.task}, {"producer", build_version()}});
+    if (!opt.quiet) fmt::print("wrote the initial weights to {}\n", opt.export_init);
+    return {};
+  }
   model->to(opt.device);
   model->train();
   AdamW optim(decay_groups(*model, cfg.weight_decay), cfg.lr);

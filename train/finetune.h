@@ -91,6 +91,7 @@ struct FinetuneOptions {
   int64_t stop_after_steps = -1;
   int max_epochs = -1;
   bool quiet = false;
+  std::string export_init;  // write the initialised model (after --init) here and stop (audits, parity fixtures)
 };
 
 struct FinetuneResult {
