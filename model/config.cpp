@@ -47,7 +47,9 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
   if (!root.IsMap()) throw std::runtime_error(origin + ": expected a mapping of keys to values at the top level");
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string k = it->first.as<std::string>();
-    const YAML::Node& v = it->second;
+    // A copy, not a reference: yaml-cpp's iterator operator-> returns a proxy by value, so a
+    // reference to it->second dangles after this statement (ASan: stack-use-after-scope).
+    const YAML::Node v = it->second;
     auto S = [&] { return get<std::string>(v, k, origin); };
     auto I = [&] { return get<int>(v, k, origin); };
     auto F = [&] { return get<float>(v, k, origin); };

@@ -3,12 +3,22 @@
 // validation loss each epoch, progress lines, metrics.jsonl, atomic checkpoints with
 // optimiser and RNG state (so --resume continues bit for bit), a clean stop on Ctrl-C,
 // and the reproducibility record (reproducibility.json).
+//
+// The run itself (folder, checkpoints, resume, logs, record, loop) is train/run.h's
+// run_training; this file is the MeDSLIP half: PretrainJob (books, datasets, loader, model,
+// optimiser; a batch -> the five losses of spec B).
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "data/datasets.h"
+#include "data/loader.h"
+#include "model/books.h"
 #include "model/config.h"
+#include "model/medslip.h"
 #include "train/reference_problem.h"
+#include "train/run.h"
 
 namespace ms {
 
@@ -32,8 +42,49 @@ struct PretrainResult {
 
 PretrainResult run_pretrain(const PretrainOptions& opt);
 
-// Checkpoint file names inside a run folder.
-constexpr const char* kCheckpointLast = "checkpoint_last.safetensors";
-constexpr const char* kRecordFile = "reproducibility.json";
+// PretrainBatch (loader layout) -> MedslipBatch (model layout) on `dev`.
+MedslipBatch to_model_batch(const PretrainBatch& pb, Device dev);
+
+// The books of a run: cfg.books, else out_dir/books.safetensors when an earlier call built it,
+// else built once from cfg.text_encoder + cfg.pathology_book and cached there.
+Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet);
+
+// The loss names of pretraining, values in this order: loss, loss_ce_pathology,
+// loss_ce_anatomy, loss_cl_pathology, loss_cl_anatomy, loss_ap (the reference's keys).
+const LossNames& pretrain_loss_names();
+LossValues loss_values(const StepLosses& s);
+StepLosses to_step_losses(const LossValues& v);
+
+// The MeDSLIP half of a pretraining run (train/run.h): built from a config in the order the
+// RNG streams expect (books, datasets, loader, model init from cfg.seed, AdamW groups).
+class PretrainJob : public TrainingJob {
+ public:
+  PretrainJob(const MedslipConfig& cfg, const std::string& out_dir, Device device, bool quiet);
+
+  nn::Module& model() override { return *model_; }
+  AdamW& optimizer() override { return *optim_; }
+  const LossNames& loss_names() const override { return pretrain_loss_names(); }
+  int64_t batch_size() const override { return cfg_.batch_size; }
+  int64_t steps_per_epoch() const override { return steps_per_epoch_; }
+  std::string describe() const override;
+  void describe_record(nlohmann::json& record) const override;
+  void start_epoch(int epoch, int64_t first_batch) override;
+  bool train_step(LossValues& losses) override;
+  bool validate(int epoch, LossMeter& meter) override;
+
+  Medslip& medslip() { return *model_; }
+  LrSchedule schedule() const;  // the reference's warmup + cosine over cfg.epochs
+
+ private:
+  MedslipConfig cfg_;
+  Device device_;
+  Books books_;
+  std::unique_ptr<MedslipDataset> train_set_, valid_set_;
+  LoaderOptions loader_options_;
+  std::unique_ptr<PretrainLoader> loader_;
+  int64_t steps_per_epoch_ = 0;
+  std::unique_ptr<Medslip> model_;
+  std::unique_ptr<AdamW> optim_;
+};
 
 }  // namespace ms

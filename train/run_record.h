@@ -11,6 +11,8 @@
 
 namespace ms {
 
+constexpr const char* kRecordFile = "reproducibility.json";
+
 // SHA-256 over every state tensor's name, shape and float32 bytes, in state_dict order.
 std::string weights_sha256(const nn::Module& m);
 

@@ -1,0 +1,179 @@
+// defines: what every training job shares — pretraining today, fine-tuning and data-parallel
+// training next. The model-specific half (a batch -> its losses, one optimiser update) is a
+// TrainingJob; run_training() drives one through the epochs and owns the rest:
+//
+//   run folder      config.yaml, metrics.jsonl, reproducibility.json, checkpoint_last.safetensors
+//   checkpoints     save_checkpoint / load_checkpoint: model (official names) + optimiser +
+//                   dropout-RNG offset + position, written so a kill at any moment leaves a
+//                   consistent pair; --resume (resolve_resume) continues bit for bit
+//   Ctrl-C          SigintStop: the loop saves a checkpoint at the next step and returns
+//   logging         MetricsLog (one JSON line per step and per epoch), progress lines with
+//                   images/s and ETA (format_losses, fmt_duration)
+//   validation      each epoch in eval mode under no-grad, mean losses (LossMeter)
+//   record          reproducibility.json: build and platform (record_build_and_config), the
+//                   job's data hashes (TrainingJob::describe_record), per-epoch weight hashes
+//
+// Numbers: a job's losses are float32 and summed in float32 in step order, as the reference's
+// meters; nothing here draws randomness, so wrapping a job changes no loss.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/nn.h"
+#include "engine/optim.h"
+#include "train/run_record.h"
+
+namespace ms {
+
+constexpr const char* kCheckpointLast = "checkpoint_last.safetensors";
+constexpr const char* kMetricsFile = "metrics.jsonl";
+
+// ---- losses -------------------------------------------------------------------------------
+
+// The losses a job reports for one step, float32; values[0] is the total that is minimised.
+using LossValues = std::vector<float>;
+
+// Their names: keys[i] names values[i] in metrics.jsonl and the record ("loss" first);
+// short_names[i] labels values[i] on progress lines (short_names[0] is unused).
+struct LossNames {
+  std::vector<std::string> keys;
+  std::vector<std::string> short_names;
+};
+
+nlohmann::json losses_json(const LossNames& names, const LossValues& values);
+// "loss 1.2345 (ce_p 0.693 ce_a 0.693 ...)": the total to 4 decimals, the parts to 3.
+std::string format_losses(const LossNames& names, const LossValues& values);
+
+// Mean of loss vectors: float32 sums in the order added, divided by the count.
+class LossMeter {
+ public:
+  void add(const LossValues& v);
+  int64_t count() const { return n_; }
+  LossValues mean() const;
+
+ private:
+  LossValues sum_;
+  int64_t n_ = 0;
+};
+
+// ---- checkpoints --------------------------------------------------------------------------
+
+// Where a run stands: the next update is batch `batch` of `epoch`; `global_step` updates done.
+struct RunPosition {
+  int epoch = 0;
+  int64_t batch = 0;
+  int64_t global_step = 0;
+};
+
+// The checkpoint a --resume value names: a run folder (its checkpoint_last.safetensors) or the
+// file itself. Throws "--resume: no checkpoint at '<path>'" when there is none.
+std::string resolve_resume(const std::string& resume);
+
+// Writes out_dir/optimizer_step<N>.safetensors (the optimiser state), then
+// out_dir/checkpoint_last.safetensors: the model by official names with `metadata` plus epoch,
+// batch, global_step, dropout_rng_offset (the model's RNG counter) and the optimiser file's
+// name. Each file is written to .tmp and renamed, the model file last, so a kill at any moment
+// leaves a consistent pair; older optimizer_step files are then removed.
+void save_checkpoint(const std::string& out_dir, const nn::Module& model, const AdamW& optim, const RunPosition& pos,
+                     std::map<std::string, std::string> metadata);
+
+// Loads a save_checkpoint file into the model (strict names), the optimiser and the model's RNG
+// counter; returns the position. Throws naming the file when it is not a training checkpoint.
+RunPosition load_checkpoint(const std::string& path, nn::Module& model, AdamW& optim);
+
+// ---- run folder, signals, logs --------------------------------------------------------------
+
+// While alive, SIGINT (Ctrl-C) sets a flag instead of killing the process; the previous handler
+// comes back on destruction. One at a time.
+class SigintStop {
+ public:
+  SigintStop();
+  ~SigintStop();
+  SigintStop(const SigintStop&) = delete;
+  SigintStop& operator=(const SigintStop&) = delete;
+  bool requested() const;
+
+ private:
+  void (*prev_)(int);
+};
+
+// out_dir/metrics.jsonl, one JSON object per line, flushed per line; `append` on resume.
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& out_dir, bool append);
+  void write(const nlohmann::json& line);
+
+ private:
+  std::string path_;
+  std::unique_ptr<std::ofstream> f_;
+};
+
+// Writes text to path through path.tmp + rename.
+void write_file_atomic(const std::string& path, const std::string& text);
+// 42s, 3m07s, 2h05m.
+std::string fmt_duration(double seconds);
+
+// The record fields every job writes: program, build_flags, platform (CPU, ISA, threads, BLAS,
+// device), config (YAML), config_sha256, seed.
+void record_build_and_config(nlohmann::json& record, Device device, const std::string& config_yaml, int64_t seed);
+
+// ---- the job and the loop -------------------------------------------------------------------
+
+// The model-specific half of a training run.
+class TrainingJob {
+ public:
+  virtual ~TrainingJob() = default;
+  virtual nn::Module& model() = 0;  // checkpointed with its rng() counter; train()/eval() switched by the loop
+  virtual AdamW& optimizer() = 0;   // its lr is set by the loop before each step
+  virtual const LossNames& loss_names() const = 0;
+  virtual int64_t batch_size() const = 0;       // images per update (images/s, ETA)
+  virtual int64_t steps_per_epoch() const = 0;  // updates per epoch
+  // The start line after "<name>: ", e.g. "40 images, 3 steps/epoch of 4 at 64 px".
+  virtual std::string describe() const = 0;
+  // Adds the job's own fields to reproducibility.json (data hashes, books).
+  virtual void describe_record(nlohmann::json& record) const {}
+  // Positions the training data at batch `first_batch` of `epoch` (non-zero on resume).
+  virtual void start_epoch(int epoch, int64_t first_batch) = 0;
+  // One update on the next batch (zero_grad, forward, losses, backward, optimiser step) and its
+  // losses; false, doing nothing, when the epoch has no more batches.
+  virtual bool train_step(LossValues& losses) = 0;
+  // Validation at the end of `epoch`: add every batch's losses to `meter`. The loop has put the
+  // model in eval mode under NoGradGuard. Return false when the job has no validation set.
+  virtual bool validate(int epoch, LossMeter& meter) { return false; }
+};
+
+struct TrainingOptions {
+  std::string name = "train";  // progress prefix: "<name>: ...", "<name> done: ..."
+  std::string out_dir;
+  std::string resume;          // a run folder or checkpoint; empty: a fresh run
+  Device device = Device::CPU; // for the record
+  std::string config_yaml;     // saved as config.yaml, in the checkpoint metadata and the record
+  int64_t seed = 0;            // for the record
+  int epochs = 1;              // the run's length (the schedule's)
+  LrSchedule schedule;         // lr of (epoch, batch)
+  int max_epochs = -1;         // stop after this many epochs in this call
+  int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many updates in this call
+  int log_every = 1;           // a progress line every this many batches (and the last)
+  bool quiet = false;
+};
+
+struct TrainingResult {
+  std::vector<LossValues> losses;  // the updates run by this call, in order
+  int64_t global_step = 0;         // updates done in the run so far
+  bool finished = false;           // all epochs done
+  std::string checkpoint;
+};
+
+// Creates out_dir, resumes (opt.resume), writes config.yaml and the record, then per epoch:
+// updates with the scheduled lr (a metrics line each, a progress line every log_every), the
+// validation step, an epoch line, a checkpoint and the epoch's weight hash in the record.
+// Ctrl-C or stop_after_steps saves a checkpoint mid-epoch and returns. A non-finite total loss
+// throws naming epoch, batch and step.
+TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt);
+
+}  // namespace ms
