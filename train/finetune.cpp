@@ -3,10 +3,8 @@
 #include <fmt/core.h>
 #include <yaml-cpp/yaml.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -24,7 +22,7 @@
 #include "train/hash.h"
 #include "train/metrics.h"
 #include "train/platform.h"
-#include "train/pretrain.h"
+#include "train/run.h"
 #include "train/run_record.h"
 #include "weights/state_dict.h"
 
@@ -394,7 +392,9 @@ nlohmann::json evaluate_finetune(FinetuneModel& model, const FinetuneDataset& ds
   while (loader.next(b)) {
     Tensor logits = model.forward(b.image.to(eo.device));
     Tensor target = b.target.to(logits.device());
-    loss_sum += double(finetune_loss(topt.task, logits, target).item()) * double(b.size());
+    const float bl = finetune_loss(topt.task, logits, target).item();
+    if (eo.batch_losses) eo.batch_losses(bl);
+    loss_sum += double(bl) * double(b.size());
     loss_n += b.size();
     auto p = sigmoid(logits).to_vector();
     auto t = b.target.to_vector();
@@ -482,20 +482,207 @@ nlohmann::json evaluate_finetune(FinetuneModel& model, const FinetuneDataset& ds
 
 namespace {
 
-std::atomic<bool> g_stop{false};
-extern "C" void on_sigint_ft(int) { g_stop = true; }
-
-std::string fmt_duration(double s) {
-  if (s < 60) return fmt::format("{:.0f}s", s);
-  if (s < 3600) return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
-  return fmt::format("{:.0f}h{:02.0f}m", std::floor(s / 3600), std::fmod(s / 60, 60));
-}
-
 std::string list_hash(const FinetuneDataset& ds) {
   std::string s;
   for (int64_t i = 0; i < ds.size(); ++i) s += ds.item(i).image + "\n";
   return sha256_hex(s);
 }
+
+const LossNames& finetune_loss_names() {
+  static const LossNames n{{"loss"}, {""}};
+  return n;
+}
+
+constexpr const char* kBestFile = "best.json";  // {best_value, best_epoch}: survives --resume
+
+// The fine-tuning half of a training run (train/run.h drives it): datasets, loader, model, AdamW.
+class FinetuneJob : public TrainingJob {
+ public:
+  FinetuneJob(const FinetuneOptions& opt) : opt_(opt), cfg_(opt.cfg), topt_(opt.cfg.transform_options()) {
+    const FinetuneConfig& cfg = cfg_;
+    // Data: the training rows (split), a validation set (its own csv, its own split rows, or a
+    // seeded carve-out of the training rows), the percentage subset, the test set.
+    const bool split = !cfg.split_column.empty();
+    FinetuneDataset train_all(cfg.train_file, cfg.csv_options({cfg.train_split}));
+    std::vector<int64_t> train_idx(static_cast<size_t>(train_all.size()));
+    std::iota(train_idx.begin(), train_idx.end(), int64_t(0));
+    if (!cfg.valid_file.empty()) {
+      valid_ = std::make_unique<FinetuneDataset>(cfg.valid_file, cfg.csv_options({cfg.valid_split}));
+    } else if (split) {  // validation rows of the training csv, when it has any
+      try {
+        valid_ = std::make_unique<FinetuneDataset>(cfg.train_file, cfg.csv_options({cfg.valid_split}));
+      } catch (const std::exception&) {
+        valid_.reset();
+      }
+    }
+    if (!valid_ && cfg.valid_fraction > 0) {
+      auto [t, v] = holdout_split(train_all.size(), cfg.valid_fraction, uint64_t(cfg.split_seed));
+      train_idx = t;
+      valid_ = std::make_unique<FinetuneDataset>(train_all, v);
+    }
+    std::vector<int64_t> keep;
+    for (int64_t i : finetune_subset(int64_t(train_idx.size()), cfg.percentage, uint64_t(cfg.split_seed)))
+      keep.push_back(train_idx[size_t(i)]);
+    train_ = std::make_unique<FinetuneDataset>(train_all, keep);
+    const std::string test_csv = cfg.test_file.empty() && split ? cfg.train_file : cfg.test_file;
+    if (!test_csv.empty()) test_ = std::make_unique<FinetuneDataset>(test_csv, cfg.csv_options({cfg.test_split}));
+    train_->check_files();
+    if (valid_) valid_->check_files();
+    if (test_) test_->check_files();
+
+    LoaderOptions lo;
+    lo.batch_size = cfg.batch_size;
+    lo.seed = uint64_t(cfg.seed);
+    lo.num_workers = cfg.num_workers;
+    loader_ = std::make_unique<FinetuneLoader>(*train_, topt_, lo, true);
+    if (loader_->size() == 0)
+      throw std::runtime_error(cfg.train_file + ": " + std::to_string(train_->size()) + " training images, fewer than batch_size " +
+                               std::to_string(cfg.batch_size) + " (batches drop the remainder, as the reference)");
+    steps_per_epoch_ = cfg.max_steps_per_epoch > 0 ? std::min<int64_t>(cfg.max_steps_per_epoch, loader_->size()) : loader_->size();
+
+    model_ = make_finetune_model(cfg, uint64_t(cfg.seed));
+    if (opt.resume.empty()) init_weights();
+    model_->to(opt.device);
+    model_->train();
+    optim_ = std::make_unique<AdamW>(decay_groups(*model_, cfg.weight_decay), cfg.lr);
+    const std::string bf = opt.out_dir + "/" + kBestFile;
+    if (!opt.resume.empty() && fs::exists(bf)) {
+      std::ifstream f(bf);
+      nlohmann::json j = nlohmann::json::parse(f);
+      best_value_ = j.at("best_value").get<double>();
+      best_epoch_ = j.at("best_epoch").get<int>();
+    }
+  }
+
+  nn::Module& model() override { return *model_; }
+  AdamW& optimizer() override { return *optim_; }
+  const LossNames& loss_names() const override { return finetune_loss_names(); }
+  int64_t batch_size() const override { return cfg_.batch_size; }
+  int64_t steps_per_epoch() const override { return steps_per_epoch_; }
+  std::string describe() const override {
+    return fmt::format("{} {}{}, {} train / {} valid / {} test images, {} steps/epoch of {} at {} px", cfg_.task,
+                       cfg_.res_base_model, cfg_.use_base ? "" : " (pathology branch)", train_->size(),
+                       valid_ ? valid_->size() : 0, test_ ? test_->size() : 0, steps_per_epoch_, cfg_.batch_size,
+                       cfg_.image_res);
+  }
+  void describe_record(nlohmann::json& j) const override {
+    j["job"] = "finetune";
+    j["split_seed"] = cfg_.split_seed;
+    j["train_images"] = train_->size();
+    j["train_images_sha256"] = list_hash(*train_);
+    j["valid_images"] = valid_ ? valid_->size() : 0;
+    if (valid_) j["valid_images_sha256"] = list_hash(*valid_);
+    j["test_images"] = test_ ? test_->size() : 0;
+    if (test_) j["test_images_sha256"] = list_hash(*test_);
+    j["train_csv_sha256"] = sha256_file(cfg_.train_file);
+    if (!init_info_.is_null()) j["init"] = init_info_;
+  }
+  void start_epoch(int epoch, int64_t first_batch) override { loader_->start_epoch(epoch, first_batch); }
+  bool train_step(LossValues& losses) override {
+    FinetuneBatch fb;
+    if (!loader_->next(fb)) return false;
+    optim_->zero_grad();
+    Tensor logits = model_->forward(fb.image.to(opt_.device));                           // [B,K] or [B,1,S,S]
+    Tensor loss = finetune_loss(topt_.task, logits, fb.target.to(opt_.device));
+    loss.backward();
+    optim_->step();
+    losses = {loss.item()};
+    return true;
+  }
+  // Every validation image with the test transform; the best checkpoint is chosen on its mean
+  // AUROC / Dice here (the reference chooses on the test set).
+  bool validate(int epoch, LossMeter& meter) override {
+    if (!valid_) {  // no validation: the last epoch is the one kept
+      best_epoch_ = epoch;
+      save_best();
+      return false;
+    }
+    FinetuneEvalOptions eo = eval_options();
+    eo.batch_losses = [&](float l) { meter.add({l}); };
+    nlohmann::json v = evaluate_finetune(*model_, *valid_, topt_, eo);
+    const double h = headline_metric(v);
+    const bool better = h > best_value_;
+    if (better) {
+      best_value_ = h;
+      best_epoch_ = epoch;
+      save_best();
+    }
+    nlohmann::json line = {{"epoch", epoch}, {"metric", topt_.task == FinetuneTask::kSegment ? "dice" : "mean_auc"},
+                           {"value", h}, {"best", better}, {"loss", v["loss"]}};
+    if (v.contains("miou")) line["miou"] = v["miou"];
+    std::ofstream(opt_.out_dir + "/valid.jsonl", std::ios::app) << line.dump() << "\n";
+    if (!opt_.quiet)
+      fmt::print("epoch {} validation ({} images): {} {:.4f}{}\n", epoch, valid_->size(),
+                 topt_.task == FinetuneTask::kSegment ? "Dice" : "mean AUROC", h, better ? " (best so far, saved)" : "");
+    return true;
+  }
+
+  FinetuneEvalOptions eval_options() const {
+    FinetuneEvalOptions eo;
+    eo.batch_size = cfg_.test_batch_size;
+    eo.num_workers = cfg_.num_workers;
+    eo.device = opt_.device;
+    eo.quiet = true;
+    return eo;
+  }
+  LrSchedule schedule() const {
+    LrSchedule s;
+    s.lr = cfg_.lr;
+    s.lr_min = cfg_.min_lr;
+    s.warmup_lr_init = cfg_.warmup_lr;
+    s.t_initial = cfg_.epochs;
+    s.warmup_t = cfg_.warmup_epochs;
+    s.iters_per_warmup_step = cfg_.warmup_iters_per_step;
+    return s;
+  }
+  const FinetuneDataset* test_set() const { return test_.get(); }
+  int best_epoch() const { return best_epoch_; }
+  double best_value() const { return best_value_; }
+  FinetuneModel& finetune_model() { return *model_; }
+
+ private:
+  void init_weights() {
+    if (!opt_.init_encoder.empty()) {
+      InitReport r = init_encoder_from_torchvision(*model_, opt_.init_encoder);
+      if (!opt_.quiet)
+        fmt::print("init-encoder {}: {} tensors loaded: {}\n", opt_.init_encoder, r.loaded.size(), summarize_keys(r.loaded));
+      init_info_["encoder"] = {{"file", opt_.init_encoder}, {"sha256", sha256_file(opt_.init_encoder)}, {"loaded", r.loaded.size()}};
+    }
+    if (!opt_.init.empty()) {
+      InitReport r = init_from_checkpoint(*model_, opt_.init);
+      if (!opt_.quiet) {
+        fmt::print("init {}: {} tensors from the checkpoint: {}\n", opt_.init, r.loaded.size(), summarize_keys(r.loaded));
+        fmt::print("  {} stay as initialised: {}\n", r.random.size(), summarize_keys(r.random));
+        fmt::print("  {} checkpoint tensors unused: {}\n", r.ignored.size(), summarize_keys(r.ignored));
+      }
+      init_info_["checkpoint"] = {{"file", opt_.init}, {"sha256", sha256_file(opt_.init)}, {"loaded", r.loaded},
+                                  {"random", r.random}, {"unused", r.ignored.size()}};
+    } else if (!opt_.quiet) {
+      fmt::print("init: no --init checkpoint, every tensor{} is random\n", opt_.init_encoder.empty() ? "" : " outside the encoder");
+    }
+  }
+  // checkpoint_best.safetensors (model + config), then best.json; both through tmp + rename.
+  void save_best() {
+    save_module(opt_.out_dir + "/" + kFinetuneBest, *model_,
+                {{"finetune_config", cfg_.to_yaml()}, {"task", cfg_.task}, {"image_res", std::to_string(cfg_.image_res)},
+                 {"res_base_model", cfg_.res_base_model}, {"best_epoch", std::to_string(best_epoch_)},
+                 {"producer", build_version()}});
+    write_file_atomic(opt_.out_dir + "/" + kBestFile,
+                      nlohmann::json({{"best_value", best_value_}, {"best_epoch", best_epoch_}}).dump() + "\n");
+  }
+
+  const FinetuneOptions& opt_;
+  FinetuneConfig cfg_;
+  FinetuneTransformOptions topt_;
+  std::unique_ptr<FinetuneDataset> train_, valid_, test_;
+  std::unique_ptr<FinetuneLoader> loader_;
+  int64_t steps_per_epoch_ = 0;
+  std::unique_ptr<FinetuneModel> model_;
+  std::unique_ptr<AdamW> optim_;
+  nlohmann::json init_info_;
+  double best_value_ = -1;
+  int best_epoch_ = -1;
+};
 
 }  // namespace
 
@@ -505,290 +692,62 @@ FinetuneResult run_finetune(const FinetuneOptions& opt) {
   if (cfg.train_file.empty()) throw std::runtime_error("config key 'train_file' is not set (the training csv)");
   if (opt.out_dir.empty()) throw std::runtime_error("finetune needs an output folder (--out)");
   fs::create_directories(opt.out_dir);
-  const std::string ckpt_path = opt.out_dir + "/" + kCheckpointLast;
-  const std::string best_path = opt.out_dir + "/" + kFinetuneBest;
-  const bool resuming = !opt.resume.empty();
-  const FinetuneTask task = cfg.task_kind();
-  const FinetuneTransformOptions topt = cfg.transform_options();
-
-  // Data: the training rows (split), a validation set (its own csv, its own split rows, or a
-  // seeded carve-out of the training rows), the percentage subset, the test set.
-  const bool split = !cfg.split_column.empty();
-  FinetuneDataset train_all(cfg.train_file, cfg.csv_options({cfg.train_split}));
-  std::unique_ptr<FinetuneDataset> valid_set, train_set, test_set;
-  std::vector<int64_t> train_idx;
-  if (!cfg.valid_file.empty()) {
-    valid_set = std::make_unique<FinetuneDataset>(cfg.valid_file, cfg.csv_options({cfg.valid_split}));
-  } else if (split) {  // validation rows of the training csv, when it has any
-    try {
-      valid_set = std::make_unique<FinetuneDataset>(cfg.train_file, cfg.csv_options({cfg.valid_split}));
-    } catch (const std::exception&) {
-      valid_set.reset();
-    }
-  }
-  if (valid_set) {
-    train_idx.resize(size_t(train_all.size()));
-    std::iota(train_idx.begin(), train_idx.end(), int64_t(0));
-  } else if (cfg.valid_fraction > 0) {
-    auto [t, v] = holdout_split(train_all.size(), cfg.valid_fraction, uint64_t(cfg.split_seed));
-    train_idx = t;
-    valid_set = std::make_unique<FinetuneDataset>(train_all, v);
-  } else {
-    train_idx.resize(size_t(train_all.size()));
-    std::iota(train_idx.begin(), train_idx.end(), int64_t(0));
-  }
-  {
-    std::vector<int64_t> keep;
-    for (int64_t i : finetune_subset(int64_t(train_idx.size()), cfg.percentage, uint64_t(cfg.split_seed)))
-      keep.push_back(train_idx[size_t(i)]);
-    train_set = std::make_unique<FinetuneDataset>(train_all, keep);
-  }
-  const std::string test_csv = cfg.test_file.empty() && split ? cfg.train_file : cfg.test_file;
-  if (!test_csv.empty()) test_set = std::make_unique<FinetuneDataset>(test_csv, cfg.csv_options({cfg.test_split}));
-  train_set->check_files();
-  if (valid_set) valid_set->check_files();
-  if (test_set) test_set->check_files();
-
-  LoaderOptions lo;
-  lo.batch_size = cfg.batch_size;
-  lo.seed = uint64_t(cfg.seed);
-  lo.num_workers = cfg.num_workers;
-  FinetuneLoader loader(*train_set, topt, lo, true);
-  if (loader.size() == 0)
-    throw std::runtime_error(cfg.train_file + ": " + std::to_string(train_set->size()) + " training images, fewer than batch_size " +
-                             std::to_string(cfg.batch_size) + " (batches drop the remainder, as the reference)");
-  const int64_t steps_per_epoch =
-      cfg.max_steps_per_epoch > 0 ? std::min<int64_t>(cfg.max_steps_per_epoch, loader.size()) : loader.size();
-
-  std::unique_ptr<FinetuneModel> model = make_finetune_model(cfg, uint64_t(cfg.seed));
-  nlohmann::json init_info;
-  if (!resuming) {
-    if (!opt.init_encoder.empty()) {
-      InitReport r = init_encoder_from_torchvision(*model, opt.init_encoder);
-      if (!opt.quiet) fmt::print("init-encoder {}: {} tensors loaded: {}\n", opt.init_encoder, r.loaded.size(), summarize_keys(r.loaded));
-      init_info["encoder"] = {{"file", opt.init_encoder}, {"sha256", sha256_file(opt.init_encoder)}, {"loaded", r.loaded.size()}};
-    }
-    if (!opt.init.empty()) {
-      InitReport r = init_from_checkpoint(*model, opt.init);
-      if (!opt.quiet) {
-        fmt::print("init {}: {} tensors from the checkpoint: {}\n", opt.init, r.loaded.size(), summarize_keys(r.loaded));
-        fmt::print("  {} stay as initialised: {}\n", r.random.size(), summarize_keys(r.random));
-        fmt::print("  {} checkpoint tensors unused: {}\n", r.ignored.size(), summarize_keys(r.ignored));
-      }
-      init_info["checkpoint"] = {{"file", opt.init}, {"sha256", sha256_file(opt.init)}, {"loaded", r.loaded},
-                                 {"random", r.random}, {"unused", r.ignored.size()}};
-    } else if (!opt.quiet) {
-      fmt::print("init: no --init checkpoint, every tensor{} is random\n", opt.init_encoder.empty() ? "" : " outside the encoder");
-    }
-  }
+  if (opt.resume.empty()) std::remove((opt.out_dir + "/valid.jsonl").c_str());
+  FinetuneJob job(opt);
   if (!opt.export_init.empty()) {
-    save_module(opt.export_init, *model, {{"finetune_config", cfg.to_yaml()}, {"task", cfg.task}, {"producer", build_version()}});
+    save_module(opt.export_init, job.model(), {{"finetune_config", cfg.to_yaml()}, {"task", cfg.task}, {"producer", build_version()}});
     if (!opt.quiet) fmt::print("wrote the initial weights to {}\n", opt.export_init);
     return {};
   }
-  model->to(opt.device);
-  model->train();
-  AdamW optim(decay_groups(*model, cfg.weight_decay), cfg.lr);
-  LrSchedule sched;
-  sched.lr = cfg.lr;
-  sched.lr_min = cfg.min_lr;
-  sched.warmup_lr_init = cfg.warmup_lr;
-  sched.t_initial = cfg.epochs;
-  sched.warmup_t = cfg.warmup_epochs;
-  sched.iters_per_warmup_step = cfg.warmup_iters_per_step;
+  TrainingOptions t;
+  t.name = "finetune";
+  t.out_dir = opt.out_dir;
+  t.resume = opt.resume;
+  t.device = opt.device;
+  t.config_yaml = cfg.to_yaml();
+  t.seed = cfg.seed;
+  t.epochs = cfg.epochs;
+  t.schedule = job.schedule();
+  t.max_epochs = opt.max_epochs;
+  t.stop_after_steps = opt.stop_after_steps;
+  t.log_every = cfg.log_every;
+  t.quiet = opt.quiet;
+  TrainingResult r = run_training(job, t);
 
-  int start_epoch = 0, best_epoch = -1;
-  int64_t start_batch = 0, global_step = 0;
-  double best_value = -1;
-  if (resuming) {
-    std::string ck = fs::is_directory(opt.resume) ? opt.resume + "/" + kCheckpointLast : opt.resume;
-    if (!fs::exists(ck)) throw std::runtime_error("--resume: no checkpoint at '" + ck + "'");
-    auto meta = safetensors_metadata(ck);
-    for (const char* k : {"epoch", "batch", "global_step", "dropout_rng_offset", "optimizer", "best_value", "best_epoch"})
-      if (!meta.count(k)) throw std::runtime_error(ck + ": not a fine-tuning checkpoint (metadata has no '" + k + "')");
-    load_module_state(*model, load_safetensors(ck), true, ck);
-    optim.load_state(load_safetensors((fs::path(ck).parent_path() / meta["optimizer"]).string()));
-    start_epoch = std::stoi(meta["epoch"]);
-    start_batch = std::stoll(meta["batch"]);
-    global_step = std::stoll(meta["global_step"]);
-    best_value = std::stod(meta["best_value"]);
-    best_epoch = std::stoi(meta["best_epoch"]);
-    model->rng().set_offset(std::stoull(meta["dropout_rng_offset"]));
-    if (!opt.quiet) fmt::print("resumed from {}: epoch {}, batch {}, step {}\n", ck, start_epoch, start_batch, global_step);
-  }
-
-  RunRecord record(opt.out_dir, resuming && fs::exists(opt.out_dir + "/" + kRecordFile));
-  {
-    auto& j = record.json();
-    j["program"] = build_version();
-    j["job"] = "finetune";
-    j["build_flags"] = build_flags();
-    j["platform"] = {{"cpu", cpu_model()}, {"isa", build_isa()}, {"threads", num_threads()}, {"device", device_name(opt.device)}};
-    j["config"] = cfg.to_yaml();
-    j["config_sha256"] = sha256_hex(cfg.to_yaml());
-    j["seed"] = cfg.seed;
-    j["split_seed"] = cfg.split_seed;
-    j["train_images"] = train_set->size();
-    j["train_images_sha256"] = list_hash(*train_set);
-    j["valid_images"] = valid_set ? valid_set->size() : 0;
-    if (valid_set) j["valid_images_sha256"] = list_hash(*valid_set);
-    j["test_images"] = test_set ? test_set->size() : 0;
-    j["train_csv_sha256"] = sha256_file(cfg.train_file);
-    if (!init_info.is_null()) j["init"] = init_info;
-    if (!j.contains("epochs")) j["epochs"] = nlohmann::json::array();
-    record.save();
-  }
-  {
-    std::ofstream f(opt.out_dir + "/config.yaml");
-    f << cfg.to_yaml();
-  }
-  std::ofstream metrics(opt.out_dir + "/metrics.jsonl", resuming ? std::ios::app : std::ios::trunc);
-
-  auto model_meta = [&](int epoch, int64_t batch) -> std::map<std::string, std::string> {
-    return {{"finetune_config", cfg.to_yaml()}, {"task", cfg.task}, {"image_res", std::to_string(cfg.image_res)},
-            {"res_base_model", cfg.res_base_model}, {"epoch", std::to_string(epoch)}, {"batch", std::to_string(batch)},
-            {"global_step", std::to_string(global_step)}, {"producer", build_version()},
-            {"best_value", fmt::format("{:.17g}", best_value)}, {"best_epoch", std::to_string(best_epoch)},
-            {"dropout_rng_offset", std::to_string(model->rng().offset())}};
-  };
-  // Model file renamed last names its optimiser file: a kill at any moment leaves a consistent pair.
-  auto save_checkpoint = [&](int epoch, int64_t batch) {
-    const std::string optim_name = fmt::format("optimizer_step{}.safetensors", global_step);
-    save_safetensors(opt.out_dir + "/" + optim_name, optim.state(), {{"global_step", std::to_string(global_step)}});
-    auto meta = model_meta(epoch, batch);
-    meta["optimizer"] = optim_name;
-    save_module(ckpt_path, *model, meta);
-    for (auto& e : fs::directory_iterator(opt.out_dir)) {
-      auto n = e.path().filename().string();
-      if (n.rfind("optimizer_step", 0) == 0 && n != optim_name && n.find(".tmp") == std::string::npos) fs::remove(e.path());
-    }
-  };
-
-  g_stop = false;
-  auto prev_handler = std::signal(SIGINT, on_sigint_ft);
   FinetuneResult res;
-  const auto t_start = std::chrono::steady_clock::now();
-  int64_t steps_this_call = 0;
-  const int last_epoch = opt.max_epochs > 0 ? std::min(cfg.epochs, start_epoch + opt.max_epochs) : cfg.epochs;
-  if (!opt.quiet)
-    fmt::print("finetune ({}, {}{}): {} train / {} valid / {} test images, {} steps/epoch of {} at {} px, epochs {}..{}, "
-               "{} params, out {}\n",
-               cfg.task, cfg.res_base_model, cfg.use_base ? "" : ", pathology branch", train_set->size(),
-               valid_set ? valid_set->size() : 0, test_set ? test_set->size() : 0, steps_per_epoch, cfg.batch_size,
-               cfg.image_res, start_epoch, last_epoch - 1, model->num_parameters(), opt.out_dir);
-  FinetuneEvalOptions veo;
-  veo.batch_size = cfg.test_batch_size;
-  veo.num_workers = cfg.num_workers;
-  veo.device = opt.device;
-  veo.quiet = true;
-
-  for (int epoch = start_epoch; epoch < last_epoch; ++epoch) {
-    const int64_t first = epoch == start_epoch ? start_batch : 0;
-    loader.start_epoch(epoch, first);
-    double sum = 0;
-    int64_t n_steps = 0;
-    auto t_epoch = std::chrono::steady_clock::now();
-    FinetuneBatch fb;
-    for (int64_t b = first; b < steps_per_epoch && loader.next(fb); ++b) {
-      const float lr = sched.at(epoch, b);
-      optim.set_lr(lr);
-      optim.zero_grad();
-      Tensor logits = model->forward(fb.image.to(opt.device));
-      Tensor loss = finetune_loss(task, logits, fb.target.to(opt.device));
-      loss.backward();
-      optim.step();
-      const float l = loss.item();
-      if (!std::isfinite(l))
-        throw std::runtime_error(fmt::format("loss is not finite at epoch {} batch {} (step {})", epoch, b, global_step));
-      res.losses.push_back(l);
-      ++global_step;
-      ++steps_this_call;
-      ++n_steps;
-      sum += l;
-      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-      const double ips = double(n_steps * cfg.batch_size) / std::max(el, 1e-9);
-      nlohmann::json line = {{"type", "step"}, {"epoch", epoch}, {"batch", b}, {"step", global_step},
-                             {"loss", l},      {"lr", lr},       {"images_per_s", ips}};
-      metrics << line.dump() << "\n" << std::flush;
-      if (!opt.quiet && (b % std::max(1, cfg.log_every) == 0 || b + 1 == steps_per_epoch)) {
-        const double eta = double((last_epoch - epoch) * steps_per_epoch - (b + 1)) * cfg.batch_size / std::max(ips, 1e-9);
-        fmt::print("epoch {}/{} step {}/{} | loss {:.4f} | lr {:.2e} | {:.1f} img/s | ETA {}\n", epoch, last_epoch - 1, b + 1,
-                   steps_per_epoch, l, lr, ips, fmt_duration(eta));
-        std::fflush(stdout);
-      }
-      const bool budget = opt.stop_after_steps >= 0 && steps_this_call >= opt.stop_after_steps;
-      if (g_stop || budget) {
-        save_checkpoint(epoch, b + 1);
-        std::signal(SIGINT, prev_handler);
-        if (!opt.quiet)
-          fmt::print("{}: saved {} at epoch {} batch {} (resume with --resume {})\n", g_stop ? "interrupted" : "stopped",
-                     ckpt_path, epoch, b + 1, opt.out_dir);
-        res.global_step = global_step;
-        res.checkpoint_last = ckpt_path;
-        res.best_valid = best_value;
-        res.best_epoch = best_epoch;
-        return res;
-      }
-    }
-    nlohmann::json ep = {{"type", "epoch"}, {"epoch", epoch}, {"step", global_step}};
-    if (n_steps > 0) ep["train_loss"] = sum / double(n_steps);
-    // Validation (the test transform, every image): the best checkpoint is chosen here — the
-    // reference chooses it on the test set.
-    if (valid_set) {
-      nlohmann::json v = evaluate_finetune(*model, *valid_set, topt, veo);
-      const double h = headline_metric(v);
-      ep["valid"] = {{"loss", v["loss"]}, {task == FinetuneTask::kSegment ? "dice" : "mean_auc", h}};
-      if (task == FinetuneTask::kSegment) ep["valid"]["miou"] = v["miou"];
-      const bool better = h > best_value;
-      if (better) {
-        best_value = h;
-        best_epoch = epoch;
-      }
-      if (!opt.quiet)
-        fmt::print("epoch {} validation ({} images): loss {:.4f}, {} {:.4f}{}\n", epoch, valid_set->size(), v["loss"].get<double>(),
-                   task == FinetuneTask::kSegment ? "Dice" : "mean AUROC", h, better ? " (best so far)" : "");
-      if (better) save_module(best_path, *model, model_meta(epoch + 1, 0));
-    } else {
-      best_epoch = epoch;  // no validation: the last epoch is the one kept
-      save_module(best_path, *model, model_meta(epoch + 1, 0));
-    }
-    ep["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-    metrics << ep.dump() << "\n" << std::flush;
-    save_checkpoint(epoch + 1, 0);
-    record.add_epoch(epoch, weights_sha256(*model), ep);
-    record.save();
-  }
-  std::signal(SIGINT, prev_handler);
-  res.global_step = global_step;
-  res.finished = last_epoch == cfg.epochs;
-  res.checkpoint_last = ckpt_path;
-  res.checkpoint_best = best_path;
-  res.best_valid = best_value;
-  res.best_epoch = best_epoch;
-  // Test once, with the best checkpoint.
-  if (test_set && fs::exists(best_path) && last_epoch > start_epoch) {
+  for (const LossValues& v : r.losses) res.losses.push_back(v.at(0));
+  res.global_step = r.global_step;
+  res.finished = r.finished;
+  res.checkpoint_last = r.checkpoint;
+  const std::string best_path = opt.out_dir + "/" + kFinetuneBest;
+  res.checkpoint_best = fs::exists(best_path) ? best_path : "";
+  res.best_valid = job.best_value();
+  res.best_epoch = job.best_epoch();
+  // Test once at the end, with the best checkpoint.
+  if (r.finished && job.test_set() && fs::exists(best_path)) {
     auto best = make_finetune_model(cfg, uint64_t(cfg.seed));
     load_module_state(*best, load_safetensors(best_path), true, best_path);
     best->to(opt.device);
-    FinetuneEvalOptions teo = veo;
+    FinetuneEvalOptions teo = job.eval_options();
     teo.quiet = opt.quiet;
     teo.out_dir = opt.out_dir + "/test";
     teo.sample_outputs = cfg.sample_outputs;
-    if (!opt.quiet) fmt::print("test ({} images) with the best checkpoint (epoch {}):\n", test_set->size(), best_epoch);
-    res.test = evaluate_finetune(*best, *test_set, topt, teo);
-    res.test["best_epoch"] = best_epoch;
-    metrics << nlohmann::json({{"type", "test"}, {"best_epoch", best_epoch}, {"loss", res.test["loss"]},
-                               {task == FinetuneTask::kSegment ? "dice" : "mean_auc", headline_metric(res.test)}})
-                   .dump()
-            << "\n";
-    record.json()["test"] = {{"best_epoch", best_epoch}, {"metrics_sha256", sha256_file(teo.out_dir + "/metrics.json")},
-                             {"headline", headline_metric(res.test)}};
-    record.save();
+    if (!opt.quiet)
+      fmt::print("test ({} images) with the best checkpoint (epoch {}, validation {:.4f}):\n", job.test_set()->size(),
+                 job.best_epoch(), job.best_value());
+    res.test = evaluate_finetune(*best, *job.test_set(), cfg.transform_options(), teo);
+    res.test["best_epoch"] = job.best_epoch();
+    res.test["best_valid"] = job.best_value();
+    save_json(teo.out_dir + "/metrics.json", res.test);
+    MetricsLog(opt.out_dir, true).write({{"type", "test"}, {"best_epoch", job.best_epoch()}, {"loss", res.test["loss"]},
+                                         {cfg.task_kind() == FinetuneTask::kSegment ? "dice" : "mean_auc", headline_metric(res.test)}});
+    nlohmann::json rec = RunRecord::load(opt.out_dir);
+    rec["test"] = {{"best_epoch", job.best_epoch()}, {"headline", headline_metric(res.test)},
+                   {"metrics_sha256", sha256_file(teo.out_dir + "/metrics.json")}};
+    write_file_atomic(opt.out_dir + "/" + kRecordFile, rec.dump(2) + "\n");
   }
-  if (!opt.quiet)
-    fmt::print("finetune done: {} steps in {}, best {} (epoch {}), checkpoints {} and {}\n", steps_this_call,
-               fmt_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()), best_path,
-               best_epoch, ckpt_path, best_path);
+  if (!opt.quiet && res.best_epoch >= 0)
+    fmt::print("best checkpoint: {} (epoch {}, validation {:.4f})\n", best_path, res.best_epoch, res.best_valid);
   return res;
 }
 

@@ -7,6 +7,7 @@
 // continues bit for bit), metrics.jsonl, reproducibility.json, progress lines, Ctrl-C.
 // And the evaluation of a fine-tuned checkpoint on any csv (finetune-eval).
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -117,6 +118,7 @@ struct FinetuneEvalOptions {
   int sample_outputs = 8;
   Device device = Device::CPU;
   bool quiet = false;
+  std::function<void(float)> batch_losses;  // called with each batch's mean loss
 };
 nlohmann::json evaluate_finetune(FinetuneModel& model, const FinetuneDataset& ds, const FinetuneTransformOptions& topt,
                                  const FinetuneEvalOptions& eo);
