@@ -51,6 +51,8 @@ int cmd_finetune(int argc, char** argv) {
   app.add_option("--epochs", epochs, "stop after this many epochs (the schedule keeps the config's length)");
   app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after this many steps");
   std::string export_init;
+  bool quiet = false;
+  app.add_flag("--quiet", quiet, "no progress lines");
   app.add_option("--export-init", export_init, "write the initialised weights (after --init) to this file and stop");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
@@ -69,6 +71,7 @@ int cmd_finetune(int argc, char** argv) {
   o.max_epochs = epochs;
   o.stop_after_steps = max_steps;
   o.export_init = export_init;
+  o.quiet = quiet;
   run_finetune(o);
   return 0;
 }
