@@ -148,6 +148,41 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t stride_, int64_t padd
   }
 }
 
+Conv1d::Conv1d(int64_t in, int64_t out, int64_t k, int64_t stride_, bool has_bias, Rng& init) : stride(stride_) {
+  const float bound = 1.0f / std::sqrt(float(in * k));
+  weight = Tensor::empty({out, in, k});
+  init.fill_uniform(weight.data(), weight.numel(), -bound, bound);
+  register_parameter("weight", weight);
+  if (has_bias) {
+    bias = Tensor::empty({out});
+    init.fill_uniform(bias.data(), out, -bound, bound);
+    register_parameter("bias", bias);
+  }
+}
+
+Tensor Conv1d::forward(const Tensor& x) const {
+  if (!x.defined() || x.dim() != 3)
+    throw std::invalid_argument("Conv1d: input must be 3-D [N,C,L], got " +
+                                (x.defined() ? shape_str(x.shape()) : std::string("an undefined tensor")));
+  const int64_t N = x.size(0), C = x.size(1), L = x.size(2), O = weight.size(0), k = weight.size(2);
+  Tensor y = conv2d(x.reshape({N, C, L, 1}), weight.reshape({O, C, k, 1}), bias, stride, 0);  // (N, O, OL, 1)
+  return y.reshape({N, O, y.size(2)});                                                         // (N, O, OL)
+}
+
+ConvTranspose2d::ConvTranspose2d(int64_t in, int64_t out, int64_t k, int64_t stride_, int64_t padding_,
+                                 bool has_bias, Rng& init)
+    : stride(stride_), padding(padding_) {
+  const float bound = 1.0f / std::sqrt(float(out * k * k));  // fan_in = weight.size(1) * k * k
+  weight = Tensor::empty({in, out, k, k});
+  init.fill_uniform(weight.data(), weight.numel(), -bound, bound);
+  register_parameter("weight", weight);
+  if (has_bias) {
+    bias = Tensor::empty({out});
+    init.fill_uniform(bias.data(), out, -bound, bound);
+    register_parameter("bias", bias);
+  }
+}
+
 BatchNorm2d::BatchNorm2d(int64_t c, float eps_, float momentum_) : eps(eps_), momentum(momentum_) {
   weight = Tensor::ones({c});
   bias = Tensor::zeros({c});

@@ -1,6 +1,6 @@
 // defines: nn::Module (named parameters and buffers with PyTorch state_dict keys,
-// train/eval, zero_grad) and the layers MeDSLIP and BERT need: Linear, Conv2d,
-// BatchNorm2d, LayerNorm, Dropout, Embedding, MultiheadAttention.
+// train/eval, zero_grad) and the layers MeDSLIP, BERT and the fine-tuning U-Net need: Linear,
+// Conv1d, Conv2d, ConvTranspose2d, BatchNorm2d, LayerNorm, Dropout, Embedding, MultiheadAttention.
 #pragma once
 #include <map>
 #include <memory>
@@ -92,6 +92,29 @@ class Conv2d : public Module {
  public:
   Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias, Rng& init);
   Tensor forward(const Tensor& x) const { return conv2d(x, weight, bias, stride, padding); }
+  Tensor weight, bias;
+  int64_t stride, padding;
+};
+
+// torch.nn.Conv1d without padding, groups or dilation (the U-Net head is Conv1d(64, 1, 1)):
+// weight [out, in, k], bias [out], x [N, in, L] -> [N, out, (L - k) / stride + 1]. Runs as
+// conv2d on [N, in, L, 1] through views. Default init as PyTorch: U(+-1/sqrt(in * k)).
+class Conv1d : public Module {
+ public:
+  Conv1d(int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bias, Rng& init);
+  Tensor forward(const Tensor& x) const;
+  Tensor weight, bias;
+  int64_t stride;
+};
+
+// torch.nn.ConvTranspose2d without output_padding, groups or dilation: weight [in, out, k, k]
+// and bias [out] under PyTorch's state_dict names. Default init as PyTorch's: kaiming_uniform
+// (a=sqrt 5) whose fan_in is weight.size(1) * k * k = out * k * k for a transposed weight, so
+// weight and bias both ~ U(+-1/sqrt(out * k * k)).
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias, Rng& init);
+  Tensor forward(const Tensor& x) const { return conv_transpose2d(x, weight, bias, stride, padding); }
   Tensor weight, bias;
   int64_t stride, padding;
 };

@@ -92,6 +92,10 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding);
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+// Transposed convolution (ops/conv_transpose.cpp), as F.conv_transpose2d with output_padding 0,
+// no groups or dilation: x [N,C_in,H,W], w [C_in,C_out,kh,kw], b [C_out] or undefined;
+// output [N, C_out, (H-1)*stride - 2*padding + kh, (W-1)*stride - 2*padding + kw].
+Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding);
 
 // ---- dropout (ops/dropout.cpp) -------------------------------------------------
 // Inverted dropout: kept elements scaled by 1/(1-p). Identity when !training or p==0.
@@ -105,5 +109,12 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& target,
 // Elementwise BCE with logits, numerically stable: max(x,0) - x*t + log(1+exp(-|x|)).
 // target has x's shape; mean over elements with valid==1; 0 when none.
 Tensor bce_with_logits(const Tensor& x, const Tensor& target, const std::vector<uint8_t>& valid);
+// The segmentation fine-tune's DiceBCELoss (spec E.6), over all elements of the batch at once:
+// p = sigmoid(logits), BCE = mean of the binary cross-entropy, dice = (2 sum(p t) + smooth) /
+// (sum(p) + sum(t) + smooth); returns BCE + 1 - dice as a scalar. target has logits' shape and
+// gets no gradient. BCE is taken in the stable logits form (as bce_with_logits); the original
+// (F.binary_cross_entropy on sigmoid outputs) agrees with it while sigmoid is not saturated
+// in float32 (|logit| below about 16), where that one clamps log at -100 instead.
+Tensor dice_bce_loss(const Tensor& logits, const Tensor& target, float smooth = 1.f);
 
 }  // namespace ms

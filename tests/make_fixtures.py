@@ -22,6 +22,8 @@ Section `engine` (tests/engine/parity.cpp) writes, ~0.2 MB in all:
                             softmax/log_softmax, layer_norm, masked cross-entropy and BCE
   engine_conv.safetensors   conv2d variants, max/adaptive-avg pooling, and a
                             conv+BN+ReLU+maxpool+adaptive-avg-pool block in train and eval mode
+  engine_finetune.safetensors  conv_transpose2d variants, the reference's DiceBCELoss, and a U-Net
+                            up-block (ConvTranspose2d, cat, 2 x Conv+BN+ReLU, Conv1d 1x1 head) in train mode
   engine_mha.safetensors    nn.MultiheadAttention self- and cross-attention with a key padding mask
   engine_adamw.safetensors  three AdamW steps on a Linear-ReLU-Linear MLP with two param groups
   engine_lr.safetensors     the reference's hand-stepped cosine-with-warmup LR (spec D), simulated
@@ -326,6 +328,110 @@ def engine_conv(fx):
 
 
 # --------------------------------------------------------------------------------------
+# section engine: the fine-tuning ops (engine_finetune.safetensors)
+# --------------------------------------------------------------------------------------
+
+def dice_bce_reference(inputs, targets, smooth=1):
+    """utils.py DiceBCELoss.forward of the official I2_segmentation, verbatim in substance (spec E.6)."""
+    inputs = torch.sigmoid(inputs)
+    inputs = inputs.view(-1)
+    targets = targets.view(-1)
+    intersection = (inputs * targets).sum()
+    dice_loss = 1 - (2.0 * intersection + smooth) / (inputs.sum() + targets.sum() + smooth)
+    bce = F.binary_cross_entropy(inputs, targets, reduction="mean")
+    return bce + dice_loss
+
+
+def engine_finetune(fx):
+    deconvs = [  # name, N,C,H,W, O, kh,kw, stride, pad, bias
+        ("deconv_2x2_s2_bias", 2, 4, 3, 4, 3, 2, 2, 2, 0, True),  # the U-Net's up-sampling (k2 s2)
+        ("deconv_2x2_s2", 1, 3, 4, 3, 5, 2, 2, 2, 0, False),
+        ("deconv_3x3_s2_p1_bias", 2, 3, 4, 4, 2, 3, 3, 2, 1, True),  # overlapping windows, cropped
+        ("deconv_3x3_s1_p1", 2, 2, 5, 4, 3, 3, 3, 1, 1, False),
+        ("deconv_3x2_s3_bias", 2, 2, 3, 3, 2, 3, 2, 3, 0, True),  # non-square kernel; gaps when k < stride
+        ("deconv_1x1_s1", 2, 4, 3, 3, 2, 1, 1, 1, 0, False),
+    ]
+    for name, n, c, h, w, o, kh, kw, s, p, has_bias in deconvs:
+        inputs = {"x": rand(name + ".x", n, c, h, w), "w": rand(name + ".w", c, o, kh, kw, scale=(o * kh * kw) ** -0.5)}
+        if has_bias:
+            inputs["b"] = rand(name + ".b", o)
+        fx.case(name, lambda x, w, b=None, s=s, p=p: F.conv_transpose2d(x, w, b, stride=s, padding=p), inputs,
+                extra={"geom": torch.tensor([s, p])})
+
+    # The reference's DiceBCELoss; the target is data (no gradient). Logits within |x| < 6, where
+    # F.binary_cross_entropy on sigmoid outputs and our logits form agree to float rounding.
+    for name, shape, smooth, soft in [("dicebce_mask", (2, 1, 6, 5), 1.0, False),
+                                      ("dicebce_soft", (3, 7), 0.5, True),
+                                      ("dicebce_empty_mask", (2, 1, 4, 4), 1.0, False)]:
+        x = rand(name + ".x", *shape, scale=2.0).clamp(-6, 6)
+        if soft:
+            t = rand(name + ".t", *shape, lo=0.0, hi=1.0)
+        elif name.endswith("empty_mask"):
+            t = torch.zeros(shape)  # no foreground: dice is smooth / (sum p + smooth)
+        else:
+            t = (rand(name + ".t", *shape) > 0.3).float()
+        fx.case(name, lambda x, t, smooth=smooth: dice_bce_reference(x, t, smooth), {"x": x, "t": t}, grad=["x"],
+                extra={"smooth": torch.tensor([smooth], dtype=torch.float64)})
+
+    # One up-block of the U-Net (resunet.py UpBlockForUNetWithResNet50) at small widths, train
+    # mode: ConvTranspose2d(k2, s2) -> cat with the skip -> 2 x (Conv3x3 + BN + ReLU), then the
+    # head's Conv1d 1x1 and the DiceBCE loss on a mask. Names as the reference's state_dict.
+    name = "upblock"
+    torch.manual_seed(seed_for(name))
+
+    class ConvBlock(torch.nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(cin, cout, padding=1, kernel_size=3, stride=1)
+            self.bn = torch.nn.BatchNorm2d(cout)
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.bn(self.conv(x)))
+
+    class UpBlock(torch.nn.Module):
+        def __init__(self, cin, cout, up_in, up_out):
+            super().__init__()
+            self.upsample = torch.nn.ConvTranspose2d(up_in, up_out, kernel_size=2, stride=2)
+            self.conv_block_1 = ConvBlock(cin, cout)
+            self.conv_block_2 = ConvBlock(cout, cout)
+
+        def forward(self, up_x, down_x):
+            x = torch.cat([self.upsample(up_x), down_x], 1)
+            return self.conv_block_2(self.conv_block_1(x))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = UpBlock(6 + 3, 6, 8, 6)  # up_x 8 channels -> 6, skip 3 channels
+            self.seg_classifier = torch.nn.Conv1d(6, 1, kernel_size=1, bias=True)
+
+        def forward(self, up_x, down_x):
+            o = self.up(up_x, down_x)  # [N,6,2H,2W]
+            n, c, h, w = o.shape
+            return self.seg_classifier(o.reshape(n, c, h * w)).reshape(n, 1, h, w)
+
+    net = Net().train()
+    for k, v in net.state_dict().items():
+        fx.put(f"{name}.sd.{k}", v)
+    up_x = rand(name + ".up_x", 2, 8, 4, 5).requires_grad_(True)
+    down_x = rand(name + ".down_x", 2, 3, 8, 10).requires_grad_(True)
+    mask = (rand(name + ".mask", 2, 1, 8, 10) > 0.5).float()
+    logits = net(up_x, down_x)
+    loss = dice_bce_reference(logits, mask)
+    loss.backward()
+    fx.put(f"{name}.in.up_x", up_x)
+    fx.put(f"{name}.in.down_x", down_x)
+    fx.put(f"{name}.mask", mask)
+    fx.put(f"{name}.logits", logits)
+    fx.put(f"{name}.loss", loss)
+    fx.put(f"{name}.grad.up_x", up_x.grad)
+    fx.put(f"{name}.grad.down_x", down_x.grad)
+    for k, p in net.named_parameters():
+        fx.put(f"{name}.grad.{k}", p.grad)
+
+
+# --------------------------------------------------------------------------------------
 # section engine: nn.MultiheadAttention (engine_mha.safetensors)
 # --------------------------------------------------------------------------------------
 
@@ -542,6 +648,10 @@ def make_engine(outdir):
     fx = Fixture("engine")
     engine_conv(fx)
     fx.save(outdir, "engine_conv.safetensors", "conv2d, pooling and conv+BN block, tests/engine/parity.cpp")
+    fx = Fixture("engine")
+    engine_finetune(fx)
+    fx.save(outdir, "engine_finetune.safetensors", "conv_transpose2d, DiceBCE loss and a U-Net up-block "
+            "(spec E.6), tests/engine/parity.cpp")
     fx = Fixture("engine")
     engine_mha(fx)
     fx.save(outdir, "engine_mha.safetensors", "nn.MultiheadAttention, tests/engine/parity.cpp")

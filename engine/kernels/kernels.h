@@ -84,6 +84,15 @@ Broadcast make_broadcast(const std::vector<int64_t>& out, const std::vector<int6
                                    int64_t OW);                                                                      \
   void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_t H, int64_t W, int64_t OH,        \
                                     int64_t OW);                                                                     \
+  /* transposed convolution (the adjoint of conv2d) over a batch: x [N,C,H,W], w [C,O,kh,kw],  */                    \
+  /* y [N,O,OH,OW] written; col: scratch of O*kh*kw * H*W floats. Backward: gx [N,C,H,W] and  */                     \
+  /* gw [C,O,kh,kw] written (null: skip; x is read for gw only, w for gx only), images in order. */                  \
+  void conv_transpose2d_forward(const float* x, const float* w, float* y, float* col, int64_t N, int64_t C,          \
+                                int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad,\
+                                int64_t OH, int64_t OW);                                                             \
+  void conv_transpose2d_backward(const float* x, const float* w, const float* gy, float* gx, float* gw, float* col,  \
+                                 int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,      \
+                                 int64_t stride, int64_t pad, int64_t OH, int64_t OW);                               \
   /* dropout with the shared Philox rule (engine/rng.h philox_keep) */                                               \
   void dropout_forward(const float* x, float* y, uint8_t* keep, int64_t n, float p, uint64_t key, uint64_t counter0);\
   void dropout_backward(const float* gy, const uint8_t* keep, float* gx, int64_t n, float p);                        \

@@ -1,5 +1,6 @@
-// Losses with a validity mask: cross_entropy and bce_with_logits. The mean runs over the
-// counted rows/elements only, and an empty selection gives 0 instead of NaN (spec B.6.5).
+// Losses: cross_entropy and bce_with_logits with a validity mask (the mean runs over the
+// counted rows/elements only, and an empty selection gives 0 instead of NaN, spec B.6.5), and
+// the segmentation fine-tune's dice_bce_loss composed from them.
 #include <stdexcept>
 
 #include "engine/autograd.h"
@@ -70,6 +71,24 @@ Tensor bce_with_logits(const Tensor& x, const Tensor& target, const std::vector<
     accumulate_grad(x, gx);
   });
   return out;
+}
+
+// Composed from the ops above, so each term's backward is the one of its op: with n elements,
+// d BCE/dx = (p - t) / n and d(1 - dice)/dp_i = -(2 t_i D - 2I - s) / D^2 (I = sum p t,
+// D = sum p + sum t + s), chained through sigmoid. spec E.6 (utils.py DiceBCELoss).
+Tensor dice_bce_loss(const Tensor& logits, const Tensor& target, float smooth) {
+  if (!logits.defined() || !target.defined() || target.shape() != logits.shape())
+    throw std::invalid_argument("dice_bce_loss: target " +
+                                (target.defined() ? shape_str(target.shape()) : std::string("undefined")) +
+                                " for logits " +
+                                (logits.defined() ? shape_str(logits.shape()) : std::string("undefined")) +
+                                " (expected the same shape)");
+  const Tensor t = target.detach().to(logits.device());  // the mask is data: no gradient
+  const Tensor bce = bce_with_logits(logits, t, std::vector<uint8_t>(size_t(logits.numel()), 1));  // []
+  const Tensor p = sigmoid(logits);                                                                  // logits' shape
+  const Tensor inter = sum(mul(p, t));                                                               // []
+  const Tensor dice = div(add(mul(inter, 2.f), smooth), add(add(sum(p), sum(t)), smooth));          // []
+  return add(bce, rsub(1.f, dice));
 }
 
 }  // namespace ms

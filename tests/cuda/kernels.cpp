@@ -607,6 +607,84 @@ TEST_CASE("cuda: convolution and pooling kernels") {
   }
 }
 
+TEST_CASE("cuda: conv_transpose2d kernels") {
+  if (skip_without_gpu()) return;
+  // The U-Net's first up-block at 1/8 of its channels (k2 s2, 14 -> 28), an overlapping
+  // cropped one, and one with gaps (k < stride).
+  const struct {
+    int64_t N, C, H, W, O, kh, kw, stride, pad;
+  } cfgs[] = {{3, 128, 14, 14, 64, 2, 2, 2, 0}, {2, 16, 9, 7, 12, 3, 3, 2, 1}, {2, 6, 5, 6, 4, 2, 3, 3, 0}};
+  int si = 0;
+  for (const auto& c : cfgs) {
+    const int64_t OH = (c.H - 1) * c.stride - 2 * c.pad + c.kh, OW = (c.W - 1) * c.stride - 2 * c.pad + c.kw;
+    const std::string g = "N" + std::to_string(c.N) + " C" + std::to_string(c.C) + " " + std::to_string(c.H) + "x" +
+                          std::to_string(c.W) + " -> O" + std::to_string(c.O) + " k" + std::to_string(c.kh) + "x" +
+                          std::to_string(c.kw) + " s" + std::to_string(c.stride) + " p" + std::to_string(c.pad);
+    const int64_t nx = c.N * c.C * c.H * c.W, nw = c.C * c.O * c.kh * c.kw, ny = c.N * c.O * OH * OW;
+    const int64_t ncol = c.O * c.kh * c.kw * c.H * c.W;
+    const auto x = normal(nx, 260 + si), w = normal(nw, 261 + si), gy = normal(ny, 262 + si);
+    std::vector<float> y(static_cast<size_t>(ny)), gx(static_cast<size_t>(nx)), gw(static_cast<size_t>(nw)),
+        col(static_cast<size_t>(ncol));
+    cpu::conv_transpose2d_forward(x.data(), w.data(), y.data(), col.data(), c.N, c.C, c.H, c.W, c.O, c.kh, c.kw,
+                                  c.stride, c.pad, OH, OW);
+    cpu::conv_transpose2d_backward(x.data(), w.data(), gy.data(), gx.data(), gw.data(), col.data(), c.N, c.C, c.H,
+                                   c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW);
+    auto dx = up(x), dw = up(w), dgy = up(gy);
+    std::vector<std::vector<float>> runs;
+    for (int rep = 0; rep < 2; ++rep) {  // twice: the GPU must repeat its own bits
+      auto dy = poisoned(ny), dgx = poisoned(nx), dgw = poisoned(nw), dcol = poisoned(ncol);
+      cuda::conv_transpose2d_forward(dx.data(), dw.data(), dy.data(), dcol.data(), c.N, c.C, c.H, c.W, c.O, c.kh,
+                                     c.kw, c.stride, c.pad, OH, OW);
+      cuda::conv_transpose2d_backward(dx.data(), dw.data(), dgy.data(), dgx.data(), dgw.data(), dcol.data(), c.N,
+                                      c.C, c.H, c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW);
+      runs.push_back(down(dy));
+      runs.push_back(down(dgx));
+      runs.push_back(down(dgw));
+    }
+    close("conv_transpose2d_forward " + g, runs[0], y, kReduction);
+    close("conv_transpose2d_backward gx " + g, runs[1], gx, kReduction);
+    close("conv_transpose2d_backward gw " + g, runs[2], gw, kReduction);
+    for (int k = 0; k < 3; ++k)
+      CHECK_MESSAGE(bitwise(runs[size_t(k)], runs[size_t(k + 3)]), "conv_transpose2d " << g << " output " << k
+                                                                                      << " differs between two GPU runs");
+    // gx only (gw skipped) must give the same gx.
+    auto dgx_only = poisoned(nx), dcol = poisoned(ncol);
+    cuda::conv_transpose2d_backward(nullptr, dw.data(), dgy.data(), dgx_only.data(), nullptr, dcol.data(), c.N, c.C,
+                                    c.H, c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW);
+    CHECK(bitwise(down(dgx_only), runs[1]));
+    ++si;
+  }
+}
+
+TEST_CASE("cuda: conv_transpose2d and dice_bce_loss ops match the CPU") {
+  if (skip_without_gpu()) return;
+  auto run = [](Device dev) {
+    auto t = [dev](const std::vector<float>& v, const Shape& s, bool grad) {
+      Tensor d = Tensor::from_vector(v, s).to(dev);
+      if (grad) d.requires_grad_(true);
+      return d;
+    };
+    const int64_t N = 2, C = 32, H = 8, O = 16;
+    Tensor x = t(normal(N * C * H * H, 270), {N, C, H, H}, true);
+    Tensor w = t(uniform(C * O * 4, 271, -0.2f, 0.2f), {C, O, 2, 2}, true);
+    Tensor b = t(uniform(O, 272), {O}, true);
+    Tensor head = t(uniform(O, 273, -0.3f, 0.3f), {1, O, 1, 1}, true);
+    Tensor logits = conv2d(conv_transpose2d(x, w, b, 2, 0), head, Tensor(), 1, 0);  // (N, 1, 16, 16)
+    std::vector<float> m = uniform(N * 16 * 16, 274, 0.f, 1.f);
+    for (auto& v : m) v = v < 0.3f ? 1.f : 0.f;
+    Tensor loss = dice_bce_loss(logits, t(m, {N, 1, 16, 16}, false));
+    loss.backward();
+    return std::vector<std::vector<float>>{loss.to_vector(), logits.to_vector(), x.grad().to_vector(),
+                                           w.grad().to_vector(), b.grad().to_vector(), head.grad().to_vector()};
+  };
+  const auto c = run(Device::CPU), g = run(GPU), g2 = run(GPU);
+  const char* names[] = {"loss", "logits", "grad.x", "grad.w", "grad.b", "grad.head"};
+  for (size_t i = 0; i < c.size(); ++i) {
+    close(std::string("deconv+dicebce ") + names[i], g[i], c[i], i < 2 ? 1e-4 : 1e-3);
+    CHECK_MESSAGE(bitwise(g[i], g2[i]), names[i] << " differs between two GPU runs");
+  }
+}
+
 TEST_CASE("cuda: dropout, losses and AdamW kernels") {
   if (skip_without_gpu()) return;
   {  // the same Philox keep rule on both devices: masks equal bit for bit

@@ -1,10 +1,12 @@
 // Core tensor and autograd behaviour: views, accumulation, graph release, NoGrad.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/nn.h"
 #include "engine/ops.h"
 
 using namespace ms;
@@ -85,4 +87,29 @@ TEST_CASE("engine: losses with no valid rows are zero, not NaN") {
   for (float g : l.grad().to_vector()) CHECK(g == 0.f);
   Tensor x = Tensor::from_vector({1, -2}, {2});
   CHECK(bce_with_logits(x, Tensor::zeros({2}), {0, 0}).item() == 0.f);
+}
+
+TEST_CASE("engine: nn::ConvTranspose2d has PyTorch's names, shapes and default init bound") {
+  // torch: kaiming_uniform(a=sqrt 5) with fan_in = weight.size(1) * k * k = out * k * k (here
+  // 6 * 4 = 24, bound 0.204), not in * k * k (16, bound 0.25) as for Conv2d.
+  Rng init(3, kStreamInit);
+  nn::ConvTranspose2d up(4, 6, 2, 2, 0, true, init);
+  const auto params = up.named_parameters();
+  REQUIRE(params.size() == 2);
+  CHECK(params[0].first == "weight");
+  CHECK(params[0].second.shape() == Shape{4, 6, 2, 2});
+  CHECK(params[1].first == "bias");
+  CHECK(params[1].second.shape() == Shape{6});
+  const float bound = 1.f / std::sqrt(24.f);
+  float wmax = 0.f;
+  for (float v : up.weight.to_vector()) wmax = std::max(wmax, std::fabs(v));
+  for (float v : up.bias.to_vector()) CHECK(std::fabs(v) <= bound);
+  MESSAGE("max |weight| " << wmax << " of bound " << bound << " (96 draws)");
+  CHECK(wmax <= bound);
+  CHECK(wmax > 0.9f * bound);
+  Tensor y = up.forward(Tensor::ones({1, 4, 3, 5}));  // k2 s2 doubles H and W
+  CHECK(y.shape() == Shape{1, 6, 6, 10});
+  nn::ConvTranspose2d nob(4, 6, 3, 1, 1, false, init);
+  CHECK(nob.named_parameters().size() == 1);
+  CHECK(nob.forward(Tensor::ones({2, 4, 3, 5})).shape() == Shape{2, 6, 3, 5});
 }

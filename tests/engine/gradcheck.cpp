@@ -42,6 +42,10 @@ struct Opts {
 // Strongly curved functions (pow, rsqrt, log, 1/b): the O(h^2 f'''/f') truncation error of
 // central differences dominates; measured up to 2.3e-4 at h = 1e-2.
 const Opts kCurved{1e-2, 1e-3, 300};
+// A loss over a whole batch (dice_bce_loss): one scalar near 1.7 whose gradient per element is
+// ~1/n of it, so the float32 rounding of L over 2h dominates. Measured at h = 1e-2: 1.3e-4 and
+// 1.6e-4 (too near 2e-4); at h = 3e-2: 5.4e-5 and 6.4e-5, truncation still negligible.
+const Opts kWholeBatchLoss{3e-2, 2e-4, 300};
 
 Tensor uniform(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
   Tensor t = Tensor::empty(s);
@@ -299,6 +303,22 @@ std::vector<GradCase> grad_cases() {
                    },
                    [c](const V& v) { return conv2d(v[0], v[1], c.bias ? v[2] : undef(), c.stride, c.pad); }));
   }
+  struct DeconvCfg { int64_t C, O, H, W, kh, kw, stride, pad; bool bias; };
+  // k2 s2 is the U-Net's up-sampling (spec E.6); the others overlap (k > stride), leave gaps
+  // (k < stride), crop (pad > 0) or are 1x1.
+  for (DeconvCfg c : {DeconvCfg{3, 2, 3, 4, 2, 2, 2, 0, true}, DeconvCfg{2, 3, 4, 3, 3, 3, 1, 1, false},
+                      DeconvCfg{2, 2, 3, 3, 3, 3, 2, 1, true}, DeconvCfg{2, 3, 3, 2, 3, 2, 2, 0, false},
+                      DeconvCfg{2, 2, 3, 3, 2, 1, 3, 0, true}, DeconvCfg{3, 2, 3, 3, 1, 1, 1, 0, false}}) {
+    std::string var = std::to_string(c.kh) + "x" + std::to_string(c.kw) + " stride " + std::to_string(c.stride) +
+                      " pad " + std::to_string(c.pad) + (c.bias ? " bias" : " no bias");
+    t.push_back(gc("conv_transpose2d", var,
+                   [c] {
+                     V v{uniform({2, c.C, c.H, c.W}, 90), uniform({c.C, c.O, c.kh, c.kw}, 91, -0.5f, 0.5f)};
+                     if (c.bias) v.push_back(uniform({c.O}, 92));
+                     return v;
+                   },
+                   [c](const V& v) { return conv_transpose2d(v[0], v[1], c.bias ? v[2] : undef(), c.stride, c.pad); }));
+  }
   t.push_back(gc("max_pool2d", "k3 s2 p1, distinct values", [] { return V{distinct({2, 2, 7, 6}, 74, 0.03f)}; },
                  [](const V& v) { return max_pool2d(v[0], 3, 2, 1); }));
   t.push_back(gc("max_pool2d", "k2 s2 p0", [] { return V{distinct({1, 2, 4, 5}, 75, 0.03f)}; },
@@ -322,6 +342,19 @@ std::vector<GradCase> grad_cases() {
                    Tensor tgt = uniform({3, 4}, 82, 0.f, 1.f);
                    return bce_with_logits(v[0], tgt, {1, 1, 0, 1, 0, 1, 1, 1, 1, 0, 1, 1});
                  }));
+  // Binary mask (the fine-tune's case) and a soft target with another smooth; logits span
+  // both signs so the BCE and dice terms both matter.
+  t.push_back(gc(
+      "dice_bce_loss", "binary mask [2,1,3,4], smooth 1", [] { return V{uniform({2, 1, 3, 4}, 83, -3.f, 3.f)}; },
+      [](const V& v) {
+        Tensor tgt = uniform({2, 1, 3, 4}, 84, 0.f, 1.f);
+        for (int64_t i = 0; i < tgt.numel(); ++i) tgt.data()[i] = tgt.data()[i] < 0.4f ? 1.f : 0.f;
+        return dice_bce_loss(v[0], tgt);
+      },
+      kWholeBatchLoss));
+  t.push_back(gc(
+      "dice_bce_loss", "soft target [3,5], smooth 0.5", [] { return V{uniform({3, 5}, 85, -2.f, 2.f)}; },
+      [](const V& v) { return dice_bce_loss(v[0], uniform({3, 5}, 86, 0.f, 1.f), 0.5f); }, kWholeBatchLoss));
   return t;
 }
 
@@ -440,6 +473,65 @@ TEST_CASE("engine: conv2d forward matches a direct loop") {
   }
 }
 
+TEST_CASE("engine: conv_transpose2d forward matches a direct scatter loop") {
+  // y[n,o,ih*s-p+i, iw*s-p+j] += x[n,c,ih,iw] w[c,o,i,j] (+ b[o]), cropped to the output, in double.
+  struct Cfg { int64_t N, C, O, H, W, kh, kw, s, p; bool bias; };
+  // The last is the U-Net's first up-block at 1/16 of its channels (k2 s2, 14 -> 28).
+  for (Cfg c : {Cfg{2, 3, 4, 5, 4, 3, 3, 2, 1, true}, Cfg{1, 2, 3, 3, 3, 4, 2, 3, 1, false},
+                Cfg{2, 4, 2, 4, 5, 1, 1, 1, 0, true}, Cfg{2, 64, 32, 14, 14, 2, 2, 2, 0, true}}) {
+    Tensor x = uniform({c.N, c.C, c.H, c.W}, 240), w = uniform({c.C, c.O, c.kh, c.kw}, 241);
+    Tensor b = c.bias ? uniform({c.O}, 242) : Tensor();
+    Tensor y = conv_transpose2d(x, w, b, c.s, c.p);
+    const int64_t OH = (c.H - 1) * c.s - 2 * c.p + c.kh, OW = (c.W - 1) * c.s - 2 * c.p + c.kw;
+    REQUIRE(y.shape() == Shape{c.N, c.O, OH, OW});
+    std::vector<double> ref(size_t(c.N * c.O * OH * OW), 0.0);
+    const float *xd = x.data(), *wd = w.data();
+    for (int64_t n = 0; n < c.N; ++n)
+      for (int64_t o = 0; o < c.O; ++o) {
+        for (int64_t k = 0; k < OH * OW; ++k) ref[size_t((n * c.O + o) * OH * OW + k)] = c.bias ? b.data()[o] : 0.0;
+        for (int64_t ch = 0; ch < c.C; ++ch)
+          for (int64_t ih = 0; ih < c.H; ++ih)
+            for (int64_t iw = 0; iw < c.W; ++iw)
+              for (int64_t i = 0; i < c.kh; ++i)
+                for (int64_t j = 0; j < c.kw; ++j) {
+                  const int64_t oh = ih * c.s - c.p + i, ow = iw * c.s - c.p + j;
+                  if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
+                  ref[size_t(((n * c.O + o) * OH + oh) * OW + ow)] +=
+                      double(xd[((n * c.C + ch) * c.H + ih) * c.W + iw]) * wd[((ch * c.O + o) * c.kh + i) * c.kw + j];
+                }
+      }
+    const double e = rel_l2(y.to_vector(), std::vector<float>(ref.begin(), ref.end()));
+    MESSAGE("conv_transpose2d " << shape_str(x.shape()) << " * " << shape_str(w.shape()) << " s" << c.s << " p" << c.p
+                                << ": rel_l2 vs direct loop " << e);
+    CHECK(e < 1e-6);
+  }
+}
+
+TEST_CASE("engine: dice_bce_loss is the reference's BCE + 1 - dice") {
+  // Direct double-precision evaluation of utils.py DiceBCELoss on a small batch.
+  Tensor x = uniform({2, 1, 4, 4}, 250, -4.f, 4.f), t = uniform({2, 1, 4, 4}, 251, 0.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = t.data()[i] < 0.3f ? 1.f : 0.f;
+  for (float smooth : {1.f, 0.25f}) {
+    double bce = 0, inter = 0, sp = 0, st = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const double p = 1.0 / (1.0 + std::exp(-double(x.data()[i]))), y = t.data()[i];
+      bce -= y * std::log(p) + (1 - y) * std::log(1 - p);
+      inter += p * y;
+      sp += p;
+      st += y;
+    }
+    const double ref = bce / double(x.numel()) + 1.0 - (2 * inter + smooth) / (sp + st + smooth);
+    const float got = dice_bce_loss(x, t, smooth).item();
+    MESSAGE("dice_bce_loss smooth " << smooth << ": " << got << " vs direct " << ref);
+    CHECK(got == doctest::Approx(ref).epsilon(1e-6));
+  }
+  // Perfect prediction: BCE -> 0 and dice -> 1, so the loss -> 0.
+  Tensor sure = mul(rsub(0.5f, t), -40.f);  // +20 where t = 1, -20 where t = 0
+  CHECK(dice_bce_loss(sure, t).item() < 1e-6f);
+  CHECK_THROWS_WITH_AS(dice_bce_loss(x, Tensor::zeros({2, 16})), doctest::Contains("target [2,16] for logits [2,1,4,4]"),
+                       std::invalid_argument);
+}
+
 TEST_CASE("engine: max_pool2d pads with -inf, sends ties to the first max, propagates NaN") {
   // All -1: a zero-padded pool would return 0 at the borders.
   Tensor x = Tensor::full({1, 1, 3, 3}, -1.f).requires_grad_();
@@ -535,6 +627,14 @@ TEST_CASE("engine: conv, pooling and batch_norm2d reject bad shapes with named e
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({4, 3, 3, 3}), none, 0, 0), doctest::Contains("stride"),
                        std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, Tensor::zeros({2, 4, 2, 2}), none, 2, 0),
+                       doctest::Contains("expects 2 input channels (dim 0), input [2,3,5,5] has 3"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, Tensor::zeros({3, 4, 2, 2}), Tensor::zeros({3}), 2, 0),
+                       doctest::Contains("bias [3]"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, Tensor::zeros({3, 4, 2, 2}), none, 0, 0), doctest::Contains("stride"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(conv_transpose2d(Tensor::zeros({1, 3, 1, 1}), Tensor::zeros({3, 4, 2, 2}), none, 1, 1),
+                       doctest::Contains("empty output 0x0"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(max_pool2d(x, 3, 2, 2), doctest::Contains("at most half"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(adaptive_avg_pool2d(x, 0, 2), doctest::Contains("output 0x2"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_norm2d(x, Tensor::ones({2}), none, rm, rv, true), doctest::Contains("weight [2]"),

@@ -1,4 +1,5 @@
-// Engine parity with PyTorch: every op family, a conv+BN+pool block (train and eval), nn.MultiheadAttention,
+// Engine parity with PyTorch: every op family, a conv+BN+pool block (train and eval), the fine-tuning
+// ops (conv_transpose2d, DiceBCE, a U-Net up-block), nn.MultiheadAttention,
 // three AdamW steps and the reference's LR schedule, against the fixtures that tests/make_fixtures.py
 // (section engine) writes. Errors are relative L2 per tensor; thresholds and reasons in tests/tolerances.h.
 //
@@ -6,6 +7,7 @@
 // gradients CASE.R{j}, loss = sum_j sum(out_j * R_j), CASE.grad.K = dloss/dK for the inputs that take one.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -380,6 +382,103 @@ void check_block(const std::string& name, bool training) {
 
 TEST_CASE("engine: parity conv+batchnorm+relu+maxpool+avgpool block, train mode") { check_block("block_train", true); }
 TEST_CASE("engine: parity conv+batchnorm+relu+maxpool+avgpool block, eval mode") { check_block("block_eval", false); }
+
+// ---- fine-tuning ops: conv_transpose2d, DiceBCE, a U-Net up-block (engine_finetune.safetensors) ---
+
+TEST_CASE("engine: parity conv_transpose2d and the DiceBCE loss") {
+  Fixture fx("engine_finetune.safetensors");
+  using V = std::vector<Tensor>;
+  CaseRunner r(fx, "deconv_");
+  for (const auto& c : fx.cases("deconv_")) {
+    auto geom = fx.i64(c + ".geom");  // stride, padding
+    r.run(c, [&](const Inputs& in) {
+      return V{conv_transpose2d(in.at("x"), in.at("w"), in_or_undef(in, "b"), geom[0], geom[1])};
+    });
+  }
+  r.finish();
+  CaseRunner d(fx, "dicebce_");
+  for (const auto& c : fx.cases("dicebce_")) {
+    const float smooth = float(fx.f64(c + ".smooth")[0]);
+    d.run(c, [&](const Inputs& in) { return V{dice_bce_loss(in.at("x"), in.at("t"), smooth)}; });
+  }
+  d.finish();
+}
+
+namespace {
+
+// resunet.py's ConvBlock (Conv3x3 + BN + ReLU) and UpBlockForUNetWithResNet50 (ConvTranspose2d
+// k2 s2, cat with the skip, two ConvBlocks), plus the head's Conv1d 1x1, under the reference's names.
+struct ConvBlock : nn::Module {
+  std::shared_ptr<nn::Conv2d> conv;
+  std::shared_ptr<nn::BatchNorm2d> bn;
+  ConvBlock(int64_t cin, int64_t cout, Rng& init) {
+    conv = register_module("conv", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1, true, init));
+    bn = register_module("bn", std::make_shared<nn::BatchNorm2d>(cout));
+  }
+  Tensor forward(const Tensor& x) const { return relu(bn->forward(conv->forward(x))); }
+};
+
+struct UpNet : nn::Module {
+  std::shared_ptr<nn::ConvTranspose2d> upsample;
+  std::shared_ptr<ConvBlock> block1, block2;
+  std::shared_ptr<nn::Conv1d> seg_classifier;
+  explicit UpNet(Rng& init) {
+    auto up = register_module("up", std::make_shared<nn::Module>());
+    upsample = up->register_module("upsample", std::make_shared<nn::ConvTranspose2d>(8, 6, 2, 2, 0, true, init));
+    block1 = up->register_module("conv_block_1", std::make_shared<ConvBlock>(6 + 3, 6, init));
+    block2 = up->register_module("conv_block_2", std::make_shared<ConvBlock>(6, 6, init));
+    seg_classifier = register_module("seg_classifier", std::make_shared<nn::Conv1d>(6, 1, 1, 1, true, init));
+  }
+  Tensor forward(const Tensor& up_x, const Tensor& down_x) const {
+    Tensor o = block2->forward(block1->forward(concat({upsample->forward(up_x), down_x}, 1)));  // (N, 6, 2H, 2W)
+    const int64_t N = o.size(0), H = o.size(2), W = o.size(3);
+    return seg_classifier->forward(o.reshape({N, 6, H * W})).reshape({N, 1, H, W});          // (N, 1, 2H, 2W)
+  }
+};
+
+}  // namespace
+
+TEST_CASE("engine: parity U-Net up-block + Conv1d head + DiceBCE, train mode (spec E.6)") {
+  Fixture fx("engine_finetune.safetensors");
+  const std::string name = "upblock";
+  Tally tally(name);
+  Rng init(4);
+  UpNet net(init);
+  net.load_state_dict(fx.sub(name + ".sd."));  // strict: every reference name must exist here
+  net.train();
+  Tensor up_x = fx.f(name + ".in.up_x").requires_grad_(true), down_x = fx.f(name + ".in.down_x").requires_grad_(true);
+  Tensor logits = net.forward(up_x, down_x);
+  Tensor loss = dice_bce_loss(logits, fx.f(name + ".mask"));
+  loss.backward();
+  tally.check(name + ".logits", logits, fx.f(name + ".logits"), tol::kForward);
+  tally.check(name + ".loss", loss, fx.f(name + ".loss"), tol::kForward);
+  tally.check(name + ".grad.up_x", up_x.grad(), fx.f(name + ".grad.up_x"), tol::kOpGrad);
+  tally.check(name + ".grad.down_x", down_x.grad(), fx.f(name + ".grad.down_x"), tol::kOpGrad);
+  auto params = net.named_parameters();
+  CHECK(params.size() == 12);  // upsample 2, two ConvBlocks x (conv 2 + bn 2), seg_classifier 2
+  auto rms = [](const Tensor& t) {
+    double ss = 0;
+    for (float v : t.to_vector()) ss += double(v) * v;
+    return std::sqrt(ss / double(std::max<int64_t>(t.numel(), 1)));
+  };
+  for (auto& [k, p] : params) {
+    const std::string key = name + ".grad." + k;
+    if (k.size() > 10 && k.compare(k.size() - 10, 10, ".conv.bias") == 0) {
+      // A conv bias that feeds a train-mode BatchNorm: the batch mean removes it, so its true
+      // gradient is exactly 0 and both sides hold rounding noise that no relative error can
+      // judge. Both must be noise-sized next to the same conv's weight gradient.
+      REQUIRE(p.grad().defined());
+      const std::string wk = k.substr(0, k.size() - 4) + "weight";
+      const double w_rms = rms(fx.f(name + ".grad." + wk)), ours = rms(p.grad()), ref = rms(fx.f(key));
+      MESSAGE(key << " (true value 0): rms ours " << ours << ", torch " << ref << ", " << wk << " grad rms " << w_rms);
+      CHECK(ours <= 1e-5 * w_rms);
+      CHECK(ref <= 1e-5 * w_rms);
+      continue;
+    }
+    tally.check(key, p.grad(), fx.f(key), tol::kOpGrad);
+  }
+  tally.summary();
+}
 
 // ---- nn::MultiheadAttention (engine_mha.safetensors) -----------------------------------------
 
