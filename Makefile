@@ -70,7 +70,7 @@ endif
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(if $(filter 1,$(CUDA)),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 
-.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval
+.PHONY: demo-finetune all test test-full deps check-deps fixtures demo bench verify clean train eval
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
@@ -134,6 +134,11 @@ fixtures:
 # The whole pipeline on the synthetic set (README "make demo").
 demo: all
 	train/demo.sh
+
+# Fine-tuning on the real radiographs in ../shared/data (README "Fine-tuning"): classification
+# (pneumonia-kermany-224) and lung segmentation (jsrt-seg-256); INIT=checkpoint, FT_EPOCHS=N.
+demo-finetune: all
+	train/demo_finetune.sh
 
 # Thin wrappers: make train CONFIG=my.yaml [OUT=runs/x]; make eval CHECKPOINT=... BOOKS=... CSV=...
 train: all

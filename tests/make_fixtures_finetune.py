@@ -54,7 +54,7 @@ FIXTURE_VERSION = "1"
 
 CASES = [
     # name, task, arch, use_base, size
-    ("cls_r50", "classify", "resnet50", True, 64),
+    ("cls_r50", "classify", "resnet50", True, 128),
     ("cls_r18_path", "classify", "resnet18", False, 224),
     ("seg_r50", "segment", "resnet50", True, 64),
     ("seg_r18", "segment", "resnet18", True, 64),
@@ -229,30 +229,48 @@ def run_case(mods, a, work, name, task, arch, use_base, size, out, meta):
     wpath = os.path.join(work, f"{name}_init.safetensors")
     subprocess.run([a.bin, "finetune", "--config", cfg, "--out", os.path.join(work, name), "--export-init", wpath, "--quiet"],
                    check=True)
-    model = build_official(mods, task, arch, use_base)
-    load_ours_into(model, wpath, strict=True)  # ours -> official, strict key and shape match
-    meta[f"{name}.keys"] = "\n".join(model.state_dict().keys())
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    model.train()
-    B = 2
-    x = torch.from_numpy(formula_input(B, size))
-    logits = model(x)
-    if task == "classify":
-        logits = logits.reshape(B, 1)
-        target = torch.tensor([[1.0], [0.0]])
-        loss = torch.nn.BCEWithLogitsLoss()(logits, target)
-    else:
-        target = torch.from_numpy(formula_mask(B, size))
-        loss = mods["utils"].DiceBCELoss()(logits, target)
-    loss.backward()
-    out[f"{name}.logits"] = logits.detach().numpy()
-    out[f"{name}.loss"] = np.array([loss.item()], np.float32)
-    for pname, p in model.named_parameters():
-        if p.grad is not None:
-            grad_samples(out, f"{name}.{pname}", p.grad)
-    print(f"{name}: loss {loss.item():.6f}, {sum(1 for _ in model.parameters())} parameters")
+    meta[f"{name}.keys"] = ""
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        model = build_official(mods, task, arch, use_base)
+        load_ours_into(model, wpath, strict=True)  # ours -> official, strict key and shape match
+        meta[f"{name}.keys"] = "\n".join(model.state_dict().keys())
+        model = model.to(dtype)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        model.train()
+        B = 2
+        x = torch.from_numpy(formula_input(B, size)).to(dtype)
+        logits = model(x)
+        if task == "classify":
+            logits = logits.reshape(B, 1)
+            target = torch.tensor([[1.0], [0.0]], dtype=dtype)
+            loss = torch.nn.BCEWithLogitsLoss()(logits, target)
+        else:
+            target = torch.from_numpy(formula_mask(B, size)).to(dtype)
+            loss = mods["utils"].DiceBCELoss()(logits, target)
+        loss.backward()
+        results[dtype] = (logits.detach(), loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    (l32, s32, g32), (l64, s64, g64) = results[torch.float32], results[torch.float64]
+    # float64 runs of the same model: the judge of the ill-conditioned trunk gradients (BatchNorm in
+    # train mode over few values per channel amplifies float32 summation-order noise).
+    out[f"{name}.logits"] = l32.numpy()
+    out[f"{name}.logits64"] = l64.numpy()
+    out[f"{name}.loss"] = np.array([s32.item()], np.float32)
+    out[f"{name}.loss64"] = np.array([s64.item()], np.float64)
+    worst = 0.0
+    for pname in g32:
+        key = f"{name}.{pname}"
+        grad_samples(out, key, g32[pname])
+        flat64 = g64[pname].reshape(-1)
+        idx = torch.from_numpy(out[f"{key}.gradidx"])
+        out[f"{key}.gradval64"] = flat64[idx].numpy()
+        out[f"{key}.gradnorm64"] = np.array([flat64.norm().item()], np.float64)
+        d = (g32[pname].double().reshape(-1)[idx] - flat64[idx]).norm().item() / max(flat64[idx].norm().item(), 1e-300)
+        out[f"{key}.torch32_err64"] = np.array([d], np.float64)
+        worst = max(worst, d)
+    print(f"{name}: loss {s32.item():.6f} (float64 {s64.item():.6f}), {len(g32)} gradients, torch float32 vs float64 worst {worst:.2e}")
 
 
 def metric_case(mods, out):

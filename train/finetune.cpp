@@ -18,6 +18,7 @@
 #include "engine/io.h"
 #include "engine/optim.h"
 #include "engine/threads.h"
+#include "model/finetune_unet.h"
 #include "model/state.h"
 #include "train/hash.h"
 #include "train/metrics.h"
@@ -252,19 +253,15 @@ FinetuneTransformOptions FinetuneConfig::transform_options() const {
 
 // ---- models, loss, initialisation ----------------------------------------------------------------------
 
-// The segmentation pieces (U-Net, DiceBCE) live in train/finetune_seg.cpp.
-std::unique_ptr<FinetuneModel> make_segment_model(const FinetuneModelConfig& m, uint64_t seed);
-Tensor segment_loss(const Tensor& logits, const Tensor& target);
-
 std::unique_ptr<FinetuneModel> make_finetune_model(const FinetuneConfig& cfg, uint64_t seed) {
-  if (cfg.task_kind() == FinetuneTask::kSegment) return make_segment_model(cfg.model_config(), seed);
+  if (cfg.task_kind() == FinetuneTask::kSegment) return std::make_unique<FinetuneUNet>(cfg.model_config(), seed);
   return std::make_unique<FinetuneClassifier>(cfg.model_config(), seed);
 }
 
 Tensor finetune_loss(FinetuneTask task, const Tensor& logits, const Tensor& target) {
   if (logits.shape() != target.shape())
     throw std::invalid_argument("fine-tuning loss: logits " + shape_str(logits.shape()) + " vs target " + shape_str(target.shape()));
-  if (task == FinetuneTask::kSegment) return segment_loss(logits, target);
+  if (task == FinetuneTask::kSegment) return dice_bce_loss(logits, target, 1.f);  // utils.py DiceBCELoss
   return bce_with_logits(logits, target, std::vector<uint8_t>(size_t(logits.numel()), 1));  // nn.BCEWithLogitsLoss()
 }
 
@@ -749,15 +746,6 @@ FinetuneResult run_finetune(const FinetuneOptions& opt) {
   if (!opt.quiet && res.best_epoch >= 0)
     fmt::print("best checkpoint: {} (epoch {}, validation {:.4f})\n", best_path, res.best_epoch, res.best_valid);
   return res;
-}
-
-// Without train/finetune_seg.cpp (the U-Net needs conv_transpose2d and dice_bce_loss from the
-// engine) segmentation reports what is missing.
-__attribute__((weak)) std::unique_ptr<FinetuneModel> make_segment_model(const FinetuneModelConfig&, uint64_t) {
-  throw std::runtime_error("task 'segment': this build has no segmentation model (train/finetune_seg.cpp missing)");
-}
-__attribute__((weak)) Tensor segment_loss(const Tensor&, const Tensor&) {
-  throw std::runtime_error("task 'segment': this build has no DiceBCE loss (train/finetune_seg.cpp missing)");
 }
 
 }  // namespace ms
