@@ -7,6 +7,7 @@
 #   make deps       install the Debian packages the build needs (root)
 #   make fixtures   regenerate the PyTorch parity fixtures (needs python3-torch)
 #   make demo | bench | verify   see README.md
+#   make fuzz FUZZ_SECONDS=N  every libFuzzer harness for N seconds (clang; docs/reliability.md)
 #
 # Threads: OMP_NUM_THREADS (default: all cores) sets OpenMP and OpenBLAS threads.
 
@@ -70,7 +71,7 @@ endif
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(if $(filter 1,$(CUDA)),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 
-.PHONY: demo-finetune all test test-full deps check-deps fixtures demo bench verify clean train eval
+.PHONY: all test test-full deps check-deps fixtures demo demo-finetune bench verify clean train eval fuzz fuzz-build
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
@@ -160,7 +161,40 @@ bench: check-deps $(BUILD)/medslip
 verify: all
 	./$(BUILD)/medslip verify
 
+
+# ---- Fuzzing (docs/reliability.md) ------------------------------------------------------
+# One libFuzzer binary per target in tests/fuzz/<name>.cpp, built with clang and
+# AddressSanitizer + UndefinedBehaviorSanitizer against the library (single-threaded: no
+# OpenMP codegen, libgomp linked for OpenBLAS). `make fuzz FUZZ_SECONDS=N` runs each for N
+# seconds on a corpus seeded from tests/fuzz/corpus/<name>/, the fixtures and ../shared/data;
+# a finding stops it with the crashing input saved in $(FUZZ_BUILD)/findings/<name>/.
+# FUZZ_JOBS=k runs k harnesses at a time; FUZZ_TARGETS='image dicom' picks some.
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+FUZZ_BUILD := build-fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1
+FUZZ_CXXFLAGS := -std=c++17 -march=x86-64-v3 -Wno-unknown-pragmas -I. -isystem $(BLAS_INC) -MMD -MP $(FUZZ_SAN)
+FUZZ_ALL := $(sort $(basename $(notdir $(filter-out tests/fuzz/fuzz.cpp tests/fuzz/replay.cpp,$(wildcard tests/fuzz/*.cpp)))))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.cpp=$(FUZZ_BUILD)/%.o)
+FUZZ_LDLIBS := $(subst -lpthread,,$(LDLIBS)) -lgomp -lpthread
+
+$(FUZZ_BUILD)/%.o: %.cpp | check-deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_BUILD)/libmedslip.a: $(FUZZ_LIB_OBJS)
+	@rm -f $@ && ar rcs $@ $^
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/%.o $(FUZZ_BUILD)/tests/fuzz/fuzz.o $(FUZZ_BUILD)/libmedslip.a tests/fuzz/libfuzzer/main.cpp
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer -DMEDSLIP_FUZZ_TARGET='"$*"' tests/fuzz/libfuzzer/main.cpp \
+	  $(FUZZ_BUILD)/tests/fuzz/$*.o $(FUZZ_BUILD)/tests/fuzz/fuzz.o $(FUZZ_BUILD)/libmedslip.a -o $@ $(FUZZ_LDLIBS)
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+fuzz: fuzz-build
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_JOBS=$(FUZZ_JOBS) tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+.PRECIOUS: $(FUZZ_BUILD)/%.o $(FUZZ_BUILD)/tests/fuzz/%.o
+
 clean:
 	rm -rf build build-* 
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(wildcard $(FUZZ_BUILD)/*/*.d $(FUZZ_BUILD)/*/*/*.d $(FUZZ_BUILD)/*/*/*/*.d $(FUZZ_BUILD)/*/*/*/*/*.d)

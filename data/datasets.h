@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "data/npy.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 
 namespace ms {
 

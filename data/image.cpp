@@ -2,9 +2,12 @@
 // histogram equalisation of spec §C.7. PIL parity notes are in data/image.h.
 #include "data/image.h"
 
+#include "engine/io.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -82,26 +85,90 @@ Format sniff(const uint8_t* d, size_t n) {
   return Format::kUnknown;
 }
 
-// stb decodes a JPEG that ends early as if the missing data were zeros (grey blocks); PIL
-// raises "image file is truncated". Walk the marker structure to the EOI marker so a cut
-// file is an error here too. Anything else malformed is left to the decoder to report.
-bool jpeg_truncated(const uint8_t* d, size_t n) {
+// stb_image 2.27 (Debian's) trusts parts of a JPEG's marker segments that a hostile file
+// controls: a DHT whose 16 code counts sum past 256 makes stbi__build_huffman write past
+// the Huffman table (UBSan: index 257 into size[257]), and the values loop past values[256].
+// So every segment stb reads is checked here first, and stb only sees a well-formed marker
+// structure: SOI, segments whose lengths fit, DHT tables (class 0/1, id 0..3, <= 256 codes,
+// the segment length exactly their sum), DQT tables (precision 0/1, id 0..3, length exact),
+// one SOF (baseline/extended/progressive Huffman, 1..4 components, sampling 1..4, table id
+// 0..3, distinct ids) before any SOS, SOS components that the SOF declared, DRI of length 4,
+// and an EOI. stb also decodes a JPEG that ends early as if the missing data were zeros
+// (grey blocks) where PIL raises "image file is truncated": a missing EOI is an error too.
+// Returns "" for a stream stb may decode, else the reason.
+std::string jpeg_structure_error(const uint8_t* d, size_t n) {
+  auto u16 = [&](size_t o) { return (size_t(d[o]) << 8) | d[o + 1]; };
+  const std::string trunc = "truncated JPEG (no end-of-image marker)";
   size_t p = 2;  // after SOI
+  bool have_sof = false;
+  std::vector<int> comp_ids;
   while (true) {
     while (p < n && d[p] != 0xFF) ++p;  // tolerate junk between segments, as libjpeg does
     while (p < n && d[p] == 0xFF) ++p;  // fill bytes
-    if (p >= n) return true;
+    if (p >= n) return trunc;
     uint8_t m = d[p++];
-    if (m == 0xD9) return false;                          // EOI
+    if (m == 0xD9) return have_sof ? "" : "corrupt JPEG (end of image before a frame header)";
     if ((m >= 0xD0 && m <= 0xD7) || m == 0x01) continue;  // standalone markers
-    if (p + 2 > n) return true;
-    size_t len = (size_t(d[p]) << 8) | d[p + 1];
-    if (len < 2 || p + len > n) return true;
+    if (m == 0xD8) return "corrupt JPEG (a second start-of-image marker)";
+    if (p + 2 > n) return trunc;
+    size_t len = u16(p);
+    if (len < 2 || p + len > n) return len < 2 ? "corrupt JPEG (marker segment length < 2)" : trunc;
+    const uint8_t* s = d + p + 2;  // segment payload
+    size_t L = len - 2;
+    char mk[8];
+    std::snprintf(mk, sizeof mk, "FF%02X", m);
+    auto bad = [&](const std::string& what) { return "corrupt JPEG (" + what + " in the " + mk + " segment)"; };
+    if (m == 0xC4) {  // DHT
+      size_t q = 0;
+      while (q < L) {
+        if (q + 17 > L) return bad("Huffman table header cut short");
+        int tc = s[q] >> 4, th = s[q] & 15;
+        if (tc > 1 || th > 3) return bad("Huffman table class/id " + std::to_string(tc) + "/" + std::to_string(th));
+        size_t count = 0;
+        for (int i = 1; i <= 16; ++i) count += s[q + i];
+        if (count > 256) return bad("Huffman table with " + std::to_string(count) + " codes (at most 256)");
+        q += 17 + count;
+      }
+      if (q != L) return bad("Huffman tables longer than the segment");
+    } else if (m == 0xDB) {  // DQT
+      size_t q = 0;
+      while (q < L) {
+        int pq = s[q] >> 4, tq = s[q] & 15;
+        if (pq > 1 || tq > 3) return bad("quantisation table precision/id " + std::to_string(pq) + "/" + std::to_string(tq));
+        q += 1 + (pq ? 128 : 64);
+      }
+      if (q != L) return bad("quantisation tables longer than the segment");
+    } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {  // SOF0/1/2 (Huffman)
+      if (have_sof) return bad("second frame header");
+      have_sof = true;
+      if (L < 6) return bad("frame header cut short");
+      int nc = s[5];
+      if (nc < 1 || nc > 4 || L != size_t(6 + 3 * nc)) return bad(std::to_string(nc) + " components");
+      for (int i = 0; i < nc; ++i) {
+        int id = s[6 + 3 * i], hs = s[7 + 3 * i] >> 4, vs = s[7 + 3 * i] & 15, tq = s[8 + 3 * i];
+        if (hs < 1 || hs > 4 || vs < 1 || vs > 4) return bad("sampling factor outside 1..4");
+        if (tq > 3) return bad("quantisation table id " + std::to_string(tq));
+        if (std::find(comp_ids.begin(), comp_ids.end(), id) != comp_ids.end()) return bad("repeated component id");
+        comp_ids.push_back(id);
+      }
+    } else if ((m >= 0xC3 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+      return bad("unsupported frame type (lossless, hierarchical or arithmetic-coded)");
+    } else if (m == 0xDD) {  // DRI
+      if (L != 2) return bad("restart interval length");
+    } else if (m == 0xDA) {  // SOS
+      if (!have_sof) return bad("scan before the frame header");
+      if (L < 1) return bad("scan header cut short");
+      int ns = s[0];
+      if (ns < 1 || ns > 4 || L != size_t(4 + 2 * ns)) return bad(std::to_string(ns) + " scan components");
+      for (int i = 0; i < ns; ++i)
+        if (std::find(comp_ids.begin(), comp_ids.end(), int(s[1 + 2 * i])) == comp_ids.end())
+          return bad("scan component not in the frame");
+    }
     p += len;
     if (m != 0xDA) continue;
     // Entropy-coded data after SOS: FF00 is a stuffed byte, FFD0-FFD7 restart markers.
     while (true) {
-      if (p + 1 >= n) return true;
+      if (p + 1 >= n) return trunc;
       if (d[p] != 0xFF) {
         ++p;
         continue;
@@ -153,7 +220,10 @@ void check_dims(int64_t w, int64_t h, const std::string& name) {
 Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name, const ReadOptions& opt) {
   const char* kind = fmt == Format::kPng ? "PNG" : fmt == Format::kJpeg ? "JPEG" : "BMP";
   if (n > size_t(INT32_MAX)) fail(name, std::string(kind) + " file too large");
-  if (fmt == Format::kJpeg && jpeg_truncated(d, n)) fail(name, "truncated JPEG (no end-of-image marker)");
+  if (fmt == Format::kJpeg) {
+    std::string why = jpeg_structure_error(d, n);
+    if (!why.empty()) fail(name, why);
+  }
   if (fmt == Format::kBmp) check_bmp_size(d, n, name);
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(d, int(n), &w, &h, &comp))
@@ -478,8 +548,12 @@ Image read_image(const std::string& path, const ReadOptions& opt) {
 void write_png(const std::string& path, const Image& img) {
   if ((img.c != 1 && img.c != 3) || img.w <= 0 || img.h <= 0 || img.px.size() != size_t(img.w) * img.h * img.c)
     throw std::invalid_argument(path + ": write_png expects a non-empty 1- or 3-channel image");
-  if (!stbi_write_png(path.c_str(), img.w, img.h, img.c, img.px.data(), img.w * img.c))
-    throw std::runtime_error(path + ": cannot write PNG");
+  // Encoded in memory, then written atomically (a failed or killed write leaves no partial PNG).
+  std::string png;
+  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), size_t(size)); };
+  if (!stbi_write_png_to_func(sink, &png, img.w, img.h, img.c, img.px.data(), img.w * img.c))
+    throw std::runtime_error(path + ": cannot encode PNG");
+  write_file_atomic(path, png);
 }
 
 }  // namespace ms

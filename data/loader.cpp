@@ -64,7 +64,7 @@ int64_t PretrainLoader::size() const {
   return opt_.drop_last ? n / b : (n + b - 1) / b;
 }
 
-PretrainBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
+MedslipBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   std::vector<int64_t> fresh;  // only when asked for another epoch than the running one
   if (epoch != epoch_ || int64_t(order_.size()) != ds_.size())
     fresh = epoch_order(ds_.size(), opt_.seed, epoch, opt_.shuffle);
@@ -72,16 +72,16 @@ PretrainBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   if (index < 0 || index >= size())
     throw std::out_of_range("PretrainLoader: batch " + std::to_string(index) + " out of range (" +
                             std::to_string(size()) + " batches)");
-  const int64_t S = opt_.image_size, A = kNumAnatomies, P = kNumPathologies, K = kIndexSlots;
+  const int64_t S = opt_.image_size, A = kNumAnatomies, P = kNumPathologies, K = kNumCandidates;
   int64_t lo = index * opt_.batch_size, hi = std::min(lo + opt_.batch_size, ds_.size());
   int64_t B = hi - lo;
-  PretrainBatch out;
+  MedslipBatch out;
   out.epoch = epoch;
   out.index = index;
   out.image = Tensor::empty({B, 3, S, S});
-  out.matrix = Tensor::empty({B, A, P});
-  out.label_pathology = Tensor::empty({B, P});
-  out.label_anatomy = Tensor::empty({B, A});
+  out.matrix.resize(static_cast<size_t>(B * A * P));
+  out.label_pathology.resize(static_cast<size_t>(B * P));
+  out.label_anatomy.resize(static_cast<size_t>(B * A));
   out.index_pathology.resize(static_cast<size_t>(B * P * K));
   out.index_anatomy.resize(static_cast<size_t>(B * A * K));
   for (int64_t b = 0; b < B; ++b) {
@@ -94,9 +94,9 @@ PretrainBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
     std::vector<float> m = ds_.matrix(item);
     Rng trip_rng = sample_rng(opt_.seed, epoch, item, true);
     Triplets t = make_triplets(m, trip_rng, it.path);
-    std::copy(m.begin(), m.end(), out.matrix.data() + b * A * P);
-    std::copy(t.label_pathology.begin(), t.label_pathology.end(), out.label_pathology.data() + b * P);
-    std::copy(t.label_anatomy.begin(), t.label_anatomy.end(), out.label_anatomy.data() + b * A);
+    std::copy(m.begin(), m.end(), out.matrix.begin() + b * A * P);
+    std::copy(t.label_pathology.begin(), t.label_pathology.end(), out.label_pathology.begin() + b * P);
+    std::copy(t.label_anatomy.begin(), t.label_anatomy.end(), out.label_anatomy.begin() + b * A);
     std::copy(t.index_pathology.begin(), t.index_pathology.end(), out.index_pathology.begin() + b * P * K);
     std::copy(t.index_anatomy.begin(), t.index_anatomy.end(), out.index_anatomy.begin() + b * A * K);
   }
@@ -114,7 +114,7 @@ void PretrainLoader::start_epoch(int64_t epoch, int64_t first_batch) {
             [this, epoch, first_batch](int64_t b) { return make_batch(epoch, b + first_batch); });
 }
 
-bool PretrainLoader::next(PretrainBatch& out) { return pf_.next(out); }
+bool PretrainLoader::next(MedslipBatch& out) { return pf_.next(out); }
 
 // ---- EvalLoader --------------------------------------------------------------------------
 

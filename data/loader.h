@@ -1,5 +1,5 @@
-// defines: the threaded, prefetching batch loaders — PretrainLoader (MeDSLIP json+npy:
-// image, matrix, labels and triplet index lists) and EvalLoader (CXR14 / RSNA rows in csv
+// defines: the threaded, prefetching batch loaders — PretrainLoader (MeDSLIP json+npy ->
+// MedslipBatch: image, matrix, labels and triplet index lists) and EvalLoader (CXR14 / RSNA rows in csv
 // order: image, labels, seg map, path). Batches are fixed by (seed, epoch) whatever the
 // number of worker threads: the epoch permutation comes from Rng(seed, kStreamData) with
 // its counter at epoch << 40, and every sample draws from its own Rng keyed by
@@ -19,6 +19,7 @@
 #include "data/triplets.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
+#include "model/batch.h"  // MedslipBatch, the batch PretrainLoader builds
 
 namespace ms {
 
@@ -35,19 +36,6 @@ struct LoaderOptions {
   bool drop_last = true;   // pretraining drops the ragged tail, as the original
   int num_workers = 2;     // 0 = build batches on the calling thread
   int prefetch = 2;        // batches in flight per worker
-};
-
-struct PretrainBatch {
-  int64_t epoch = 0, index = 0;  // batch `index` of `epoch`
-  Tensor image;             // [B,3,S,S]
-  Tensor matrix;            // [B,51,75], -1/0/1
-  Tensor label_pathology;   // [B,75]
-  Tensor label_anatomy;     // [B,51]
-  std::vector<int64_t> index_pathology;  // [B,75,8]
-  std::vector<int64_t> index_anatomy;    // [B,51,8]
-  std::vector<std::string> paths;        // B image paths
-  std::vector<int64_t> items;            // B dataset indices
-  int64_t size() const { return int64_t(paths.size()); }
 };
 
 struct EvalBatch {
@@ -140,9 +128,9 @@ class PretrainLoader {
   // Starts (or restarts) an epoch at batch `first_batch` (a resumed run); batches then come
   // from next() in order. A batch depends only on (seed, epoch, index), never on where it starts.
   void start_epoch(int64_t epoch, int64_t first_batch = 0);
-  bool next(PretrainBatch& out);
+  bool next(MedslipBatch& out);
   // One batch built on the calling thread (what the workers run).
-  PretrainBatch make_batch(int64_t epoch, int64_t index) const;
+  MedslipBatch make_batch(int64_t epoch, int64_t index) const;
 
  private:
   const MedslipDataset& ds_;
@@ -150,7 +138,7 @@ class PretrainLoader {
   LoaderOptions opt_;
   std::vector<int64_t> order_;
   int64_t epoch_ = 0;
-  detail::Prefetcher<PretrainBatch> pf_;
+  detail::Prefetcher<MedslipBatch> pf_;
 };
 
 class EvalLoader {

@@ -15,19 +15,19 @@ float existence_label(const float* values, int64_t n, int64_t stride) {
 }
 
 // One line's index list: [-1] + 7 partners for a positive, else 8 partners (§C.3).
-static void sample_line(const float* values, int64_t n, int64_t stride, float label, Rng& rng, int64_t* out,
+static void sample_line(const float* values, int64_t n, int64_t stride, int64_t label, Rng& rng, int64_t* out,
                         const std::string& image, const std::string& line_name, const std::string& partner_kind) {
   std::vector<int64_t> pool;
   pool.reserve(size_t(n));
   for (int64_t k = 0; k < n; ++k)
     if (values[k * stride] != 1.f) pool.push_back(k);
-  int64_t need = label == 1.f ? kNumNegatives : kIndexSlots;
+  int64_t need = label == 1 ? kNumNegatives : kNumCandidates;
   if (int64_t(pool.size()) < need)
     throw std::runtime_error(image + ": " + line_name + " has only " + std::to_string(pool.size()) + " " +
                              partner_kind + " with M != 1, needs " + std::to_string(need) + " negatives (spec §H.7)");
   std::vector<int64_t> pick = rng.sample(pool, need);
   int64_t j = 0;
-  if (label == 1.f) out[j++] = -1;  // placeholder for the averaged positive
+  if (label == 1) out[j++] = -1;  // placeholder for the averaged positive
   for (int64_t v : pick) out[j++] = v;
 }
 
@@ -42,10 +42,10 @@ Triplets make_triplets(const std::vector<float>& matrix, Rng& rng, const std::st
   Triplets t;
   t.label_pathology.resize(size_t(P));
   t.label_anatomy.resize(size_t(A));
-  t.index_pathology.resize(size_t(P * kIndexSlots));
-  t.index_anatomy.resize(size_t(A * kIndexSlots));
-  for (int64_t p = 0; p < P; ++p) t.label_pathology[size_t(p)] = existence_label(M + p, A, P);
-  for (int64_t a = 0; a < A; ++a) t.label_anatomy[size_t(a)] = existence_label(M + a * P, P, 1);
+  t.index_pathology.resize(size_t(P * kNumCandidates));
+  t.index_anatomy.resize(size_t(A * kNumCandidates));
+  for (int64_t p = 0; p < P; ++p) t.label_pathology[size_t(p)] = int64_t(existence_label(M + p, A, P));
+  for (int64_t a = 0; a < A; ++a) t.label_anatomy[size_t(a)] = int64_t(existence_label(M + a * P, P, 1));
   auto pname = [&](int64_t p) {
     std::string s = "pathology " + std::to_string(p);
     return P == kNumPathologies ? s + " (" + kObservations[size_t(p)] + ")" : s;
@@ -55,10 +55,10 @@ Triplets make_triplets(const std::vector<float>& matrix, Rng& rng, const std::st
     return A == kNumAnatomies ? s + " (" + kAnatomies[size_t(a)] + ")" : s;
   };
   for (int64_t p = 0; p < P; ++p)
-    sample_line(M + p, A, P, t.label_pathology[size_t(p)], rng, &t.index_pathology[size_t(p * kIndexSlots)], image,
+    sample_line(M + p, A, P, t.label_pathology[size_t(p)], rng, &t.index_pathology[size_t(p * kNumCandidates)], image,
                 pname(p), "anatomies");
   for (int64_t a = 0; a < A; ++a)
-    sample_line(M + a * P, P, 1, t.label_anatomy[size_t(a)], rng, &t.index_anatomy[size_t(a * kIndexSlots)], image,
+    sample_line(M + a * P, P, 1, t.label_anatomy[size_t(a)], rng, &t.index_anatomy[size_t(a * kNumCandidates)], image,
                 aname(a), "pathologies");
   return t;
 }

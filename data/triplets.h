@@ -7,16 +7,13 @@
 #include <vector>
 
 #include "engine/rng.h"
-#include "data/vocab.h"
+#include "model/vocab.h"  // kNumNegatives, kNumCandidates
 
 namespace ms {
 
-constexpr int kNumNegatives = 7;                 // num_neg_samples
-constexpr int kIndexSlots = kNumNegatives + 1;   // 8
-
 struct Triplets {
-  std::vector<float> label_pathology;    // [75]: 1 if any M[:,p]==1, else 0 if any ==0, else -1
-  std::vector<float> label_anatomy;      // [51]: same rule over M[a,:]
+  std::vector<int64_t> label_pathology;  // [75]: 1 if any M[:,p]==1, else 0 if any ==0, else -1
+  std::vector<int64_t> label_anatomy;    // [51]: same rule over M[a,:]
   std::vector<int64_t> index_pathology;  // [75,8] anatomy indices
   std::vector<int64_t> index_anatomy;    // [51,8] pathology indices
 };

@@ -2,7 +2,11 @@
 // malformed file gives one error naming the file and tensor, never a crash or garbage.
 #include "engine/io.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -472,31 +476,53 @@ void save_safetensors(const std::string& path, const std::vector<SaveItem>& item
   std::string header = j.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // pad so the data buffer is 8-byte aligned, like the Python library
 
+  uint64_t n = header.size();
+  char lenbuf[8];
+  std::memcpy(lenbuf, &n, 8);
+  std::vector<std::pair<const void*, size_t>> chunks = {{lenbuf, 8}, {header.data(), header.size()}};
+  for (const auto& it : items)
+    if (!it.value.bytes.empty()) chunks.push_back({it.value.bytes.data(), it.value.bytes.size()});
+  write_file_atomic(path, chunks);
+}
+
+void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& chunks) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw std::runtime_error(tmp + ": cannot open for writing");
-    uint64_t n = header.size();
-    uint8_t lenbuf[8];
-    std::memcpy(lenbuf, &n, 8);
-    f.write(reinterpret_cast<const char*>(lenbuf), 8);
-    f.write(header.data(), std::streamsize(header.size()));
-    for (const auto& it : items)
-      if (!it.value.bytes.empty())
-        f.write(reinterpret_cast<const char*>(it.value.bytes.data()), std::streamsize(it.value.bytes.size()));
-    f.flush();
-    if (!f) {
-      f.close();
-      std::remove(tmp.c_str());
-      throw std::runtime_error(tmp + ": write failed (disk full?)");
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error(tmp + ": cannot open for writing: " + std::strerror(errno));
+  size_t n = 0, done = 0;
+  int err = 0;
+  for (const auto& [data, size] : chunks) {
+    n += size;
+    const char* p = static_cast<const char*>(data);
+    size_t left = size;
+    while (left > 0 && !err) {
+      ssize_t w = ::write(fd, p, left);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        err = w < 0 ? errno : ENOSPC;
+        break;
+      }
+      p += w, left -= size_t(w), done += size_t(w);
     }
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot rename " + tmp + " into place: " + ec.message());
+  if (!err && ::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) err = errno;
+  if (::close(fd) != 0 && !err) err = errno;
+  if (err) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(tmp + ": write failed after " + std::to_string(done) + " of " + std::to_string(n) +
+                             " bytes: " + std::strerror(err) + " (" + path + " is unchanged)");
   }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(path + ": cannot rename " + tmp + " into place: " + std::strerror(err));
+  }
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t n) { write_file_atomic(path, {{data, n}}); }
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
 }
 
 void save_safetensors(const std::string& path, std::initializer_list<SaveItem> items,

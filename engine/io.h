@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -84,6 +85,16 @@ std::vector<int64_t> load_safetensors_i64(const std::string& path, const std::st
 std::vector<double> load_safetensors_f64(const std::string& path, const std::string& name);
 
 // --- writing -------------------------------------------------------------------------
+
+// Writes `n` bytes to path + ".tmp", flushes them to disk (fsync) and renames over `path`, so
+// a reader, a crash or a kill never sees a partial file; on failure (disk full, no such
+// folder) removes the temporary and throws one line naming it. Every output file of the
+// commands goes through this (or save_safetensors, which does the same).
+void write_file_atomic(const std::string& path, const void* data, size_t n);
+void write_file_atomic(const std::string& path, const std::string& text);
+// The concatenation of several buffers (a safetensors header and its tensors) without a copy.
+void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& chunks);
+
 // Writes path + ".tmp" then renames over path (atomic on one filesystem). Names must be
 // unique, non-empty and not "__metadata__". Tensors are laid out in the order given.
 void save_safetensors(const std::string& path, const std::vector<SaveItem>& items,

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/io.h"
 
 namespace ms {

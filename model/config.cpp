@@ -1,4 +1,5 @@
 #include "model/config.h"
+#include "model/vocab.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -139,6 +140,9 @@ void MedslipConfig::validate() const {
   if (dropout < 0 || dropout >= 1) bad("dropout", "must be in [0,1)");
   if (decoder_dropout < 0 || decoder_dropout >= 1) bad("decoder_dropout", "must be in [0,1)");
   if (attribute_set_size != 2) bad("attribute_set_size", "only 2 (absent/present) is supported");
+  if (num_neg_samples != kNumNegatives)
+    bad("num_neg_samples", "only " + std::to_string(kNumNegatives) + " is supported (K = 8 ProtoCL candidates, spec C.3), got " +
+                               std::to_string(num_neg_samples));
   if (batch_size <= 0) bad("batch_size", "must be positive");
   if (lr <= 0) bad("optimizer.lr", "must be positive");
   if (weight_decay < 0) bad("optimizer.weight_decay", "must be >= 0");

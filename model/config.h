@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "model/vocab.h"
+
 namespace ms {
 
 struct MedslipConfig {
@@ -18,7 +20,7 @@ struct MedslipConfig {
   float dropout = 0.1f;                     // heads (dropout_feas_*); the reference's config key
   float decoder_dropout = 0.1f;             // decoder layers (hard-coded 0.1 in the reference)
   int attribute_set_size = 2;               // existence classes (absent, present)
-  int num_neg_samples = 7;                  // ProtoCL negatives (dataset, spec C.3)
+  int num_neg_samples = kNumNegatives;      // ProtoCL negatives (spec C.3); only 7 is supported
   float alpha = 1.f;                        // weight of ProtoCL (paper's alpha; code uses 1)
   float beta = 1.f;                         // weight of ICL (paper's beta; code uses 1)
   bool no_cl = false;                       // drop the ProtoCL terms

@@ -7,28 +7,6 @@
 
 namespace ms {
 
-void MedslipBatch::validate() const {
-  if (!image.defined() || image.dim() != 4 || image.size(1) != 3)
-    throw std::invalid_argument("batch 'image': expected [B,3,S,S], got " + (image.defined() ? shape_str(image.shape()) : std::string("nothing")));
-  const size_t B = size_t(image.size(0));
-  auto need = [&](const char* name, size_t have, size_t want, const char* shape) {
-    if (have != want)
-      throw std::invalid_argument(std::string("batch '") + name + "': expected " + shape + " = " + std::to_string(want) +
-                                  " values for B=" + std::to_string(B) + ", got " + std::to_string(have));
-  };
-  need("matrix", matrix.size(), B * 51 * 75, "[B,51,75]");
-  need("label_pathology", label_pathology.size(), B * 75, "[B,75]");
-  need("label_anatomy", label_anatomy.size(), B * 51, "[B,51]");
-  need("index_pathology", index_pathology.size(), B * 75 * 8, "[B,75,8]");
-  need("index_anatomy", index_anatomy.size(), B * 51 * 8, "[B,51,8]");
-  for (float m : matrix)
-    if (m != -1.f && m != 0.f && m != 1.f) throw std::invalid_argument("batch 'matrix': values must be -1, 0 or 1, found " + std::to_string(m));
-  for (auto i : index_pathology)
-    if (i < -1 || i >= 51) throw std::invalid_argument("batch 'index_pathology': anatomy index " + std::to_string(i) + " outside [-1,51)");
-  for (auto i : index_anatomy)
-    if (i < -1 || i >= 75) throw std::invalid_argument("batch 'index_anatomy': pathology index " + std::to_string(i) + " outside [-1,75)");
-}
-
 Medslip::Medslip(const MedslipConfig& cfg, int64_t text_width, uint64_t seed) : cfg_(cfg), text_width_(text_width) {
   cfg.validate();
   Rng init(seed, kStreamInit);

@@ -1,6 +1,6 @@
 // defines: the MeDSLIP model (spec A): ResNet trunk -> mask split into a pathology and an
 // anatomy stream -> stream MLPs -> two DETR decoders whose queries are projected text
-// "books" -> existence heads and ProtoCL projections; and the batch it trains on.
+// "books" -> existence heads and ProtoCL projections (the batch it trains on: model/batch.h).
 //
 // Dimension names: B batch, P patches (14x14 = 196 at 224 px), C trunk channels
 // (1024 ResNet-50, 256 ResNet-18), d decoder width (256), Qp = 75 pathology queries,
@@ -10,26 +10,13 @@
 #include <vector>
 
 #include "engine/nn.h"
+#include "model/batch.h"
 #include "model/config.h"
 #include "model/decoder.h"
-#include "model/labels.h"
+#include "model/vocab.h"
 #include "model/resnet.h"
 
 namespace ms {
-
-constexpr int64_t kNumCandidates = 8;    // 1 prototype + 7 negatives, spec C.3
-
-// One training batch in the layout of the reference dataset (spec C.3).
-struct MedslipBatch {
-  Tensor image;                          // [B,3,S,S] normalised
-  std::vector<float> matrix;             // [B,Qa,Qp] in {-1,0,1}: unmentioned / absent / present
-  std::vector<int64_t> label_pathology;  // [B,Qp] in {-1,0,1}
-  std::vector<int64_t> label_anatomy;    // [B,Qa]
-  std::vector<int64_t> index_pathology;  // [B,Qp,K] anatomy ids, -1 = prototype slot
-  std::vector<int64_t> index_anatomy;    // [B,Qa,K] pathology ids
-  int64_t batch_size() const { return image.defined() ? image.size(0) : 0; }
-  void validate() const;                 // shapes and value ranges; throws naming the field
-};
 
 struct MedslipOutput {
   Tensor logits_pathology, logits_anatomy;           // [B,Qp,2], [B,Qa,2]

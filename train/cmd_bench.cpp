@@ -31,11 +31,13 @@
 #include "data/triplets.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/io.h"
 #include "engine/kernels/kernels.h"
 #include "engine/optim.h"
 #include "engine/threads.h"
 #include "model/medslip.h"
 #include "train/commands.h"
+#include "train/common.h"
 #include "train/reference_problem.h"
 #include "train/platform.h"
 
@@ -483,7 +485,7 @@ int run_driver(bool full, const std::string& official, const std::string& python
       const int got = std::sscanf(spec.c_str(), "%31[^:]:%d:%d:%15[^:]:%15s", bb, &res, &b, md, dv);
       if (got < 4 || (std::string(md) != "train" && std::string(md) != "infer") ||
           (std::string(dv) != "cpu" && std::string(dv) != "cuda"))
-        throw std::invalid_argument("--rows: '" + spec + "' is not backbone:res:batch:train|infer[:cpu|cuda]");
+        throw UsageError("--rows: '" + spec + "' is not backbone:res:batch:train|infer[:cpu|cuda]");
       pick.push_back({bb, md, res, b, true, pick.empty() && std::string(md) == "train", dv});
       pos = end + 1;
     }
@@ -593,7 +595,7 @@ int run_driver(bool full, const std::string& official, const std::string& python
   if (!json_out.empty()) {
     json j = {{"date", date}, {"version", build_version()}, {"cpu", cpu_model()}, {"threads", num_threads()},
               {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}};
-    std::ofstream(json_out) << j.dump(1) << "\n";
+    write_file_atomic(json_out, j.dump(1) + "\n");
   }
   int failed = 0;
   for (auto& r : results) failed += !r.error.empty();
@@ -626,7 +628,7 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--batch", w.batch, "(worker)")->group("");
   app.add_option("--mode", w.mode, "(worker)")->group("")->check(CLI::IsMember({"train", "infer"}));
   app.add_option("--device", w.device, "(worker)")->group("")->check(CLI::IsMember({"cpu", "cuda"}));
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) {
     set_num_threads(threads);
     setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);  // for the workers

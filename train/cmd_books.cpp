@@ -36,7 +36,7 @@ int cmd_books(int argc, char** argv) {
   app.add_option("--out", out, "output books (.safetensors)")->required();
   add_device_options(app, device, tf32);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   if (max_length != 128 && max_length != 64)
     fmt::print(stderr, "note: --max-length {} differs from the reference's 128 (pretraining) and 64 (zero-shot)\n",

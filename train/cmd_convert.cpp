@@ -9,6 +9,7 @@
 
 #include "engine/io.h"
 #include "train/commands.h"
+#include "train/common.h"
 #include "weights/state_dict.h"
 
 namespace ms {
@@ -28,7 +29,7 @@ int cmd_convert(int argc, char** argv) {
   app.add_flag("--keep-dtypes", keep, "keep F16/BF16/F64 as they are instead of converting to F32");
   app.add_flag("--allow-unknown-globals", allow_unknown,
                "skip unknown pickled objects outside the state dict instead of failing (never executed)");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
 
   const std::string ext = ".safetensors";
   if (out.size() <= ext.size() || out.compare(out.size() - ext.size(), ext.size(), ext) != 0)

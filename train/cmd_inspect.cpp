@@ -8,6 +8,7 @@
 
 #include "engine/io.h"
 #include "train/commands.h"
+#include "train/common.h"
 #include "weights/state_dict.h"
 #include "weights/torch_pickle.h"
 
@@ -87,7 +88,7 @@ int cmd_inspect(int argc, char** argv) {
   app.add_option("--limit", limit, "print at most this many tensors (0: all)")->capture_default_str();
   app.add_flag("--allow-unknown-globals", allow_unknown,
                "show unknown pickled objects as placeholders instead of failing (never executed)");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
 
   WeightsFormat fmt_ = detect_weights_format(file);
   if (!key.empty() || !strip.empty() || fmt_ != WeightsFormat::TorchZip) {

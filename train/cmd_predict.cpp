@@ -9,10 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
 #include "train/commands.h"
+#include "train/common.h"
 #include "train/eval.h"
 
 namespace ms {
@@ -45,7 +46,7 @@ int cmd_predict(int argc, char** argv) {
   app.add_option("--dicom", dicom, "DICOM read path: display (VOI window) or rsna (spec C.7)")
       ->check(CLI::IsMember({"display", "rsna"}))
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   const DicomMode mode = dicom == "rsna" ? DicomMode::kRsna : DicomMode::kDisplay;
 
   struct RestoreThreads {  // callable from tests: leave the thread count as found
@@ -55,7 +56,7 @@ int cmd_predict(int argc, char** argv) {
   InferenceModel im;
   Device dev = Device::CPU;
   try {
-    if (m.threads < 0) throw std::invalid_argument("--threads must be >= 0");
+    if (m.threads < 0) throw UsageError("--threads must be >= 0");
     if (m.threads > 0) set_num_threads(m.threads);
     dev = select_device(m.device, m.tf32);
     for (const std::string* f : {&m.checkpoint, &m.books})

@@ -13,6 +13,7 @@
 #include "data/transforms.h"
 #include "engine/io.h"
 #include "train/commands.h"
+#include "train/common.h"
 
 namespace ms {
 
@@ -36,14 +37,10 @@ int cmd_preprocess(int argc, char** argv) {
   app.add_option("--item", item, "--train: dataset index of the image (see --epoch)")->check(CLI::NonNegativeNumber);
   app.add_flag("--rsna-dicom", rsna, "read DICOMs as the RSNA Dataset does (raw values, equalize_hist), spec §C.7");
   app.add_option("--png", png, "also write the 8-bit image before ToTensor/Normalize");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  MS_PARSE_ARGS(app, argc, argv);
   if (!train && (app.count("--seed") || epoch >= 0 || item >= 0))
-    throw std::invalid_argument("--seed/--epoch/--item only apply with --train");
-  if ((epoch >= 0) != (item >= 0)) throw std::invalid_argument("--epoch and --item go together");
+    throw UsageError("--seed/--epoch/--item only apply with --train");
+  if ((epoch >= 0) != (item >= 0)) throw UsageError("--epoch and --item go together");
 
   ReadOptions ro;
   ro.keep_grey = true;  // exact: every transform is per channel; replicated at ToTensor

@@ -26,7 +26,7 @@ int cmd_pretrain(int argc, char** argv) {
   app.add_option("--seed", seed, "override the config's seed");
   app.add_option("--epochs", epochs, "stop after this many epochs (the schedule keeps the config's length)");
   app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after this many steps");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   PretrainOptions o;
   o.config_path = config;

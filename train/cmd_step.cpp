@@ -39,7 +39,7 @@ int cmd_step(int argc, char** argv) {
   app.add_option("--seed", seed, "dropout seed");
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
   app.add_flag("--non-strict", non_strict, "allow missing/unexpected weight names");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
 
   MedslipConfig cfg = load_config(config);

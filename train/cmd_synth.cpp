@@ -6,6 +6,7 @@
 
 #include "data/synth.h"
 #include "train/commands.h"
+#include "train/common.h"
 
 namespace ms {
 
@@ -33,11 +34,7 @@ int cmd_synth(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.5, 3.0));
   app.add_flag("--preview", o.preview, "also write preview.png, a 4x4 contact sheet with finding boxes");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  MS_PARSE_ARGS(app, argc, argv);
   SynthReport r = write_synth_dataset(o);
   std::printf("wrote %lld images (%dx%d) to %s in %.2f s: train %lld, valid %lld, test %lld (held out)\n",
               static_cast<long long>(o.n), o.size, o.size, o.out_dir.c_str(), r.seconds,

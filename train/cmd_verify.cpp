@@ -18,6 +18,7 @@
 #include "engine/ops.h"
 #include "engine/threads.h"
 #include "train/commands.h"
+#include "train/common.h"
 #include "train/platform.h"
 #include "train/reference_problem.h"
 #include "train/run_record.h"
@@ -107,7 +108,7 @@ int cmd_verify(int argc, char** argv) {
   app.add_option("--run", run_dir, "re-run the first --epochs epochs of a pretrain run folder and compare weight hashes");
   app.add_option("--epochs", epochs, "epochs to re-run with --run")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
 
   if (!export_dir.empty()) {

@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "train/commands.h"
+#include "train/common.h"
 #include "train/eval.h"
 
 namespace ms {
@@ -31,7 +32,7 @@ int cmd_zeroshot(int argc, char** argv) {
   app.add_option("--out", o.out_dir, "output folder (default: the checkpoint's folder)");
   app.add_option("--workers", o.workers, "image-decoding threads (0 = on the main thread)")->capture_default_str();
   app.add_flag("--quiet", quiet, "no progress lines");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   o.progress = !quiet;
   try {
     run_zeroshot(o);

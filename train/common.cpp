@@ -15,6 +15,22 @@
 
 namespace ms {
 
+int parse_args(CLI::App& app, int argc, char** argv) {
+  const std::string cmd = std::string("medslip ") + (argc > 0 ? argv[0] : "");
+  try {
+    app.parse(argc, argv);
+    return -1;
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::string what = e.what();
+    for (char& c : what)
+      if (c == '\n' || c == '\r') c = ' ';
+    while (!what.empty() && what.back() == ' ') what.pop_back();
+    std::fprintf(stderr, "%s: %s (see %s --help)\n", cmd.c_str(), what.c_str(), cmd.c_str());
+    return 2;
+  }
+}
+
 void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
   app.add_option("--device", device, "cpu or cuda (a `make CUDA=1` build on a machine with a GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
@@ -26,7 +42,7 @@ void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
 Device select_device(const std::string& device, bool tf32) {
   const Device d = parse_device(device);
   if (d == Device::CUDA && !cuda_built())
-    throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
+    throw UsageError("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
   if (d == Device::CUDA && !cuda_available())
     throw std::runtime_error("--device cuda: no CUDA device is available on this machine");
   if (tf32 && d != Device::CUDA) std::fprintf(stderr, "note: --tf32 applies to --device cuda only; ignored\n");
@@ -73,11 +89,12 @@ MedslipBatch load_batch(const std::string& path) {
   auto expect = [&](const char* k, const Shape& s) {
     if (get(k).shape != s) throw std::runtime_error(path + ": '" + std::string(k) + "' must be " + shape_str(s) + ", got " + shape_str(get(k).shape));
   };
-  expect("matrix", {B, 51, 75});
-  expect("label_pathology", {B, 75});
-  expect("label_anatomy", {B, 51});
-  expect("index_pathology", {B, 75, 8});
-  expect("index_anatomy", {B, 51, 8});
+  const int64_t Qp = kNumPathologies, Qa = kNumAnatomies, K = kNumCandidates;
+  expect("matrix", {B, Qa, Qp});
+  expect("label_pathology", {B, Qp});
+  expect("label_anatomy", {B, Qa});
+  expect("index_pathology", {B, Qp, K});
+  expect("index_anatomy", {B, Qa, K});
   auto m = get("matrix").to_f64();
   b.matrix.assign(m.begin(), m.end());
   b.label_pathology = get("label_pathology").to_i64();

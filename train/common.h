@@ -1,6 +1,7 @@
 // defines: helpers shared by the subcommands: config with warnings printed, books,
 // weights in any supported format, a MeDSLIP batch from safetensors, run folders.
 #pragma once
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,19 @@ class App;
 }
 
 namespace ms {
+
+// A command-line argument that is missing, unknown or malformed, found after parsing (e.g. a
+// value CLI11 cannot check): main prints it on one line and exits with code 2.
+struct UsageError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+// Parses a subcommand's arguments (argv[0] is the command name). Returns -1 to go on, else
+// the exit code: 0 after --help, 2 after a usage error, printed as one line
+// "medslip CMD: WHAT (see medslip CMD --help)" on stderr.
+int parse_args(CLI::App& app, int argc, char** argv);
+#define MS_PARSE_ARGS(app, argc, argv) \
+  if (int ms_rc_ = ::ms::parse_args(app, argc, argv); ms_rc_ >= 0) return ms_rc_
 
 // --device cpu|cuda and --tf32, the same on every job.
 void add_device_options(CLI::App& app, std::string& device, bool& tf32);

@@ -1,6 +1,7 @@
 // The evaluation jobs of spec §E.1-E.4 / §H.10 (zeroshot, ground) and single-image prediction,
 // on top of train/metrics.h (sklearn-exact metrics, score_cal) and data/loader.h (csv order).
 #include "train/eval.h"
+#include "train/common.h"
 
 #include <CLI/CLI.hpp>
 
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -21,7 +23,7 @@
 
 #include "data/loader.h"
 #include "data/transforms.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/ops.h"
@@ -42,7 +44,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 struct ThreadsGuard {
   int prev;
   explicit ThreadsGuard(int n) : prev(num_threads()) {
-    if (n < 0) throw std::invalid_argument("--threads must be >= 0 (0 = OMP_NUM_THREADS or all cores), got " +
+    if (n < 0) throw UsageError("--threads must be >= 0 (0 = OMP_NUM_THREADS or all cores), got " +
                                            std::to_string(n));
     if (n > 0) set_num_threads(n);
   }
@@ -278,8 +280,8 @@ Image heatmap_overlay(const Image& radiograph, const std::vector<float>& grid_ma
 ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   const auto t0 = Clock::now();
   if (o.dataset != "cxr14" && o.dataset != "rsna" && o.dataset != "synthetic")
-    throw std::invalid_argument("--dataset " + o.dataset + ": expected cxr14, rsna or synthetic");
-  if (o.batch <= 0) throw std::invalid_argument("--batch must be positive, got " + std::to_string(o.batch));
+    throw UsageError("--dataset " + o.dataset + ": expected cxr14, rsna or synthetic");
+  if (o.batch <= 0) throw UsageError("--batch must be positive, got " + std::to_string(o.batch));
   require_file(o.csv, "--csv");
   ThreadsGuard threads(o.model.threads);
   const Device dev = select_device(o.model.device, o.model.tf32);
@@ -340,8 +342,7 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   const std::string dir = out_folder(o.out_dir, o.model.checkpoint);
   r.scores_path = (fs::path(dir) / "zeroshot_scores.csv").string();
   {
-    std::ofstream f(r.scores_path);
-    if (!f) throw std::runtime_error("cannot write " + r.scores_path);
+    std::ostringstream f;
     f << "row,img_path";
     for (const auto& n : r.class_names) f << "," << csv_field("score:" + n) << "," << csv_field("label:" + n);
     f << "\n";
@@ -351,7 +352,7 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
         f << "," << fmt::format("{:.9g}", r.scores[size_t(i) * C + c]) << "," << r.labels[size_t(i) * C + c];
       f << "\n";
     }
-    if (!f) throw std::runtime_error("write to " + r.scores_path + " failed");
+    write_file_atomic(r.scores_path, f.str());
   }
   json j = run_header("zeroshot", o.model, im, o.csv, o.dataset, dev);
   r.checkpoint_sha256 = j["checkpoint"]["sha256"];
@@ -390,13 +391,13 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
 GroundReport run_ground(const GroundOptions& o) {
   const auto t0 = Clock::now();
   if (o.dataset != "rsna" && o.dataset != "synthetic")
-    throw std::invalid_argument("--dataset " + o.dataset + ": expected rsna or synthetic");
-  if (o.batch <= 0) throw std::invalid_argument("--batch must be positive, got " + std::to_string(o.batch));
+    throw UsageError("--dataset " + o.dataset + ": expected rsna or synthetic");
+  if (o.batch <= 0) throw UsageError("--batch must be positive, got " + std::to_string(o.batch));
   const int query = o.query < 0 ? kPneumoniaQuery : o.query;
   if (query >= kNumPathologies)
-    throw std::invalid_argument(fmt::format("--query {}: expected 0..{}", query, kNumPathologies - 1));
+    throw UsageError(fmt::format("--query {}: expected 0..{}", query, kNumPathologies - 1));
   const double thr = std::isnan(o.threshold) ? (o.anatomy_product ? 0.01 : 0.0) : o.threshold;
-  if (!std::isfinite(thr)) throw std::invalid_argument("--threshold must be finite");
+  if (!std::isfinite(thr)) throw UsageError("--threshold must be finite");
   require_file(o.csv, "--csv");
   ThreadsGuard threads(o.model.threads);
   const Device dev = select_device(o.model.device, o.model.tf32);

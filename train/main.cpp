@@ -7,6 +7,7 @@
 
 #include "engine/threads.h"
 #include "train/commands.h"
+#include "train/common.h"
 
 namespace ms {
 // Subcommands, in the order `medslip --help` lists them. Add a line per new command.
@@ -37,14 +38,21 @@ static void usage() {
 
 int main(int argc, char** argv) {
   ms::init_threads();
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+  if (argc < 2) {
+    std::fprintf(stderr, "medslip: no command given (see medslip --help)\n");
+    return 2;
+  }
+  if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     usage();
-    return argc < 2 ? 2 : 0;
+    return 0;
   }
   for (const auto& c : ms::kCommands) {
     if (std::string(argv[1]) != c.name) continue;
     try {
       return c.run(argc - 1, argv + 1);
+    } catch (const ms::UsageError& e) {
+      std::fprintf(stderr, "medslip %s: %s (see medslip %s --help)\n", c.name, e.what(), c.name);
+      return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "medslip %s: error: %s\n", c.name, e.what());
       return 1;

@@ -2,6 +2,8 @@
 // _binary_clf_curve / precision_recall_curve / roc_auc_score and the reference's test.py formulas.
 #include "train/metrics.h"
 
+#include "engine/io.h"
+
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -390,10 +392,7 @@ nlohmann::json to_json(const SegmentationResult& r) {
 }
 
 void save_json(const std::string& path, const nlohmann::json& j) {
-  std::ofstream f(path);
-  if (!f) throw std::runtime_error(fmt::format("save_json: cannot open {} for writing", path));
-  f << j.dump(2) << "\n";
-  if (!f) throw std::runtime_error(fmt::format("save_json: write to {} failed", path));
+  write_file_atomic(path, j.dump(2) + "\n");
 }
 
 }  // namespace ms

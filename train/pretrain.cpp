@@ -13,17 +13,6 @@ namespace fs = std::filesystem;
 
 namespace ms {
 
-MedslipBatch to_model_batch(const PretrainBatch& pb, Device dev) {
-  MedslipBatch b;
-  b.image = pb.image.to(dev);
-  b.matrix = pb.matrix.to_vector();
-  for (float v : pb.label_pathology.to_vector()) b.label_pathology.push_back(int64_t(v));
-  for (float v : pb.label_anatomy.to_vector()) b.label_anatomy.push_back(int64_t(v));
-  b.index_pathology = pb.index_pathology;
-  b.index_anatomy = pb.index_anatomy;
-  return b;
-}
-
 Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet) {
   if (!cfg.books.empty()) return load_books_file(cfg.books);
   if (cfg.text_encoder.empty() || cfg.pathology_book.empty())
@@ -108,9 +97,9 @@ void PretrainJob::describe_record(nlohmann::json& j) const {
 void PretrainJob::start_epoch(int epoch, int64_t first_batch) { loader_->start_epoch(epoch, first_batch); }
 
 bool PretrainJob::train_step(LossValues& losses) {
-  PretrainBatch pb;
-  if (!loader_->next(pb)) return false;
-  MedslipBatch mb = to_model_batch(pb, device_);
+  MedslipBatch mb;
+  if (!loader_->next(mb)) return false;
+  mb.image = mb.image.to(device_);
   optim_->zero_grad();
   MedslipOutput o = model_->forward(mb.image);
   MedslipLosses L = model_->losses(o, mb);
@@ -127,9 +116,9 @@ bool PretrainJob::validate(int epoch, LossMeter& meter) {
   vo.shuffle = true;
   PretrainLoader vl(*valid_set_, train_image_fn(cfg_.image_res, augment_options(cfg_)), vo);
   vl.start_epoch(epoch);
-  PretrainBatch vb;
-  while (vl.next(vb)) {
-    MedslipBatch mb = to_model_batch(vb, device_);
+  MedslipBatch mb;
+  while (vl.next(mb)) {
+    mb.image = mb.image.to(device_);
     meter.add(loss_values(step_losses(model_->losses(model_->forward(mb.image), mb))));
   }
   return true;

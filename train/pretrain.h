@@ -42,9 +42,6 @@ struct PretrainResult {
 
 PretrainResult run_pretrain(const PretrainOptions& opt);
 
-// PretrainBatch (loader layout) -> MedslipBatch (model layout) on `dev`.
-MedslipBatch to_model_batch(const PretrainBatch& pb, Device dev);
-
 // The books of a run: cfg.books, else out_dir/books.safetensors when an earlier call built it,
 // else built once from cfg.text_encoder + cfg.pathology_book and cached there.
 Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet);

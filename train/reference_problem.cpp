@@ -25,8 +25,8 @@ MedslipBatch reference_batch(int64_t B, int64_t S, uint64_t seed) {
     for (size_t i = 0; i < pick.size(); ++i) m[size_t(pick[i])] = i < 5 ? 1.f : 0.f;
     Triplets t = make_triplets(m, data, "reference image " + std::to_string(b));
     batch.matrix.insert(batch.matrix.end(), m.begin(), m.end());
-    for (float v : t.label_pathology) batch.label_pathology.push_back(int64_t(v));
-    for (float v : t.label_anatomy) batch.label_anatomy.push_back(int64_t(v));
+    batch.label_pathology.insert(batch.label_pathology.end(), t.label_pathology.begin(), t.label_pathology.end());
+    batch.label_anatomy.insert(batch.label_anatomy.end(), t.label_anatomy.begin(), t.label_anatomy.end());
     batch.index_pathology.insert(batch.index_pathology.end(), t.index_pathology.begin(), t.index_pathology.end());
     batch.index_anatomy.insert(batch.index_anatomy.end(), t.index_anatomy.begin(), t.index_anatomy.end());
   }

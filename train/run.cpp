@@ -110,7 +110,9 @@ MetricsLog::MetricsLog(const std::string& out_dir, bool append)
 
 void MetricsLog::write(const nlohmann::json& line) { *f_ << line.dump() << "\n" << std::flush; }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
+namespace {
+// Writes text to path through path.tmp + rename.
+void write_text_atomic(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary);
@@ -119,6 +121,7 @@ void write_file_atomic(const std::string& path, const std::string& text) {
   }
   fs::rename(tmp, path);
 }
+}  // namespace
 
 std::string fmt_duration(double s) {
   if (s < 60) return fmt::format("{:.0f}s", s);
@@ -177,7 +180,7 @@ struct Loop {
     job.describe_record(j);
     if (!j.contains("epochs")) j["epochs"] = nlohmann::json::array();
     record->save();
-    write_file_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
+    write_text_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
     metrics = std::make_unique<MetricsLog>(opt.out_dir, resuming);
     last_epoch = opt.max_epochs > 0 ? std::min(opt.epochs, pos.epoch + opt.max_epochs) : opt.epochs;
   }

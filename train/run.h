@@ -113,8 +113,6 @@ class MetricsLog {
   std::unique_ptr<std::ofstream> f_;
 };
 
-// Writes text to path through path.tmp + rename.
-void write_file_atomic(const std::string& path, const std::string& text);
 // 42s, 3m07s, 2h05m.
 std::string fmt_duration(double seconds);
 

@@ -1,5 +1,7 @@
 #include "train/run_record.h"
 
+#include "engine/io.h"
+
 #include <fmt/core.h>
 
 #include <cmath>
@@ -57,13 +59,7 @@ void RunRecord::add_epoch(int epoch, const std::string& hash, const nlohmann::js
 }
 
 void RunRecord::save() const {
-  const std::string tmp = path_ + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j_.dump(1) << "\n";
-    if (!f) throw std::runtime_error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, path_);
+  write_file_atomic(path_, j_.dump(1) + "\n");
 }
 
 int verify_run(const std::string& run_dir, int epochs) {

@@ -42,22 +42,20 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, int64
                                 ", padding " + std::to_string(padding) + " gives an empty output " +
                                 std::to_string(OH) + "x" + std::to_string(OW));
 
-  Tensor y = Tensor::empty({N, O, OH, OW}, dev);          // (N, O, OH, OW)
-  Tensor col = Tensor::empty({O * kh * kw, H * W}, dev);  // one image's columns (K, L)
-  MS_DISPATCH(dev, conv_transpose2d_forward, x.data(), w.data(), y.data(), col.data(), N, C, H, W, O, kh, kw, stride,
-              padding, OH, OW);
+  const ConvTranspose2dShape shape{N, C, H, W, O, kh, kw, stride, padding, OH, OW};
+
+  Tensor y = Tensor::empty({N, O, OH, OW}, dev);  // (N, O, OH, OW)
+  MS_DISPATCH(dev, conv_transpose2d_forward, x.data(), w.data(), y.data(), shape);
 
   // dx = conv2d(g, W) and dW = sum_n x[n] im2col(g[n])^T; dW reads x and dx reads W, so each
   // is kept only if the other needs a gradient.
-  auto backward = [x = needs_grad(w) ? x : grad_handle(x), w = needs_grad(x) ? w : grad_handle(w), N, C, H, W, O, kh,
-                   kw, stride, padding, OH, OW, dev](const Tensor& g) {
+  auto backward = [x = needs_grad(w) ? x : grad_handle(x), w = needs_grad(x) ? w : grad_handle(w), shape,
+                   dev](const Tensor& g) {
     const bool gx_on = needs_grad(x), gw_on = needs_grad(w);
-    Tensor gx = gx_on ? Tensor::empty(x.shape(), dev) : Tensor();  // written by the kernel
+    Tensor gx = gx_on ? Tensor::empty(x.shape(), dev) : Tensor();  // both written by the kernel
     Tensor gw = gw_on ? Tensor::empty(w.shape(), dev) : Tensor();
-    Tensor col = Tensor::empty({O * kh * kw, H * W}, dev);
     MS_DISPATCH(dev, conv_transpose2d_backward, gw_on ? x.data() : nullptr, gx_on ? w.data() : nullptr, g.data(),
-                gx_on ? gx.data() : nullptr, gw_on ? gw.data() : nullptr, col.data(), N, C, H, W, O, kh, kw, stride,
-                padding, OH, OW);
+                gx_on ? gx.data() : nullptr, gw_on ? gw.data() : nullptr, shape);
     if (gx_on) accumulate_grad(x, gx);
     if (gw_on) accumulate_grad(w, gw);
   };

@@ -23,24 +23,6 @@ static Shape broadcast_shape(const Shape& a, const Shape& b, const char* op) {
   return out;
 }
 
-Broadcast make_broadcast(const Shape& out, const Shape& a, const Shape& b) {
-  if (out.size() > size_t(kMaxDims)) throw std::invalid_argument("broadcast: more than 8 dims");
-  Broadcast bc;
-  bc.ndim = int(out.size());
-  int64_t sa = 1, sb = 1;
-  for (int d = bc.ndim - 1; d >= 0; --d) {
-    bc.shape[d] = out[size_t(d)];
-    int ia = d - (bc.ndim - int(a.size())), ib = d - (bc.ndim - int(b.size()));
-    int64_t da = ia >= 0 ? a[size_t(ia)] : 1, db = ib >= 0 ? b[size_t(ib)] : 1;
-    bc.stride_a[d] = da == 1 ? 0 : sa;
-    bc.stride_b[d] = db == 1 ? 0 : sb;
-    sa *= da;
-    sb *= db;
-  }
-  bc.numel = shape_numel(out);
-  return bc;
-}
-
 Tensor sum_to(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
   Tensor r = g;

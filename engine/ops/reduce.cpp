@@ -76,7 +76,7 @@ std::vector<int64_t> argmax(const Tensor& a, int64_t dim) {
   split(h.shape(), d, outer, n, inner);
   std::vector<float> y(size_t(outer * inner));
   std::vector<int64_t> arg(size_t(outer * inner));
-  cpu::max_dim(h.data(), y.data(), arg.data(), outer, n, inner);
+  MS_DISPATCH(h.device(), max_dim, h.data(), y.data(), arg.data(), outer, n, inner);  // on the host copy
   return arg;
 }
 

@@ -621,22 +621,17 @@ TEST_CASE("cuda: conv_transpose2d kernels") {
                           std::to_string(c.W) + " -> O" + std::to_string(c.O) + " k" + std::to_string(c.kh) + "x" +
                           std::to_string(c.kw) + " s" + std::to_string(c.stride) + " p" + std::to_string(c.pad);
     const int64_t nx = c.N * c.C * c.H * c.W, nw = c.C * c.O * c.kh * c.kw, ny = c.N * c.O * OH * OW;
-    const int64_t ncol = c.O * c.kh * c.kw * c.H * c.W;
+    const ConvTranspose2dShape shape{c.N, c.C, c.H, c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW};
     const auto x = normal(nx, 260 + si), w = normal(nw, 261 + si), gy = normal(ny, 262 + si);
-    std::vector<float> y(static_cast<size_t>(ny)), gx(static_cast<size_t>(nx)), gw(static_cast<size_t>(nw)),
-        col(static_cast<size_t>(ncol));
-    cpu::conv_transpose2d_forward(x.data(), w.data(), y.data(), col.data(), c.N, c.C, c.H, c.W, c.O, c.kh, c.kw,
-                                  c.stride, c.pad, OH, OW);
-    cpu::conv_transpose2d_backward(x.data(), w.data(), gy.data(), gx.data(), gw.data(), col.data(), c.N, c.C, c.H,
-                                   c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW);
+    std::vector<float> y(static_cast<size_t>(ny)), gx(static_cast<size_t>(nx)), gw(static_cast<size_t>(nw));
+    cpu::conv_transpose2d_forward(x.data(), w.data(), y.data(), shape);
+    cpu::conv_transpose2d_backward(x.data(), w.data(), gy.data(), gx.data(), gw.data(), shape);
     auto dx = up(x), dw = up(w), dgy = up(gy);
     std::vector<std::vector<float>> runs;
     for (int rep = 0; rep < 2; ++rep) {  // twice: the GPU must repeat its own bits
-      auto dy = poisoned(ny), dgx = poisoned(nx), dgw = poisoned(nw), dcol = poisoned(ncol);
-      cuda::conv_transpose2d_forward(dx.data(), dw.data(), dy.data(), dcol.data(), c.N, c.C, c.H, c.W, c.O, c.kh,
-                                     c.kw, c.stride, c.pad, OH, OW);
-      cuda::conv_transpose2d_backward(dx.data(), dw.data(), dgy.data(), dgx.data(), dgw.data(), dcol.data(), c.N,
-                                      c.C, c.H, c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW);
+      auto dy = poisoned(ny), dgx = poisoned(nx), dgw = poisoned(nw);
+      cuda::conv_transpose2d_forward(dx.data(), dw.data(), dy.data(), shape);
+      cuda::conv_transpose2d_backward(dx.data(), dw.data(), dgy.data(), dgx.data(), dgw.data(), shape);
       runs.push_back(down(dy));
       runs.push_back(down(dgx));
       runs.push_back(down(dgw));
@@ -647,10 +642,9 @@ TEST_CASE("cuda: conv_transpose2d kernels") {
     for (int k = 0; k < 3; ++k)
       CHECK_MESSAGE(bitwise(runs[size_t(k)], runs[size_t(k + 3)]), "conv_transpose2d " << g << " output " << k
                                                                                       << " differs between two GPU runs");
-    // gx only (gw skipped) must give the same gx.
-    auto dgx_only = poisoned(nx), dcol = poisoned(ncol);
-    cuda::conv_transpose2d_backward(nullptr, dw.data(), dgy.data(), dgx_only.data(), nullptr, dcol.data(), c.N, c.C,
-                                    c.H, c.W, c.O, c.kh, c.kw, c.stride, c.pad, OH, OW);
+    // gx only (x not given, gw skipped) must give the same gx.
+    auto dgx_only = poisoned(nx);
+    cuda::conv_transpose2d_backward(nullptr, dw.data(), dgy.data(), dgx_only.data(), nullptr, shape);
     CHECK(bitwise(down(dgx_only), runs[1]));
     ++si;
   }

@@ -22,7 +22,7 @@
 #include "data/synth.h"
 #include "data/transforms.h"
 #include "data/triplets.h"
-#include "data/vocab.h"
+#include "model/vocab.h"
 #include "tests/test_util.h"
 #include "train/commands.h"
 
@@ -382,7 +382,7 @@ TEST_CASE("data: triplet labels and index lists on a hand-made matrix (§C.2-C.3
   CHECK(t.label_anatomy[7] == 0);
   CHECK(t.label_anatomy[0] == -1);
   auto line = [](const std::vector<int64_t>& v, int k) {
-    return std::vector<int64_t>(v.begin() + k * kIndexSlots, v.begin() + (k + 1) * kIndexSlots);
+    return std::vector<int64_t>(v.begin() + k * kNumCandidates, v.begin() + (k + 1) * kNumCandidates);
   };
   for (int p = 0; p < P; ++p) {
     auto l = line(t.index_pathology, p);
@@ -417,7 +417,7 @@ TEST_CASE("data: triplet labels and index lists on a hand-made matrix (§C.2-C.3
   Rng rr(1, kStreamAugment);
   for (int k = 0; k < 200; ++k) {
     auto tk = make_triplets(M, rr, "x");
-    for (int j = 1; j < kIndexSlots; ++j) seen[size_t(tk.index_pathology[size_t(8 * kIndexSlots + j)])]++;
+    for (int j = 1; j < kNumCandidates; ++j) seen[size_t(tk.index_pathology[size_t(8 * kNumCandidates + j)])]++;
   }
   CHECK(seen[3] == 0);
   int covered = 0;
@@ -474,10 +474,9 @@ std::vector<float> fake_image(const std::string& path, Rng& rng, int64_t S) {
   return v;
 }
 
-bool same_batch(const PretrainBatch& a, const PretrainBatch& b) {
-  return a.image.to_vector() == b.image.to_vector() && a.matrix.to_vector() == b.matrix.to_vector() &&
-         a.label_pathology.to_vector() == b.label_pathology.to_vector() &&
-         a.label_anatomy.to_vector() == b.label_anatomy.to_vector() && a.index_pathology == b.index_pathology &&
+bool same_batch(const MedslipBatch& a, const MedslipBatch& b) {
+  return a.image.to_vector() == b.image.to_vector() && a.matrix == b.matrix && a.label_pathology == b.label_pathology &&
+         a.label_anatomy == b.label_anatomy && a.index_pathology == b.index_pathology &&
          a.index_anatomy == b.index_anatomy && a.paths == b.paths && a.items == b.items;
 }
 
@@ -529,9 +528,9 @@ TEST_CASE("data: loader batches are identical for 0, 1 and 2 worker threads") {
     o.num_workers = workers;
     PretrainLoader L(ds, [&](const std::string& p, Rng& r) { return fake_image(p, r, S); }, o);
     CHECK(L.size() == 3);  // 11 / 3 with drop_last
-    std::vector<PretrainBatch> out;
+    std::vector<MedslipBatch> out;
     L.start_epoch(epoch);
-    PretrainBatch b;
+    MedslipBatch b;
     while (L.next(b)) out.push_back(b);
     return out;
   };
@@ -546,10 +545,12 @@ TEST_CASE("data: loader batches are identical for 0, 1 and 2 worker threads") {
     CHECK(same_batch(c[k], c2[k]));
   }
   CHECK(a[0].image.shape() == Shape{3, 3, S, S});
-  CHECK(a[0].matrix.shape() == Shape{3, kNumAnatomies, kNumPathologies});
-  CHECK(a[0].label_pathology.shape() == Shape{3, kNumPathologies});
-  CHECK(a[0].index_pathology.size() == size_t(3 * kNumPathologies * kIndexSlots));
-  CHECK(a[0].index_anatomy.size() == size_t(3 * kNumAnatomies * kIndexSlots));
+  CHECK(a[0].matrix.size() == size_t(3 * kNumAnatomies * kNumPathologies));
+  CHECK(a[0].label_pathology.size() == size_t(3 * kNumPathologies));
+  CHECK(a[0].label_anatomy.size() == size_t(3 * kNumAnatomies));
+  CHECK_NOTHROW(a[0].validate());
+  CHECK(a[0].index_pathology.size() == size_t(3 * kNumPathologies * kNumCandidates));
+  CHECK(a[0].index_anatomy.size() == size_t(3 * kNumAnatomies * kNumCandidates));
   // A shuffled epoch: 9 distinct items; the next epoch draws another order.
   std::set<int64_t> items;
   std::vector<int64_t> order0, order1;
@@ -560,7 +561,7 @@ TEST_CASE("data: loader batches are identical for 0, 1 and 2 worker threads") {
   CHECK(items.size() == 9);
   CHECK(order0 != order1);
   // Labels in the batch follow the item's matrix.
-  const auto& m = a[0].matrix.to_vector();
+  const auto& m = a[0].matrix;
   std::vector<float> m0(m.begin(), m.begin() + kMatrixSize);
   CHECK(m0 == ds.matrix(a[0].items[0]));
   // A sample's randomness is keyed by (seed, epoch, item): same item, same image bytes, in
@@ -573,7 +574,7 @@ TEST_CASE("data: loader batches are identical for 0, 1 and 2 worker threads") {
   o.num_workers = 2;
   PretrainLoader L4(ds, [&](const std::string& p, Rng& r) { return fake_image(p, r, S); }, o);
   CHECK(L4.size() == 3);
-  PretrainBatch x = L4.make_batch(0, 0);
+  MedslipBatch x = L4.make_batch(0, 0);
   int64_t item = x.items[1];
   std::vector<float> img(x.image.data() + 3 * S * S, x.image.data() + 6 * S * S);
   for (const auto& y : a)
@@ -581,11 +582,11 @@ TEST_CASE("data: loader batches are identical for 0, 1 and 2 worker threads") {
       if (y.items[k] == item)
         CHECK(std::vector<float>(y.image.data() + k * 3 * S * S, y.image.data() + (k + 1) * 3 * S * S) == img);
   L4.start_epoch(0);
-  PretrainBatch last;
+  MedslipBatch last;
   int n = 0;
   while (L4.next(last)) ++n;
   CHECK(n == 3);
-  CHECK(last.size() == 3);  // 11 = 4 + 4 + 3 without drop_last
+  CHECK(last.batch_size() == 3);  // 11 = 4 + 4 + 3 without drop_last
 }
 
 TEST_CASE("data: loader rethrows a worker's error and checks the image size") {
@@ -600,7 +601,7 @@ TEST_CASE("data: loader rethrows a worker's error and checks the image size") {
     return std::vector<float>(48);
   }, o);
   bad.start_epoch(0);
-  PretrainBatch b;
+  MedslipBatch b;
   std::string e = error_of([&] { while (bad.next(b)) {} });
   CHECK(contains(e, "3.png: cannot decode"));
   PretrainLoader wrong(ds, [](const std::string&, Rng&) { return std::vector<float>(5); }, o);
@@ -793,7 +794,7 @@ TEST_CASE("data: medslip synth output loads through the dataset readers") {
     PretrainLoader L(train, [](const std::string& p, Rng& r) { return train_transform(read_image(p), 32, r); }, po);
     L.start_epoch(2);
     std::vector<std::vector<float>> out;
-    PretrainBatch pb;
+    MedslipBatch pb;
     while (L.next(pb)) out.push_back(pb.image.to_vector());
     return out;
   };

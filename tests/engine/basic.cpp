@@ -1,4 +1,5 @@
-// Core tensor and autograd behaviour: views, accumulation, graph release, NoGrad.
+// Core tensor and autograd behaviour: views, accumulation, graph release, NoGrad; the
+// fine-tuning modules (ConvTranspose2d, Conv1d) against PyTorch's names, shapes and init.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -112,4 +113,32 @@ TEST_CASE("engine: nn::ConvTranspose2d has PyTorch's names, shapes and default i
   nn::ConvTranspose2d nob(4, 6, 3, 1, 1, false, init);
   CHECK(nob.named_parameters().size() == 1);
   CHECK(nob.forward(Tensor::ones({2, 4, 3, 5})).shape() == Shape{2, 6, 3, 5});
+}
+
+TEST_CASE("engine: nn::Conv1d has PyTorch's names and shapes and computes a 1-D convolution") {
+  Rng init(5, kStreamInit);
+  nn::Conv1d head(4, 3, 3, 2, true, init);  // in 4, out 3, kernel 3, stride 2
+  const auto params = head.named_parameters();
+  REQUIRE(params.size() == 2);
+  CHECK(params[0].first == "weight");
+  CHECK(params[0].second.shape() == Shape{3, 4, 3});
+  CHECK(params[1].first == "bias");
+  const float bound = 1.f / std::sqrt(12.f);  // fan_in = in * k
+  for (float v : head.weight.to_vector()) CHECK(std::fabs(v) <= bound);
+  Tensor x = Tensor::empty({2, 4, 9});
+  Rng(6, kStreamData).fill_uniform(x.data(), x.numel(), -1.f, 1.f);
+  Tensor y = head.forward(x);
+  REQUIRE(y.shape() == Shape{2, 3, 4});  // (9 - 3) / 2 + 1
+  // y[n,o,l] = b[o] + sum_{c,j} w[o,c,j] x[n,c,2l+j]
+  const float *xd = x.data(), *wd = head.weight.data(), *bd = head.bias.data();
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t o = 0; o < 3; ++o)
+      for (int64_t l = 0; l < 4; ++l) {
+        double ref = bd[o];
+        for (int64_t c = 0; c < 4; ++c)
+          for (int64_t j = 0; j < 3; ++j) ref += double(wd[(o * 4 + c) * 3 + j]) * xd[(n * 4 + c) * 9 + 2 * l + j];
+        CHECK(y.data()[(n * 3 + o) * 4 + l] == doctest::Approx(ref).epsilon(1e-5));
+      }
+  CHECK_THROWS_WITH_AS(head.forward(Tensor::zeros({4, 9})),
+                       doctest::Contains("Conv1d: input must be 3-D [N,C,L], got [4,9]"), std::invalid_argument);
 }

@@ -1,7 +1,8 @@
 // Same seed -> bitwise-equal results, on two runs and on 1 vs 2 threads (OpenMP and
-// OpenBLAS), for the RNG fills, a conv/batch_norm/pool block and an attention-like
-// matmul/softmax/layer_norm chain (forward and backward), and dropout masks. Sizes are
-// chosen above the kernels' OpenMP thresholds so that 2 threads really split the work.
+// OpenBLAS), for the RNG fills, a conv/batch_norm/pool block, transposed convolutions with the
+// DiceBCE loss, an attention-like matmul/softmax/layer_norm chain (forward and backward), and
+// dropout masks. Sizes are chosen above the kernels' OpenMP thresholds so that 2 threads
+// really split the work.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -98,6 +99,26 @@ TEST_CASE("engine: determinism of conv2d + batch_norm2d + max_pool2d forward and
                {"dgamma", g.grad().to_vector()}, {"dbeta", b.grad().to_vector()}, {"dw2", w2.grad().to_vector()},
                {"db2", b2.grad().to_vector()},  {"dw3", w3.grad().to_vector()}, {"running_mean", rm.to_vector()},
                {"running_var", rv.to_vector()}};
+  });
+}
+
+TEST_CASE("engine: determinism of conv_transpose2d + dice_bce_loss forward and backward") {
+  check_deterministic("deconv + DiceBCE", [] {
+    Tensor x = seeded({3, 32, 20, 20}, 20).requires_grad_();  // (N, C, H, W): 2 waves of images on 2 threads
+    Tensor w1 = seeded({32, 24, 2, 2}, 21, -0.2f, 0.2f).requires_grad_();   // k2 s2: the U-Net's
+    Tensor b1 = seeded({24}, 22).requires_grad_();
+    Tensor w2 = seeded({24, 4, 3, 3}, 23, -0.2f, 0.2f).requires_grad_();    // k3 s2 p1: overlapping
+    Tensor head = seeded({1, 4, 1, 1}, 24).requires_grad_();
+    Tensor h = conv_transpose2d(x, w1, b1, 2, 0);                           // (3, 24, 40, 40)
+    h = conv_transpose2d(relu(h), w2, Tensor(), 2, 1);                      // (3, 4, 79, 79)
+    Tensor logits = conv2d(h, head, Tensor(), 1, 0);                        // (3, 1, 79, 79)
+    Tensor mask = seeded(logits.shape(), 25, 0.f, 1.f);
+    for (int64_t i = 0; i < mask.numel(); ++i) mask.data()[i] = mask.data()[i] < 0.3f ? 1.f : 0.f;
+    Tensor loss = dice_bce_loss(logits, mask);
+    loss.backward();
+    return Run{{"loss", loss.to_vector()},   {"logits", logits.to_vector()}, {"dx", x.grad().to_vector()},
+               {"dw1", w1.grad().to_vector()}, {"db1", b1.grad().to_vector()},  {"dw2", w2.grad().to_vector()},
+               {"dhead", head.grad().to_vector()}};
   });
 }
 

@@ -154,6 +154,10 @@ TEST_CASE("model: bad weights and configs give named errors") {
                     doctest::Contains("c.yaml: key 'image_res': must be a positive multiple of 16"));
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("N: two\n", "c.yaml"), doctest::Contains("key 'N' has an invalid value"));
   CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("res_base_model: vgg\n", "c.yaml"), doctest::Contains("res_base_model"));
+  // num_neg_samples is the K - 1 = 7 of the batch layout (model/vocab.h): 7 reads, others are named errors.
+  CHECK(MedslipConfig::from_yaml_string("num_neg_samples: 7\n").num_neg_samples == kNumNegatives);
+  CHECK_THROWS_WITH(MedslipConfig::from_yaml_string("num_neg_samples: 5\n", "c.yaml"),
+                    doctest::Contains("c.yaml: key 'num_neg_samples': only 7 is supported"));
   // The augmentation keys: the reference's values by default, ours read, bad ones named, and
   // they survive the round trip through to_yaml (checkpoint metadata, reproducibility.json).
   const MedslipConfig dflt;

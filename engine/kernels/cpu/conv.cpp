@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include <omp.h>
 
 #include "engine/kernels/kernels.h"
+#include "engine/tensor.h"
 
 namespace ms::cpu {
 
@@ -97,8 +99,15 @@ void col2im(const float* col, float* x, int64_t C, int64_t H, int64_t W, int64_t
 // Window clipped to the image (padded cells act as -inf). Ties keep the first maximum in
 // row-major scan order and NaN propagates, as PyTorch's CPU kernel. arg = h*W + w within
 // the plane (-1 for an empty window, which the op's padding check rules out).
+static void max_pool2d_values(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t k, int64_t stride,
+                              int64_t pad, int64_t OH, int64_t OW);
+
 void max_pool2d_forward(const float* x, float* y, int64_t* arg, int64_t NC, int64_t H, int64_t W, int64_t k,
                         int64_t stride, int64_t pad, int64_t OH, int64_t OW) {
+  if (!arg) {  // no backward follows: the values alone, vectorised
+    max_pool2d_values(x, y, NC, H, W, k, stride, pad, OH, OW);
+    return;
+  }
 #pragma omp parallel for collapse(2) schedule(static) if (NC * OH * OW * k * k > 32768)
   for (int64_t p = 0; p < NC; ++p)
     for (int64_t oh = 0; oh < OH; ++oh) {
@@ -175,9 +184,13 @@ void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_
 
 }  // namespace ms::cpu
 
-// ---- conv2d over a batch (CPU only) --------------------------------------------------------
+// ---- conv2d over a batch ---------------------------------------------------------------------
 
 namespace ms::cpu {
+
+// Threads that take whole images (one image each at a time, its GEMMs then on one thread); a
+// single image, or a single thread, keeps OpenBLAS's own threading inside the GEMM.
+static int conv_workers(int64_t N) { return int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), N))); }
 
 // Runs body(n, worker) for n in [0, N): on `workers` threads when there are several, each
 // taking a contiguous run of images; the nested GEMMs and copies then run on one thread.
@@ -191,38 +204,11 @@ static void for_each_image(int64_t N, int workers, F&& body) {
   for (int64_t n = 0; n < N; ++n) body(n, omp_get_thread_num());
 }
 
-void conv2d_forward(const float* x, const float* w, float* y, float* col, int workers, int64_t N, int64_t C,
-                    int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t OH,
-                    int64_t OW) {
-  const int64_t K = C * kh * kw, L = OH * OW;
-  for_each_image(N, workers, [&](int64_t n, int t) {
-    float* c = col + int64_t(t) * K * L;
-    im2col(x + n * C * H * W, c, C, H, W, kh, kw, stride, pad, OH, OW);
-    gemm_batched(false, false, 1, O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * O * L, 0);  // y[n] = W col
-  });
-}
+// n floats of scratch from the CPU caching allocator.
+static std::shared_ptr<Storage> scratch(int64_t n) { return Storage::allocate(n, Device::CPU); }
 
-void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw_parts, float* col,
-                     int workers, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw,
-                     int64_t stride, int64_t pad, int64_t OH, int64_t OW) {
-  const int64_t K = C * kh * kw, L = OH * OW;
-  for_each_image(N, workers, [&](int64_t n, int t) {
-    float* c = col + int64_t(t) * K * L;
-    const float* gn = g + n * O * L;
-    if (gw_parts) {  // dW_n = g[n] col(x[n])^T
-      im2col(x + n * C * H * W, c, C, H, W, kh, kw, stride, pad, OH, OW);
-      gemm_batched(false, true, 1, O, K, L, 1.f, gn, 0, c, 0, 0.f, gw_parts + n * O * K, 0);
-    }
-    if (gx) {  // dx[n] = col2im(W^T g[n])
-      gemm_batched(true, false, 1, K, L, O, 1.f, w, 0, gn, 0, 0.f, c, 0);
-      float* gxn = gx + n * C * H * W;
-      std::memset(gxn, 0, size_t(C * H * W) * sizeof(float));
-      col2im(c, gxn, C, H, W, kh, kw, stride, pad, OH, OW);
-    }
-  });
-}
-
-void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
+// y[i] = ((parts[0][i] + parts[1][i]) + ...) over n parts of len floats: a fixed order.
+static void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
   const int64_t block = 4096;
 #pragma omp parallel for schedule(static) if (n * len > 65536)
   for (int64_t b0 = 0; b0 < len; b0 += block) {
@@ -234,6 +220,57 @@ void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
       for (int64_t i = b0; i < e; ++i) y[i] += q[i];
     }
   }
+}
+
+// Images spread over the threads, each with its own im2col scratch; a pointwise convolution
+// (1x1, stride 1, no padding) is one batched GEMM on x itself.
+void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s) {
+  const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
+  if (s.pointwise()) {  // y[n] = W x[n]
+    gemm_batched(false, false, s.N, s.O, L, K, 1.f, w, 0, x, s.C * s.H * s.W, 0.f, y, s.O * L);
+    return;
+  }
+  if (s.N == 0) return;
+  const int workers = conv_workers(s.N);
+  auto col = scratch(workers * K * L);
+  for_each_image(s.N, workers, [&](int64_t n, int t) {
+    float* c = col->data + int64_t(t) * K * L;
+    im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+    gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);  // y[n] = W col
+  });
+}
+
+// dW = sum_n dW_n with each image's dW_n computed on its own (in parallel) and the sum taken
+// in image order (sum_parts), so the bits do not depend on the thread count.
+void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw, const Conv2dShape& s) {
+  const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
+  std::shared_ptr<Storage> parts = gw && s.N > 1 ? scratch(s.N * s.O * K) : nullptr;
+  float* gw_parts = parts ? parts->data : gw;  // [N, O, K], or gw itself for one image
+  if (s.pointwise()) {
+    if (gx)  // dx[n] = W^T g[n]
+      gemm_batched(true, false, s.N, s.C, L, s.O, 1.f, w, 0, g, s.O * L, 0.f, gx, s.C * L);
+    if (gw)  // dW_n = g[n] x[n]^T
+      gemm_batched(false, true, s.N, s.O, s.C, L, 1.f, g, s.O * L, x, s.C * L, 0.f, gw_parts, s.O * s.C);
+  } else if (s.N > 0) {
+    const int workers = conv_workers(s.N);
+    auto col = scratch(workers * K * L);
+    for_each_image(s.N, workers, [&](int64_t n, int t) {
+      float* c = col->data + int64_t(t) * K * L;
+      const float* gn = g + n * s.O * L;
+      if (gw) {  // dW_n = g[n] col(x[n])^T
+        im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+        gemm_batched(false, true, 1, s.O, K, L, 1.f, gn, 0, c, 0, 0.f, gw_parts + n * s.O * K, 0);
+      }
+      if (gx) {  // dx[n] = col2im(W^T g[n])
+        gemm_batched(true, false, 1, K, L, s.O, 1.f, w, 0, gn, 0, 0.f, c, 0);
+        float* gxn = gx + n * s.C * s.H * s.W;
+        std::memset(gxn, 0, size_t(s.C * s.H * s.W) * sizeof(float));
+        col2im(c, gxn, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+      }
+    });
+  }
+  if (parts) sum_parts(parts->data, gw, s.N, s.O * K);
+  if (gw && s.N == 0) std::fill(gw, gw + s.O * K, 0.f);
 }
 
 }  // namespace ms::cpu
@@ -258,7 +295,7 @@ static inline float from_key(int32_t k) {
 
 // Per output row: the max over the window's input rows, column by column (contiguous), then
 // over each window's columns.
-void max_pool2d_values(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t k, int64_t stride,
+static void max_pool2d_values(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t k, int64_t stride,
                        int64_t pad, int64_t OH, int64_t OW) {
 #pragma omp parallel if (NC * OH * OW * k * k > 32768)
   {

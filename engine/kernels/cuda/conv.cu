@@ -3,6 +3,7 @@
 // thread owns its output element and adds the contributions in the CPU's order, so they need
 // no atomics and give the CPU's bits (col2im, adaptive pool) or the CPU's order (max pool).
 #include "engine/kernels/cuda/common.cuh"
+#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cuda {
@@ -64,7 +65,7 @@ __global__ void max_pool2d_kernel(const float* x, float* y, int64_t* arg, int64_
         }
       }
     y[t] = best;
-    arg[t] = bi;
+    if (arg) arg[t] = bi;  // null: values only
   }
 }
 
@@ -192,6 +193,50 @@ void adaptive_avg_pool2d_backward(const float* gy, float* gx, int64_t NC, int64_
   if (n <= 0) return;
   adaptive_avg_pool2d_backward_kernel<<<grid_for(n), kBlock>>>(gy, gx, NC, H, W, OH, OW);
   cudaCheckLaunch();
+}
+
+// One image at a time through one im2col buffer (the CPU spreads images over threads; here
+// each GEMM fills the GPU). A pointwise convolution is one batched GEMM on x itself.
+void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s) {
+  const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
+  if (s.pointwise()) {  // y[n] = W x[n]
+    gemm_batched(false, false, s.N, s.O, L, K, 1.f, w, 0, x, s.C * s.H * s.W, 0.f, y, s.O * L);
+    return;
+  }
+  if (s.N == 0) return;
+  DeviceArray<float> col(K * L, Device::CUDA);  // one image's columns, reused across the batch
+  for (int64_t n = 0; n < s.N; ++n) {
+    im2col(x + n * s.C * s.H * s.W, col.data(), s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+    gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, col.data(), 0, 0.f, y + n * s.O * L, 0);
+  }
+}
+
+// dW = sum_n g[n] col(x[n])^T with the images added in order (beta = 1 after the first), as
+// on the CPU; col2im accumulates, so dx starts from zeros.
+void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw, const Conv2dShape& s) {
+  const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
+  if (s.pointwise()) {
+    if (gx)  // dx[n] = W^T g[n]
+      gemm_batched(true, false, s.N, s.C, L, s.O, 1.f, w, 0, g, s.O * L, 0.f, gx, s.C * L);
+    if (gw)
+      for (int64_t n = 0; n < s.N; ++n)
+        gemm_batched(false, true, 1, s.O, s.C, L, 1.f, g + n * s.O * L, 0, x + n * s.C * L, 0, n ? 1.f : 0.f, gw, 0);
+  } else {
+    if (gx) device_fill(gx, 0.f, s.N * s.C * s.H * s.W);
+    DeviceArray<float> col(K * L, Device::CUDA);
+    for (int64_t n = 0; n < s.N; ++n) {
+      const float* gn = g + n * s.O * L;
+      if (gw) {  // dW += g[n] col(x[n])^T
+        im2col(x + n * s.C * s.H * s.W, col.data(), s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+        gemm_batched(false, true, 1, s.O, K, L, 1.f, gn, 0, col.data(), 0, n ? 1.f : 0.f, gw, 0);
+      }
+      if (gx) {  // dx[n] = col2im(W^T g[n])
+        gemm_batched(true, false, 1, K, L, s.O, 1.f, w, 0, gn, 0, 0.f, col.data(), 0);
+        col2im(col.data(), gx + n * s.C * s.H * s.W, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+      }
+    }
+  }
+  if (gw && s.N == 0) device_fill(gw, 0.f, s.O * K);
 }
 
 }  // namespace ms::cuda

@@ -1,4 +1,4 @@
-#include "data/vocab.h"
+#include "model/vocab.h"
 
 #include <stdexcept>
 

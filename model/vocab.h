@@ -1,13 +1,22 @@
-// defines: the label vocabularies of MeDSLIP — the 75 observation (pathology) names and the
-// 51 anatomy (landmark) names in the exact order of spec §C.1, the ChestX-ray14 class ->
-// pathology-query map of §C.6, and the anatomy prompt "It is located at <name>. ".
+// defines: the label space of MeDSLIP, shared by data/ (datasets, triplets, loader) and
+// model/ (books, queries, losses): the 75 observation (pathology) names and the 51 anatomy
+// (landmark) names in the exact order of spec §C.1, the ProtoCL candidate count of §C.3, the
+// ChestX-ray14 class -> pathology-query map of §C.6, and the anatomy prompt
+// "It is located at <name>. ". A leaf: it includes nothing of the project (docs/architecture.md,
+// "Folder dependencies").
 #pragma once
 #include <array>
 #include <cstdint>
 #include <string>
-#include "model/labels.h"  // kNumPathologies, kNumAnatomies
 
 namespace ms {
+
+constexpr int kNumPathologies = 75;  // Qp: observation columns of the [51,75] matrix
+constexpr int kNumAnatomies = 51;    // Qa: landmark rows
+// §C.3: every query is contrasted with K = 1 + 7 partner-book rows: its prototype (or one more
+// negative when the query is absent) and 7 sampled negatives (the reference's num_neg_samples).
+constexpr int kNumNegatives = 7;
+constexpr int kNumCandidates = kNumNegatives + 1;  // K: slots of an index list
 
 constexpr int kNumCxr14Classes = 14;
 
