@@ -26,6 +26,7 @@
 #include "model/vocab.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/io.h"
 #include "engine/ops.h"
 #include "engine/threads.h"
 #include "train/hash.h"
