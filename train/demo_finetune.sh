@@ -29,10 +29,15 @@ for task in classify segment; do
   step "fine-tuning: $task ($cfg)"
   rm -rf "$OUT/$task"
   $BIN finetune --config "$cfg" --out "$OUT/$task" "${extra[@]}"
+  if [ ! -f "$OUT/$task/test/metrics.json" ]; then  # FT_EPOCHS stopped it early: test the best checkpoint now
+    csv=$(sed -n 's/^train_file: *//p' "$cfg")
+    $BIN finetune-eval --checkpoint "$OUT/$task/checkpoint_best.safetensors" --csv "$csv" --split-column split \
+      --split test --out "$OUT/$task/test"
+  fi
 done
 step "test metrics (best checkpoint by validation, held-out test rows)"
 for task in classify segment; do
-  python_free=$(sed -n 's/.*"\(auc\|dice\)": \([0-9.]*\).*/\1 \2/p' "$OUT/$task/test/metrics.json" | head -3 | tr '\n' ' ')
-  echo "$task: $python_free  ($OUT/$task/test/metrics.json)"
+  summary=$(sed -n 's/.*"\(auc\|f1\|acc\|dice\|miou\)": \([0-9.]*\).*/\1 \2/p' "$OUT/$task/test/metrics.json" | head -4 | tr '\n' ' ')
+  echo "$task: $summary ($OUT/$task/test/metrics.json)"
 done
 step "done in $(( $(date +%s) - t0 ))s: $OUT/classify/checkpoint_best.safetensors, $OUT/segment/checkpoint_best.safetensors"
