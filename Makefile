@@ -3,6 +3,7 @@
 #   make            build build/medslip and build/medslip_tests (CPU)
 #   make test       build and run every test suite
 #   make CUDA=1     also compile the CUDA kernels (nvcc + cuBLAS)
+#   make MPI=1      also build build-mpi/medslip (Open MPI; + NCCL with CUDA=1): mpirun -np N ...
 #   make NATIVE=1   -march=native instead of the portable x86-64-v3 (AVX2/FMA)
 #   make deps       install the Debian packages the build needs (root)
 #   make fixtures   regenerate the PyTorch parity fixtures (needs python3-torch)
@@ -19,6 +20,7 @@ endif
 CXX ?= g++
 BUILD ?= build
 CUDA ?= 0
+MPI ?= 0
 NATIVE ?= 0
 SAN ?=
 
@@ -46,6 +48,12 @@ endif
 DEB_PACKAGES := g++ make pkg-config libopenblas-openmp-dev libfmt-dev doctest-dev libstb-dev \
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libdcmtk-dev libicu-dev zlib1g-dev \
   python3 python3-numpy
+# Open MPI (data-parallel training, make MPI=1; the MPI tests of make test) and iproute2
+# (the two-namespace test). make deps installs them too when MPI=1; CI runs make deps MPI=1.
+MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin iproute2
+ifeq ($(MPI),1)
+  DEB_PACKAGES += $(MPI_DEB_PACKAGES)
+endif
 # Headers whose absence means `make deps` has not run on this machine.
 DEP_HEADERS := /usr/include/doctest/doctest.h /usr/include/fmt/core.h $(BLAS_INC)/cblas.h \
   /usr/include/stb/stb_image.h /usr/include/nlohmann/json.hpp /usr/include/yaml-cpp/yaml.h \
@@ -71,8 +79,24 @@ endif
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(if $(filter 1,$(CUDA)),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 
-.PHONY: all test test-full deps check-deps fixtures demo demo-finetune bench verify clean train eval fuzz fuzz-build
-all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests
+# The MPI build ($(BUILD)-mpi/medslip) shares every object with the plain build except
+# train/distributed.o (MPI, and NCCL under CUDA=1) and train/platform.o (the build flags
+# it reports), so it costs two compiles and a link. make test builds it whenever mpicxx
+# is on PATH (the MPI test cases run mpirun on it; they skip with a reason otherwise).
+MPICXX := $(shell command -v mpicxx 2>/dev/null)
+MPI_BUILD := $(BUILD)-mpi
+MPI_CXXFLAGS = -DMEDSLIP_MPI -DOMPI_SKIP_MPICXX=1 $(shell mpicxx --showme:compile)
+MPI_LDLIBS = $(shell mpicxx --showme:link) $(if $(filter 1,$(CUDA)),-lnccl,)
+MPI_OBJS := $(filter-out $(BUILD)/train/distributed.o $(BUILD)/train/platform.o,$(LIB_OBJS)) \
+  $(MPI_BUILD)/train/distributed.o $(MPI_BUILD)/train/platform.o $(BUILD)/train/main.o
+ifeq ($(MPI),1)
+  ifeq ($(MPICXX),)
+    $(error MPI=1 needs Open MPI's mpicxx: run `make deps MPI=1` (packages: $(MPI_DEB_PACKAGES)))
+  endif
+endif
+
+.PHONY: all test test-full deps check-deps fixtures demo demo-finetune bench verify clean train eval fuzz fuzz-build triplets-eval
+all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests $(if $(filter 1,$(MPI)),$(MPI_BUILD)/medslip,)
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
 endif
@@ -105,6 +129,19 @@ $(BUILD)/train/platform.o: CXXFLAGS += -include $(BUILD)/gen/stamp.h
 .PHONY: FORCE
 FORCE:
 
+$(MPI_BUILD)/gen/stamp.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define MEDSLIP_GIT_COMMIT "%s"\n#define MEDSLIP_BUILD_FLAGS "%s"\n' '$(GIT_COMMIT)' '$(strip $(ARCHFLAGS) $(if $(filter 1,$(CUDA)),CUDA=1,CPU) MPI=1 $(if $(SAN),SAN=$(SAN)))' > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+$(MPI_BUILD)/train/platform.o: train/platform.cpp $(MPI_BUILD)/gen/stamp.h | check-deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -include $(MPI_BUILD)/gen/stamp.h -c $< -o $@
+$(MPI_BUILD)/train/distributed.o: train/distributed.cpp | check-deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(MPI_CXXFLAGS) -c $< -o $@
+$(MPI_BUILD)/medslip: $(MPI_OBJS)
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LDLIBS)
+
 $(BUILD)/%.o: %.cpp | check-deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
@@ -120,8 +157,9 @@ $(BUILD)/medslip_tests: $(LIB_OBJS) $(TEST_OBJS)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # All suites. TESTS=pattern runs a subset (doctest -tc filter), e.g. make test TESTS='engine*'.
-test: all
-	cd . && ./$(BUILD)/medslip_tests $(if $(TESTS),-tc='$(TESTS)',) $(TEST_ARGS)
+test: all $(if $(MPICXX),$(MPI_BUILD)/medslip,)
+	$(if $(MPICXX),,@echo "note: no mpicxx on PATH: the MPI test cases will skip (make deps MPI=1 installs Open MPI)")
+	cd . && MEDSLIP_MPI_BIN=$(if $(MPICXX),$(MPI_BUILD)/medslip,) ./$(BUILD)/medslip_tests $(if $(TESTS),-tc='$(TESTS)',) $(TEST_ARGS)
 
 # Includes the slow full-size parity check (ResNet-50, 224) with a generated fixture.
 # make test, then the full-size parity check (ResNet-50, 224, every gradient) against the
@@ -154,8 +192,21 @@ eval: all
 # BENCH_ARGS passes more options (medslip bench --help), e.g. BENCH_ARGS='--threads 2'.
 BENCH_PYTHON ?= /usr/bin/python3
 OFFICIAL ?= $(MEDSLIP_OFFICIAL_REPO)
-bench: check-deps $(BUILD)/medslip
-	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(BENCH_ARGS)
+# With mpicxx present it ends with the data-parallel rows (1 rank x 2 threads vs 2 ranks x 1
+# thread, all-reduce share, efficiency; BENCH_RANKS=N for another rank count).
+BENCH_RANKS ?= 2
+bench: check-deps $(BUILD)/medslip $(if $(MPICXX),$(MPI_BUILD)/medslip,)
+	./$(BUILD)/medslip bench $(if $(filter 1,$(BENCH_FULL)),--full,) $(if $(OFFICIAL),--official '$(OFFICIAL)' --python '$(BENCH_PYTHON)',) $(if $(MPICXX),--ranks $(BENCH_RANKS) --mpi-bin $(MPI_BUILD)/medslip,) $(BENCH_ARGS)
+
+# Reports -> triplets on the IU X-ray reports, scored against their MeSH terms (README "Reports
+# to triplets"): development ids <= 2000, held out > 2000; then the independent Python re-scorer
+# must agree with every count. IU_REPORTS=path overrides the csv.
+IU_REPORTS ?= ../shared/data/reports/iu_xray_reports.csv
+triplets-eval: check-deps $(BUILD)/medslip
+	./$(BUILD)/medslip triplets --reports $(IU_REPORTS) --text-columns findings,impression --id-column report_id \
+	  --image-column image_ids --out $(BUILD)/triplets-eval --mesh-table data/report_mesh.tsv --heldout-above 2000
+	/usr/bin/python3 tests/score_triplets.py --out $(BUILD)/triplets-eval --reports $(IU_REPORTS) \
+	  --table data/report_mesh.tsv --heldout-above 2000 --compare $(BUILD)/triplets-eval/eval.json
 
 # Check this build against the official MeDSLIP (constants recorded from PyTorch).
 verify: all
@@ -196,5 +247,5 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-* 
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(MPI_BUILD)/train/distributed.d
 -include $(wildcard $(FUZZ_BUILD)/*/*.d $(FUZZ_BUILD)/*/*/*.d $(FUZZ_BUILD)/*/*/*/*.d $(FUZZ_BUILD)/*/*/*/*/*.d)

@@ -82,7 +82,9 @@ Image dicom_to_image(const DicomPixels& d, DicomMode mode, const std::string& pa
 // at the bin centres, each step with numpy's float64 arithmetic.
 std::vector<uint8_t> equalize_hist_u8(const std::vector<int32_t>& values);
 
-// Writes an 8-bit PNG (c = 1 or 3); throws naming the path on failure.
+// An 8-bit PNG (c = 1 or 3) in memory: filter "up" on every row, zlib level 3.
+std::string encode_png(const Image& img);
+// Writes encode_png(img); throws naming the path on failure.
 void write_png(const std::string& path, const Image& img);
 
 }  // namespace ms

@@ -72,9 +72,13 @@ MedslipBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   if (index < 0 || index >= size())
     throw std::out_of_range("PretrainLoader: batch " + std::to_string(index) + " out of range (" +
                             std::to_string(size()) + " batches)");
+  const int64_t lo = index * opt_.batch_size, hi = std::min(lo + opt_.batch_size, ds_.size());
+  return make_batch_of(epoch, index, std::vector<int64_t>(order.begin() + lo, order.begin() + hi));
+}
+
+MedslipBatch PretrainLoader::make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const {
   const int64_t S = opt_.image_size, A = kNumAnatomies, P = kNumPathologies, K = kNumCandidates;
-  int64_t lo = index * opt_.batch_size, hi = std::min(lo + opt_.batch_size, ds_.size());
-  int64_t B = hi - lo;
+  const int64_t B = int64_t(items.size());
   MedslipBatch out;
   out.epoch = epoch;
   out.index = index;
@@ -85,7 +89,10 @@ MedslipBatch PretrainLoader::make_batch(int64_t epoch, int64_t index) const {
   out.index_pathology.resize(static_cast<size_t>(B * P * K));
   out.index_anatomy.resize(static_cast<size_t>(B * A * K));
   for (int64_t b = 0; b < B; ++b) {
-    int64_t item = order[size_t(lo + b)];
+    const int64_t item = items[size_t(b)];
+    if (item < 0 || item >= ds_.size())
+      throw std::out_of_range("PretrainLoader: item " + std::to_string(item) + " outside the dataset's " +
+                              std::to_string(ds_.size()));
     const MedslipItem& it = ds_.item(item);
     out.paths.push_back(it.path);
     out.items.push_back(item);
@@ -112,6 +119,15 @@ void PretrainLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   order_ = epoch_order(ds_.size(), opt_.seed, epoch, opt_.shuffle);
   pf_.start(size() - first_batch, opt_.num_workers, std::max(1, opt_.num_workers * opt_.prefetch),
             [this, epoch, first_batch](int64_t b) { return make_batch(epoch, b + first_batch); });
+}
+
+void PretrainLoader::start_epoch_plan(int64_t epoch, std::vector<std::vector<int64_t>> plan) {
+  pf_.stop();
+  epoch_ = epoch;
+  plan_ = std::move(plan);
+  order_.clear();  // make_batch() recomputes the order rather than trust a stale one
+  pf_.start(int64_t(plan_.size()), opt_.num_workers, std::max(1, opt_.num_workers * opt_.prefetch),
+            [this, epoch](int64_t b) { return make_batch_of(epoch, b, plan_[size_t(b)]); });
 }
 
 bool PretrainLoader::next(MedslipBatch& out) { return pf_.next(out); }

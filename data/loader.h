@@ -128,15 +128,21 @@ class PretrainLoader {
   // Starts (or restarts) an epoch at batch `first_batch` (a resumed run); batches then come
   // from next() in order. A batch depends only on (seed, epoch, index), never on where it starts.
   void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // Starts an epoch whose batch j holds the dataset items plan[j] (the data-parallel
+  // trainer's micro-batches, from data/sampler.h); next() then hands them out in order.
+  void start_epoch_plan(int64_t epoch, std::vector<std::vector<int64_t>> plan);
   bool next(MedslipBatch& out);
   // One batch built on the calling thread (what the workers run).
   MedslipBatch make_batch(int64_t epoch, int64_t index) const;
+  // The batch of these dataset items; each item's randomness is keyed by (seed, epoch, item).
+  MedslipBatch make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const;
 
  private:
   const MedslipDataset& ds_;
   ImageFn image_fn_;
   LoaderOptions opt_;
   std::vector<int64_t> order_;
+  std::vector<std::vector<int64_t>> plan_;
   int64_t epoch_ = 0;
   detail::Prefetcher<MedslipBatch> pf_;
 };

@@ -19,10 +19,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/image.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
-
-#include <zlib.h>
 
 // stb_easy_font (header-only, static functions) draws the preview's labels.
 #pragma GCC diagnostic push
@@ -288,7 +287,9 @@ void set_cell(std::vector<float>& M, int a, int o, float v) {
 
 }  // namespace
 
-SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double finding_gain, double finding_scale) {
+namespace {
+
+void check_render_args(int S, int64_t index, double finding_gain, double finding_scale) {
   if (S < 32 || S > 2048)
     throw std::invalid_argument("synth: image size must be in [32, 2048], got " + std::to_string(S));
   if (index < 0) throw std::invalid_argument("synth: negative image index");
@@ -296,10 +297,11 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
     throw std::invalid_argument("synth: finding gain must be in (0, 10], got " + std::to_string(finding_gain));
   if (!(finding_scale >= 0.5 && finding_scale <= 3))
     throw std::invalid_argument("synth: finding scale must be in [0.5, 3], got " + std::to_string(finding_scale));
-  Rng r(seed, kStreamData);
-  r.set_offset((uint64_t(index) + 1) << 24);  // image i owns counters [(i+1) 2^24, (i+2) 2^24)
+}
 
-  // ---- anatomy of this patient -----------------------------------------------------------
+// The anatomy of one patient: placement of the film, torso, lungs, heart, ribs and the film
+// curve, each drawn within a plausible range.
+Phantom draw_patient(Rng& r) {
   Phantom P;
   P.tx = gauss(r, 0, 0.012, -0.03, 0.03);
   P.ty = gauss(r, 0.01, 0.012, -0.02, 0.04);
@@ -330,107 +332,138 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
   P.brightness = gauss(r, 0.0, 0.03, -0.07, 0.07);
   P.gamma = gauss(r, 1.0, 0.08, 0.85, 1.2);
   P.noise = gauss(r, 0.018, 0.005, 0.008, 0.03);
+  return P;
+}
 
-  // ---- which findings --------------------------------------------------------------------
-  SynthImage out;
-  out.size = S;
-  out.normal = r.uniform() < 0.25;
+// Which findings an abnormal image has (1-3 types, loosely at archive frequencies) and their
+// sizes. Some reshape the patient before the anatomy is drawn: pneumothorax, atelectasis
+// (raised dome), cardiomegaly, emphysema.
+std::vector<Plan> plan_findings(Rng& r, Phantom& P, double finding_scale) {
   std::vector<Plan> plans;
-  if (!out.normal) {
-    double k = r.uniform();
-    int count = k < 0.5 ? 1 : (k < 0.85 ? 2 : 3);
-    // Relative frequencies, loosely like a chest X-ray archive.
-    std::vector<double> w = {0.16, 0.07, 0.15, 0.09, 0.12, 0.09, 0.06, 0.12, 0.07, 0.12, 0.04};
-    std::vector<int> types;
-    for (int c = 0; c < count; ++c) {
-      double tot = 0;
-      for (double x : w) tot += x;
-      double pick = unif(r, 0, tot);
-      int t = 0;
-      while (t < kNumSynthFindings - 1 && pick >= w[size_t(t)]) pick -= w[size_t(t++)];
-      types.push_back(t);
-      w[size_t(t)] = 0;
-    }
-    std::sort(types.begin(), types.end());
-    for (int t : types) {
-      Plan p;
-      p.type = SynthFinding(t);
-      p.side = r.uniform() < 0.5 ? 0 : 1;
-      switch (p.type) {
-        case SynthFinding::kEffusion:
-          p.a = unif(r, 0.0, 1.0);  // size: 0 blunted angle .. 1 large
-          plans.push_back(p);
-          if (r.uniform() < 0.2) {  // bilateral
-            Plan q = p;
-            q.side = 1 - p.side;
-            q.a = unif(r, 0.0, 0.6);
-            plans.push_back(q);
-          }
-          continue;
-        case SynthFinding::kPneumothorax:
-          p.a = unif(r, 0.025, 0.075) * finding_scale;  // rim of the collapsed lung
-          P.ptx_d[p.side] = p.a;
-          break;
-        case SynthFinding::kConsolidation:
-          p.zone = int(r.randint(10) < 5 ? 2 : r.randint(2));  // lower zone most often
-          p.a = unif(r, 0.36, 0.48);                          // density
-          p.b = unif(r, 0.045, 0.075);                        // blob spread
-          break;
-        case SynthFinding::kOpacity:
-          p.zone = int(r.randint(3));
-          p.a = unif(r, 0.14, 0.24);
-          p.b = unif(r, 0.055, 0.09);
-          break;
-        case SynthFinding::kAtelectasis:
-          p.zone = r.uniform() < 0.8 ? 2 : 1;
-          p.variant = r.uniform() < 0.6 ? 0 : 1;  // 0 plate-like (linear), 1 wedge
-          P.v_dome[p.side] -= unif(r, 0.0, 0.02);  // volume loss lifts the dome a little
-          break;
-        case SynthFinding::kNodule:
-          p.a = unif(r, 0.011, 0.02) * finding_scale;  // radius
-          break;
-        case SynthFinding::kMass:
-          p.a = unif(r, 0.045, 0.07);
-          break;
-        case SynthFinding::kCardiomegaly:
-          p.side = -1;
-          p.a = unif(r, 1.3, 1.5);
-          P.heart_w *= p.a;
-          P.heart_h *= unif(r, 1.08, 1.2);
-          P.heart_cx += unif(r, 0.01, 0.025);
-          break;
-        case SynthFinding::kEdema:
-          p.side = -1;
-          p.a = unif(r, 0.16, 0.26);
-          p.b = unif(r, 0.075, 0.1);
-          break;
-        case SynthFinding::kDevice:
-          p.side = -1;
-          p.variant = int(r.randint(3));  // 0 endotracheal tube, 1 central line, 2 pacemaker
-          break;
-        case SynthFinding::kEmphysema:
-          p.side = -1;
-          P.v_cp += unif(r, 0.03, 0.05);
-          P.v_dome[0] = P.v_cp - unif(r, 0.03, 0.05);
-          P.v_dome[1] = P.v_dome[0] + unif(r, 0.0, 0.015);
-          P.lw += 0.01;
-          P.lung_air *= 1.12;
-          P.marking_gain = 0.55;
-          break;
-        default:
-          break;
-      }
-      plans.push_back(p);
-    }
+  double k = r.uniform();
+  int count = k < 0.5 ? 1 : (k < 0.85 ? 2 : 3);
+  // Relative frequencies, loosely like a chest X-ray archive.
+  std::vector<double> w = {0.16, 0.07, 0.15, 0.09, 0.12, 0.09, 0.06, 0.12, 0.07, 0.12, 0.04};
+  std::vector<int> types;
+  for (int c = 0; c < count; ++c) {
+    double tot = 0;
+    for (double x : w) tot += x;
+    double pick = unif(r, 0, tot);
+    int t = 0;
+    while (t < kNumSynthFindings - 1 && pick >= w[size_t(t)]) pick -= w[size_t(t++)];
+    types.push_back(t);
+    w[size_t(t)] = 0;
   }
+  std::sort(types.begin(), types.end());
+  for (int t : types) {
+    Plan p;
+    p.type = SynthFinding(t);
+    p.side = r.uniform() < 0.5 ? 0 : 1;
+    switch (p.type) {
+      case SynthFinding::kEffusion:
+        p.a = unif(r, 0.0, 1.0);  // size: 0 blunted angle .. 1 large
+        plans.push_back(p);
+        if (r.uniform() < 0.2) {  // bilateral
+          Plan q = p;
+          q.side = 1 - p.side;
+          q.a = unif(r, 0.0, 0.6);
+          plans.push_back(q);
+        }
+        continue;
+      case SynthFinding::kPneumothorax:
+        p.a = unif(r, 0.025, 0.075) * finding_scale;  // rim of the collapsed lung
+        P.ptx_d[p.side] = p.a;
+        break;
+      case SynthFinding::kConsolidation:
+        p.zone = int(r.randint(10) < 5 ? 2 : r.randint(2));  // lower zone most often
+        p.a = unif(r, 0.36, 0.48);                          // density
+        p.b = unif(r, 0.045, 0.075);                        // blob spread
+        break;
+      case SynthFinding::kOpacity:
+        p.zone = int(r.randint(3));
+        p.a = unif(r, 0.14, 0.24);
+        p.b = unif(r, 0.055, 0.09);
+        break;
+      case SynthFinding::kAtelectasis:
+        p.zone = r.uniform() < 0.8 ? 2 : 1;
+        p.variant = r.uniform() < 0.6 ? 0 : 1;  // 0 plate-like (linear), 1 wedge
+        P.v_dome[p.side] -= unif(r, 0.0, 0.02);  // volume loss lifts the dome a little
+        break;
+      case SynthFinding::kNodule:
+        p.a = unif(r, 0.011, 0.02) * finding_scale;  // radius
+        break;
+      case SynthFinding::kMass:
+        p.a = unif(r, 0.045, 0.07);
+        break;
+      case SynthFinding::kCardiomegaly:
+        p.side = -1;
+        p.a = unif(r, 1.3, 1.5);
+        P.heart_w *= p.a;
+        P.heart_h *= unif(r, 1.08, 1.2);
+        P.heart_cx += unif(r, 0.01, 0.025);
+        break;
+      case SynthFinding::kEdema:
+        p.side = -1;
+        p.a = unif(r, 0.16, 0.26);
+        p.b = unif(r, 0.075, 0.1);
+        break;
+      case SynthFinding::kDevice:
+        p.side = -1;
+        p.variant = int(r.randint(3));  // 0 endotracheal tube, 1 central line, 2 pacemaker
+        break;
+      case SynthFinding::kEmphysema:
+        p.side = -1;
+        P.v_cp += unif(r, 0.03, 0.05);
+        P.v_dome[0] = P.v_cp - unif(r, 0.03, 0.05);
+        P.v_dome[1] = P.v_dome[0] + unif(r, 0.0, 0.015);
+        P.lw += 0.01;
+        P.lung_air *= 1.12;
+        P.marking_gain = 0.55;
+        break;
+      default:
+        break;
+    }
+    plans.push_back(p);
+  }
+  return plans;
+}
 
-  // ---- base anatomy ----------------------------------------------------------------------
-  Canvas C(P, S);
-  const size_t N = size_t(S) * S;
-  std::vector<float> A(N, 0.f), lung[2] = {std::vector<float>(N), std::vector<float>(N)};
-  std::vector<float> lung_raw[2] = {std::vector<float>(N), std::vector<float>(N)};
-  std::vector<float> heart(N), markings(N, 0.f), air(N, 0.f), bone(N, 0.f), ribs(N, 0.f);
-  ValueNoise tex(r, 10), tex2(r, 24);
+// The attenuation layers of one film ([S*S] each, summed along the beam when developed) and
+// the drawing steps that fill them. Member names are the ones the drawing code reads.
+struct Film {
+  Canvas C;
+  int S;
+  size_t N;
+  std::vector<float> A, lung[2], lung_raw[2], heart, markings, air, bone, ribs;
+  ValueNoise tex, tex2;  // lung texture (coarse, fine): drawn from r right after the plans
+
+  Film(const Phantom& P, int size, Rng& r)
+      : C(P, size), S(size), N(size_t(size) * size), A(N, 0.f), lung{std::vector<float>(N), std::vector<float>(N)},
+        lung_raw{std::vector<float>(N), std::vector<float>(N)}, heart(N), markings(N, 0.f), air(N, 0.f),
+        bone(N, 0.f), ribs(N, 0.f), tex(r, 10), tex2(r, 24) {}
+
+  void draw_torso(const Phantom& P);
+  void draw_bones(const Phantom& P);
+  void draw_hila(const Phantom& P, Rng& r);
+
+  // One finding into `mask` (its extent, 0..1), `dens` (attenuation per unit of mask) and the
+  // label cells of `d`; false when it found no place (e.g. no room for a nodule).
+  bool effusion(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool pneumothorax(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool opacity(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool atelectasis(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool nodule_or_mass(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool cardiomegaly(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool edema(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool device(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool emphysema(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  bool draw_finding(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d);
+  // Attenuation -> grey: film curve, contrast, [1 2 1] blur, noise; 8-bit pixels.
+  void develop(const Phantom& P, Rng& r, std::vector<uint8_t>& pixels) const;
+};
+
+// Torso, heart, lungs (with the aortic knob), spine, trachea and gastric bubble.
+void Film::draw_torso(const Phantom& P) {
   double v_dome_mid = 0.5 * (P.v_dome[0] + P.v_dome[1]);
   for (size_t i = 0; i < N; ++i) {
     double u = C.cu[i], v = C.cv[i];
@@ -467,6 +500,10 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
     if (eu * eu + ev * ev < 2) air[i] += float(0.25 * C.soft(0.035 * (1 - std::sqrt(eu * eu + ev * ev))));
     A[i] = float(a);
   }
+}
+
+// Main bronchi, clavicles and ribs.
+void Film::draw_bones(const Phantom& P) {
   // Main bronchi below the carina.
   for (int s = 0; s < 2; ++s) {
     double sx = s == 0 ? -1 : 1;
@@ -505,6 +542,10 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
       ribs[i] = std::max(ribs[i], post + ant);
     }
   }
+}
+
+// Vessels branching from the hila (lung markings) and the hilar shadows.
+void Film::draw_hila(const Phantom& P, Rng& r) {
   // Vessels from the hila.
   for (int s = 0; s < 2; ++s) {
     double hq = 0.095 + 0.01 * s, hv = P.carina_v + 0.075 + (s == 0 ? 0.01 : 0.0);
@@ -523,244 +564,274 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
       A[i] += float(0.09 * std::exp(-(dq * dq) / (2 * 0.022 * 0.022) - (dv * dv) / (2 * 0.04 * 0.04)));
     }
   }
+}
 
-  // ---- findings --------------------------------------------------------------------------
-  std::vector<float> M(size_t(kMatrixSize), -1.f);
-  std::vector<float> mask(N);
-  for (const Plan& p : plans) {
-    SynthDrawn d;
-    d.type = p.type;
-    d.side = p.side;
-    std::fill(mask.begin(), mask.end(), 0.f);
-    float dens = 0.f;
-    int s = p.side < 0 ? 0 : p.side;
-    bool ok = true;
-    switch (p.type) {
-      case SynthFinding::kEffusion: {
-        // Fluid layers at the base with a meniscus rising along the lateral wall: it
-        // blunts the costophrenic angle and, when large, hides the dome.
-        double level = P.v_cp - 0.02 - p.a * (P.v_cp - P.v_dome[s] + 0.16);
-        for (size_t i = 0; i < N; ++i) {
-          double q = side_q(s, C.cu[i]);
-          double x = clampd((q - P.mw) / (P.lw - P.mw), 0.0, 1.0);
-          double men = level - (0.04 + 0.08 * p.a) * x * x * x;  // climbs the lateral wall
-          mask[i] = float(lung[s][i] * smoothstep(-0.01, 0.045, C.cv[i] - men));
-        }
-        dens = float(P.lung_air * 0.95);
-        d.label = std::string("eff ") + kSideShort[s];
-        d.cells = {{AN(s == 0 ? "right_pleural" : "left_pleural"), OB("effusion")},
-                   {AN(s == 0 ? "right_costophrenic" : "left_costophrenic"), OB("effusion")},
-                   {AN(s == 0 ? "right_costophrenic" : "left_costophrenic"), OB("blunt")}};
-        break;
-      }
-      case SynthFinding::kPneumothorax: {
-        // Air between the collapsed lung and the chest wall: darker, no vessels, and a
-        // thin bright visceral pleural line at the lung's edge.
-        for (size_t i = 0; i < N; ++i) {
-          double q = side_q(s, C.cu[i]), v = C.cv[i];
-          double m_in = lung_margin(P, s, q, v, P.ptx_d[s]);
-          float region = lung[s][i] * (1 - C.soft(m_in));
-          mask[i] = region;
-          markings[i] *= 1 - region;
-          A[i] += float(0.15 * std::exp(-m_in * m_in / (2 * 0.7 * C.px * 0.7 * C.px)) * lung_raw[s][i]);
-        }
-        dens = -0.12f;
-        d.label = std::string("PTX ") + kSideShort[s];
-        d.cells = {{AN(s == 0 ? "right_pleural" : "left_pleural"), OB("pneumothorax")},
-                   {AN(s == 0 ? "right_apical_lung" : "left_apical_lung"), OB("pneumothorax")}};
-        break;
-      }
-      case SynthFinding::kConsolidation:
-      case SynthFinding::kOpacity: {
-        bool cons = p.type == SynthFinding::kConsolidation;
-        double u0, v0;
-        if (!pick_point(P, r, s, p.zone, 0.03, u0, v0)) { ok = false; break; }
-        int nb = 3 + int(r.randint(3));
-        std::vector<double> bu, bv, bs;
-        for (int k = 0; k < nb; ++k) {
-          bu.push_back(u0 + gauss(r, 0, p.b * 0.6, -p.b, p.b));
-          bv.push_back(v0 + gauss(r, 0, p.b * 0.5, -p.b, p.b));
-          bs.push_back(p.b * unif(r, 0.5, 0.9));
-        }
-        ValueNoise blot(r, cons ? 28 : 14);
-        for (size_t i = 0; i < N; ++i) {
-          if (lung[s][i] <= 0) continue;
-          double f = 0;
-          for (int k = 0; k < nb; ++k) {
-            double du = C.cu[i] - bu[size_t(k)], dv = C.cv[i] - bv[size_t(k)];
-            f += std::exp(-(du * du + dv * dv) / (2 * bs[size_t(k)] * bs[size_t(k)]));
-          }
-          f += (cons ? 0.45 : 0.25) * (blot.at(C.cu[i], C.cv[i]) - 0.5);
-          mask[i] = float(lung[s][i] * (cons ? smoothstep(0.45, 0.6, f) : smoothstep(0.3, 0.75, f)));
-        }
-        // Air bronchograms: dark branching lines inside a consolidation.
-        if (cons) {
-          std::vector<float> br(N, 0.f);
-          double ang = std::atan2(v0 - (P.carina_v + 0.07), side_q(s, u0) - 0.09);
-          draw_vessels(C, br, r, s, side_q(s, u0) - 0.04 * std::cos(ang), v0 - 0.04 * std::sin(ang), ang, 0.04,
-                       0.008, 2, 1.f);
-          for (size_t i = 0; i < N; ++i) mask[i] *= 1 - 0.5f * br[i];
-        }
-        dens = float(p.a);
-        int z = zone_of(P, s, v0);
-        if (cons) {
-          d.label = std::string("cons ") + kSideShort[s];
-          d.cells = {{zone_lung(s, z), OB("consolidation")}, {zone_lobe(s, z), OB("consolidation")},
-                     {zone_lung(s, z), OB("pneumonia")}, {zone_lobe(s, z), OB("pneumonia")}};
-        } else {
-          d.label = std::string("opac ") + kSideShort[s];
-          d.cells = {{zone_lung(s, z), OB("opacity")}};
-        }
-        break;
-      }
-      case SynthFinding::kAtelectasis: {
-        double u0, v0;
-        if (!pick_point(P, r, s, p.zone, 0.035, u0, v0)) { ok = false; break; }
-        std::vector<float> buf(N, 0.f);
-        if (p.variant == 0) {  // plate-like: a thin, nearly horizontal band
-          double len = unif(r, 0.07, 0.13), tilt = unif(r, -0.25, 0.25), w = unif(r, 0.008, 0.014) * finding_scale;
-          double du = 0.5 * len * std::cos(tilt), dv = 0.5 * len * std::sin(tilt);
-          draw_segment(C, buf, u0 - du, v0 - dv, u0 + du, v0 + dv, w, w * 0.8, 1.f);
-          d.label = std::string("atel ") + kSideShort[s];
-        } else {  // wedge pointing at the hilum
-          double hu = side_u(s, 0.09), hv = P.carina_v + 0.07;
-          double ang = std::atan2(v0 - hv, u0 - hu);
-          double len = unif(r, 0.08, 0.13);
-          draw_segment(C, buf, u0 - len * std::cos(ang), v0 - len * std::sin(ang), u0, v0, 0.008, unif(r, 0.04, 0.06),
-                       1.f);
-          d.label = std::string("atel ") + kSideShort[s];
-        }
-        for (size_t i = 0; i < N; ++i) mask[i] = buf[i] * lung[s][i];
-        dens = float(unif(r, 0.25, 0.35));
-        int z = zone_of(P, s, v0);
-        d.cells = {{zone_lung(s, z), OB("atelectasis")}, {zone_lobe(s, z), OB("atelectasis")}};
-        break;
-      }
-      case SynthFinding::kNodule:
-      case SynthFinding::kMass: {
-        bool mass = p.type == SynthFinding::kMass;
-        double u0, v0;
-        if (!pick_point(P, r, s, -1, p.a * (mass ? 0.7 : 1.5) + 0.01, u0, v0)) { ok = false; break; }
-        double ph1 = unif(r, 0, 2 * kPi), ph2 = unif(r, 0, 2 * kPi);
-        for (size_t i = 0; i < N; ++i) {
-          double du = C.cu[i] - u0, dv = C.cv[i] - v0;
-          double rad = std::sqrt(du * du + dv * dv);
-          if (rad > 1.5 * p.a) continue;
-          double th = std::atan2(dv, du);
-          double R = p.a * (mass ? 1 + 0.12 * std::sin(3 * th + ph1) + 0.07 * std::sin(5 * th + ph2) : 1.0);
-          // Slightly domed profile: denser in the middle, like a sphere seen through.
-          double m = C.soft(R - rad) * (0.75 + 0.25 * std::sqrt(clampd(1 - (rad / R) * (rad / R), 0.0, 1.0)));
-          mask[i] = float(m * lung_raw[s][i]);
-        }
-        dens = float(mass ? unif(r, 0.4, 0.5) : unif(r, 0.35, 0.45));
-        int z = zone_of(P, s, v0);
-        d.label = std::string(mass ? "mass " : "nod ") + kSideShort[s];
-        d.cells = {{zone_lung(s, z), OB(mass ? "mass" : "nodule")}};
-        break;
-      }
-      case SynthFinding::kCardiomegaly: {
-        // Already drawn (the heart was enlarged before the anatomy); the box is the heart.
-        for (size_t i = 0; i < N; ++i) mask[i] = heart[i];
-        dens = 0.f;
-        d.label = "CMG";
-        d.cells = {{AN("heart_size"), OB("cardiomegaly")}, {AN("heart_size"), OB("enlarge")}};
-        break;
-      }
-      case SynthFinding::kEdema: {
-        // Bilateral perihilar ("bat-wing") haze plus a few septal (Kerley B) lines.
-        ValueNoise haze(r, 20);
-        std::vector<float> kerley(N, 0.f);
-        for (int side = 0; side < 2; ++side)
-          for (int k = 0; k < 5; ++k) {
-            double v0 = P.v_dome[side] - unif(r, 0.01, 0.08), q0 = P.lw - unif(r, 0.0, 0.03);
-            draw_segment(C, kerley, side_u(side, q0), v0, side_u(side, q0 - unif(r, 0.025, 0.04)), v0, 0.005, 0.005,
-                         0.5f);
-          }
-        for (size_t i = 0; i < N; ++i) {
-          double f = 0;
-          for (int side = 0; side < 2; ++side) {
-            double dq = side_q(side, C.cu[i]) - 0.1, dv = C.cv[i] - (P.carina_v + 0.09);
-            f += std::exp(-(dq * dq) / (2 * p.b * p.b * 1.3) - (dv * dv) / (2 * p.b * p.b * 2.2));
-          }
-          f *= 0.75 + 0.5 * haze.at(C.cu[i], C.cv[i]);
-          float lungs = lung[0][i] + lung[1][i];
-          mask[i] = float(std::min(1.0, f) * lungs) + kerley[i] * lungs;
-        }
-        dens = float(p.a);
-        d.label = "edema";
-        d.cells = {{AN("pulmonary"), OB("edema")}, {AN("left_hilar"), OB("edema")}, {AN("right_hilar"), OB("edema")}};
-        break;
-      }
-      case SynthFinding::kDevice: {
-        std::vector<float> buf(N, 0.f);
-        if (p.variant == 0) {  // endotracheal tube: radiopaque stripe ending above the carina
-          double tip = P.carina_v - unif(r, 0.04, 0.08);
-          draw_segment(C, buf, 0.5 + 0.004, -0.05, 0.5 + 0.002, tip, 0.007, 0.007, 1.f);
-          draw_segment(C, buf, 0.5 - 0.012, -0.05, 0.5 - 0.012, tip, 0.003, 0.003, 0.6f);
-          draw_segment(C, buf, 0.5 + 0.016, -0.05, 0.5 + 0.016, tip, 0.003, 0.003, 0.6f);
-          d.label = "ETT";
-          d.cells = {{AN("trachea"), OB("tube")}};
-        } else if (p.variant == 1) {  // central venous line from the subclavian into the SVC
-          int cs = r.uniform() < 0.7 ? 0 : 1;
-          double tip = P.carina_v + unif(r, 0.03, 0.08);
-          std::vector<std::pair<double, double>> pts = {{side_u(cs, 0.36), P.v_apex + 0.0},
-                                                        {side_u(cs, 0.2), P.v_apex + 0.05},
-                                                        {side_u(cs, 0.07), P.v_apex + 0.1},
-                                                        {side_u(0, 0.035), P.carina_v - 0.04},
-                                                        {side_u(0, 0.035), tip}};
-          draw_polyline(C, buf, pts, 0.006, 1.f);
-          d.label = "line";
-          d.cells = {{AN("svc"), OB("line")}, {AN("svc"), OB("catheter")}};
-        } else {  // pacemaker: generator in the left upper chest, lead into the right ventricle
-          double gu = side_u(1, 0.26), gv = P.v_apex + 0.06;
-          for (size_t i = 0; i < N; ++i) {
-            double du = std::fabs(C.cu[i] - gu) - 0.03, dv = std::fabs(C.cv[i] - gv) - 0.018;
-            double m = -(std::hypot(std::max(du, 0.0), std::max(dv, 0.0)) + std::min(std::max(du, dv), 0.0)) + 0.008;
-            buf[i] = C.soft(m);
-          }
-          std::vector<std::pair<double, double>> pts = {{gu - 0.03, gv + 0.005},
-                                                        {side_u(1, 0.12), P.v_apex + 0.09},
-                                                        {side_u(0, 0.03), P.carina_v - 0.02},
-                                                        {side_u(0, 0.04), P.heart_cy - 0.03},
-                                                        {P.heart_cx + 0.03, P.heart_cy + 0.05}};
-          draw_polyline(C, buf, pts, 0.005, 1.f);
-          d.label = "PM";
-          d.cells = {{AN("other"), OB("pacemaker")}, {AN("other"), OB("device")}, {AN("right_ventricle"), OB("lead")}};
-        }
-        for (size_t i = 0; i < N; ++i) mask[i] = buf[i];
-        dens = 0.9f;
-        break;
-      }
-      case SynthFinding::kEmphysema: {
-        // Already drawn (large, lucent, flat-domed lungs); the box covers both lungs.
-        for (size_t i = 0; i < N; ++i) mask[i] = lung[0][i] + lung[1][i];
-        dens = 0.f;
-        d.label = "emph";
-        d.cells = {{AN("pulmonary"), OB("emphysema")}, {AN("lung_volumes"), OB("hyperinflate")}};
-        break;
-      }
-      default:
-        ok = false;
+bool Film::effusion(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    // Fluid layers at the base with a meniscus rising along the lateral wall: it
+    // blunts the costophrenic angle and, when large, hides the dome.
+    double level = P.v_cp - 0.02 - p.a * (P.v_cp - P.v_dome[s] + 0.16);
+    for (size_t i = 0; i < N; ++i) {
+      double q = side_q(s, C.cu[i]);
+      double x = clampd((q - P.mw) / (P.lw - P.mw), 0.0, 1.0);
+      double men = level - (0.04 + 0.08 * p.a) * x * x * x;  // climbs the lateral wall
+      mask[i] = float(lung[s][i] * smoothstep(-0.01, 0.045, C.cv[i] - men));
     }
-    if (!ok) continue;
-    int x0 = S, y0 = S, x1 = -1, y1 = -1;
-    for (int y = 0; y < S; ++y)
-      for (int x = 0; x < S; ++x) {
-        size_t i = size_t(y) * S + x;
-        A[i] += float(finding_gain) * dens * mask[i];
-        if (mask[i] > 0.5f) {
-          x0 = std::min(x0, x); x1 = std::max(x1, x);
-          y0 = std::min(y0, y); y1 = std::max(y1, y);
-        }
-      }
-    if (x1 < 0) continue;  // nothing visible (e.g. clipped away): no label either
-    d.x0 = x0; d.y0 = y0; d.x1 = x1 + 1; d.y1 = y1 + 1;
-    for (auto [a, o] : d.cells) set_cell(M, a, o, 1.f);
-    out.findings.push_back(std::move(d));
-  }
-  out.normal = out.findings.empty();
+    dens = float(P.lung_air * 0.95);
+    d.label = std::string("eff ") + kSideShort[s];
+    d.cells = {{AN(s == 0 ? "right_pleural" : "left_pleural"), OB("effusion")},
+               {AN(s == 0 ? "right_costophrenic" : "left_costophrenic"), OB("effusion")},
+               {AN(s == 0 ? "right_costophrenic" : "left_costophrenic"), OB("blunt")}};
+    return true;
+}
 
-  // ---- report-style statements: normals and absences -------------------------------------
+bool Film::pneumothorax(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    // Air between the collapsed lung and the chest wall: darker, no vessels, and a
+    // thin bright visceral pleural line at the lung's edge.
+    for (size_t i = 0; i < N; ++i) {
+      double q = side_q(s, C.cu[i]), v = C.cv[i];
+      double m_in = lung_margin(P, s, q, v, P.ptx_d[s]);
+      float region = lung[s][i] * (1 - C.soft(m_in));
+      mask[i] = region;
+      markings[i] *= 1 - region;
+      A[i] += float(0.15 * std::exp(-m_in * m_in / (2 * 0.7 * C.px * 0.7 * C.px)) * lung_raw[s][i]);
+    }
+    dens = -0.12f;
+    d.label = std::string("PTX ") + kSideShort[s];
+    d.cells = {{AN(s == 0 ? "right_pleural" : "left_pleural"), OB("pneumothorax")},
+               {AN(s == 0 ? "right_apical_lung" : "left_apical_lung"), OB("pneumothorax")}};
+    return true;
+}
+
+bool Film::opacity(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    bool cons = p.type == SynthFinding::kConsolidation;
+    double u0, v0;
+    if (!pick_point(P, r, s, p.zone, 0.03, u0, v0)) return false;
+    int nb = 3 + int(r.randint(3));
+    std::vector<double> bu, bv, bs;
+    for (int k = 0; k < nb; ++k) {
+      bu.push_back(u0 + gauss(r, 0, p.b * 0.6, -p.b, p.b));
+      bv.push_back(v0 + gauss(r, 0, p.b * 0.5, -p.b, p.b));
+      bs.push_back(p.b * unif(r, 0.5, 0.9));
+    }
+    ValueNoise blot(r, cons ? 28 : 14);
+    for (size_t i = 0; i < N; ++i) {
+      if (lung[s][i] <= 0) continue;
+      double f = 0;
+      for (int k = 0; k < nb; ++k) {
+        double du = C.cu[i] - bu[size_t(k)], dv = C.cv[i] - bv[size_t(k)];
+        f += std::exp(-(du * du + dv * dv) / (2 * bs[size_t(k)] * bs[size_t(k)]));
+      }
+      f += (cons ? 0.45 : 0.25) * (blot.at(C.cu[i], C.cv[i]) - 0.5);
+      mask[i] = float(lung[s][i] * (cons ? smoothstep(0.45, 0.6, f) : smoothstep(0.3, 0.75, f)));
+    }
+    // Air bronchograms: dark branching lines inside a consolidation.
+    if (cons) {
+      std::vector<float> br(N, 0.f);
+      double ang = std::atan2(v0 - (P.carina_v + 0.07), side_q(s, u0) - 0.09);
+      draw_vessels(C, br, r, s, side_q(s, u0) - 0.04 * std::cos(ang), v0 - 0.04 * std::sin(ang), ang, 0.04,
+                   0.008, 2, 1.f);
+      for (size_t i = 0; i < N; ++i) mask[i] *= 1 - 0.5f * br[i];
+    }
+    dens = float(p.a);
+    int z = zone_of(P, s, v0);
+    if (cons) {
+      d.label = std::string("cons ") + kSideShort[s];
+      d.cells = {{zone_lung(s, z), OB("consolidation")}, {zone_lobe(s, z), OB("consolidation")},
+                 {zone_lung(s, z), OB("pneumonia")}, {zone_lobe(s, z), OB("pneumonia")}};
+    } else {
+      d.label = std::string("opac ") + kSideShort[s];
+      d.cells = {{zone_lung(s, z), OB("opacity")}};
+    }
+    return true;
+}
+
+bool Film::atelectasis(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    double u0, v0;
+    if (!pick_point(P, r, s, p.zone, 0.035, u0, v0)) return false;
+    std::vector<float> buf(N, 0.f);
+    if (p.variant == 0) {  // plate-like: a thin, nearly horizontal band
+      double len = unif(r, 0.07, 0.13), tilt = unif(r, -0.25, 0.25), w = unif(r, 0.008, 0.014) * finding_scale;
+      double du = 0.5 * len * std::cos(tilt), dv = 0.5 * len * std::sin(tilt);
+      draw_segment(C, buf, u0 - du, v0 - dv, u0 + du, v0 + dv, w, w * 0.8, 1.f);
+      d.label = std::string("atel ") + kSideShort[s];
+    } else {  // wedge pointing at the hilum
+      double hu = side_u(s, 0.09), hv = P.carina_v + 0.07;
+      double ang = std::atan2(v0 - hv, u0 - hu);
+      double len = unif(r, 0.08, 0.13);
+      draw_segment(C, buf, u0 - len * std::cos(ang), v0 - len * std::sin(ang), u0, v0, 0.008, unif(r, 0.04, 0.06),
+                   1.f);
+      d.label = std::string("atel ") + kSideShort[s];
+    }
+    for (size_t i = 0; i < N; ++i) mask[i] = buf[i] * lung[s][i];
+    dens = float(unif(r, 0.25, 0.35));
+    int z = zone_of(P, s, v0);
+    d.cells = {{zone_lung(s, z), OB("atelectasis")}, {zone_lobe(s, z), OB("atelectasis")}};
+    return true;
+}
+
+bool Film::nodule_or_mass(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    bool mass = p.type == SynthFinding::kMass;
+    double u0, v0;
+    if (!pick_point(P, r, s, -1, p.a * (mass ? 0.7 : 1.5) + 0.01, u0, v0)) return false;
+    double ph1 = unif(r, 0, 2 * kPi), ph2 = unif(r, 0, 2 * kPi);
+    for (size_t i = 0; i < N; ++i) {
+      double du = C.cu[i] - u0, dv = C.cv[i] - v0;
+      double rad = std::sqrt(du * du + dv * dv);
+      if (rad > 1.5 * p.a) continue;
+      double th = std::atan2(dv, du);
+      double R = p.a * (mass ? 1 + 0.12 * std::sin(3 * th + ph1) + 0.07 * std::sin(5 * th + ph2) : 1.0);
+      // Slightly domed profile: denser in the middle, like a sphere seen through.
+      double m = C.soft(R - rad) * (0.75 + 0.25 * std::sqrt(clampd(1 - (rad / R) * (rad / R), 0.0, 1.0)));
+      mask[i] = float(m * lung_raw[s][i]);
+    }
+    dens = float(mass ? unif(r, 0.4, 0.5) : unif(r, 0.35, 0.45));
+    int z = zone_of(P, s, v0);
+    d.label = std::string(mass ? "mass " : "nod ") + kSideShort[s];
+    d.cells = {{zone_lung(s, z), OB(mass ? "mass" : "nodule")}};
+    return true;
+}
+
+bool Film::cardiomegaly(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    // Already drawn (the heart was enlarged before the anatomy); the box is the heart.
+    for (size_t i = 0; i < N; ++i) mask[i] = heart[i];
+    dens = 0.f;
+    d.label = "CMG";
+    d.cells = {{AN("heart_size"), OB("cardiomegaly")}, {AN("heart_size"), OB("enlarge")}};
+    return true;
+}
+
+bool Film::edema(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    // Bilateral perihilar ("bat-wing") haze plus a few septal (Kerley B) lines.
+    ValueNoise haze(r, 20);
+    std::vector<float> kerley(N, 0.f);
+    for (int side = 0; side < 2; ++side)
+      for (int k = 0; k < 5; ++k) {
+        double v0 = P.v_dome[side] - unif(r, 0.01, 0.08), q0 = P.lw - unif(r, 0.0, 0.03);
+        draw_segment(C, kerley, side_u(side, q0), v0, side_u(side, q0 - unif(r, 0.025, 0.04)), v0, 0.005, 0.005,
+                     0.5f);
+      }
+    for (size_t i = 0; i < N; ++i) {
+      double f = 0;
+      for (int side = 0; side < 2; ++side) {
+        double dq = side_q(side, C.cu[i]) - 0.1, dv = C.cv[i] - (P.carina_v + 0.09);
+        f += std::exp(-(dq * dq) / (2 * p.b * p.b * 1.3) - (dv * dv) / (2 * p.b * p.b * 2.2));
+      }
+      f *= 0.75 + 0.5 * haze.at(C.cu[i], C.cv[i]);
+      float lungs = lung[0][i] + lung[1][i];
+      mask[i] = float(std::min(1.0, f) * lungs) + kerley[i] * lungs;
+    }
+    dens = float(p.a);
+    d.label = "edema";
+    d.cells = {{AN("pulmonary"), OB("edema")}, {AN("left_hilar"), OB("edema")}, {AN("right_hilar"), OB("edema")}};
+    return true;
+}
+
+bool Film::device(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    std::vector<float> buf(N, 0.f);
+    if (p.variant == 0) {  // endotracheal tube: radiopaque stripe ending above the carina
+      double tip = P.carina_v - unif(r, 0.04, 0.08);
+      draw_segment(C, buf, 0.5 + 0.004, -0.05, 0.5 + 0.002, tip, 0.007, 0.007, 1.f);
+      draw_segment(C, buf, 0.5 - 0.012, -0.05, 0.5 - 0.012, tip, 0.003, 0.003, 0.6f);
+      draw_segment(C, buf, 0.5 + 0.016, -0.05, 0.5 + 0.016, tip, 0.003, 0.003, 0.6f);
+      d.label = "ETT";
+      d.cells = {{AN("trachea"), OB("tube")}};
+    } else if (p.variant == 1) {  // central venous line from the subclavian into the SVC
+      int cs = r.uniform() < 0.7 ? 0 : 1;
+      double tip = P.carina_v + unif(r, 0.03, 0.08);
+      std::vector<std::pair<double, double>> pts = {{side_u(cs, 0.36), P.v_apex + 0.0},
+                                                    {side_u(cs, 0.2), P.v_apex + 0.05},
+                                                    {side_u(cs, 0.07), P.v_apex + 0.1},
+                                                    {side_u(0, 0.035), P.carina_v - 0.04},
+                                                    {side_u(0, 0.035), tip}};
+      draw_polyline(C, buf, pts, 0.006, 1.f);
+      d.label = "line";
+      d.cells = {{AN("svc"), OB("line")}, {AN("svc"), OB("catheter")}};
+    } else {  // pacemaker: generator in the left upper chest, lead into the right ventricle
+      double gu = side_u(1, 0.26), gv = P.v_apex + 0.06;
+      for (size_t i = 0; i < N; ++i) {
+        double du = std::fabs(C.cu[i] - gu) - 0.03, dv = std::fabs(C.cv[i] - gv) - 0.018;
+        double m = -(std::hypot(std::max(du, 0.0), std::max(dv, 0.0)) + std::min(std::max(du, dv), 0.0)) + 0.008;
+        buf[i] = C.soft(m);
+      }
+      std::vector<std::pair<double, double>> pts = {{gu - 0.03, gv + 0.005},
+                                                    {side_u(1, 0.12), P.v_apex + 0.09},
+                                                    {side_u(0, 0.03), P.carina_v - 0.02},
+                                                    {side_u(0, 0.04), P.heart_cy - 0.03},
+                                                    {P.heart_cx + 0.03, P.heart_cy + 0.05}};
+      draw_polyline(C, buf, pts, 0.005, 1.f);
+      d.label = "PM";
+      d.cells = {{AN("other"), OB("pacemaker")}, {AN("other"), OB("device")}, {AN("right_ventricle"), OB("lead")}};
+    }
+    for (size_t i = 0; i < N; ++i) mask[i] = buf[i];
+    dens = 0.9f;
+    return true;
+}
+
+bool Film::emphysema(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+    // Already drawn (large, lucent, flat-domed lungs); the box covers both lungs.
+    for (size_t i = 0; i < N; ++i) mask[i] = lung[0][i] + lung[1][i];
+    dens = 0.f;
+    d.label = "emph";
+    d.cells = {{AN("pulmonary"), OB("emphysema")}, {AN("lung_volumes"), OB("hyperinflate")}};
+    return true;
+}
+
+bool Film::draw_finding(const Plan& p, const Phantom& P, Rng& r, double finding_scale, int s, std::vector<float>& mask, float& dens, SynthDrawn& d) {
+  switch (p.type) {
+    case SynthFinding::kEffusion: return effusion(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kPneumothorax: return pneumothorax(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kConsolidation: return opacity(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kOpacity: return opacity(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kAtelectasis: return atelectasis(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kNodule: return nodule_or_mass(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kMass: return nodule_or_mass(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kCardiomegaly: return cardiomegaly(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kEdema: return edema(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kDevice: return device(p, P, r, finding_scale, s, mask, dens, d);
+    case SynthFinding::kEmphysema: return emphysema(p, P, r, finding_scale, s, mask, dens, d);
+    default: return false;
+  }
+}
+
+void Film::develop(const Phantom& P, Rng& r, std::vector<uint8_t>& pixels) const {
+  // The film curve as a table over A in [0, kAmax) (linear interpolation between entries).
+  constexpr int kLut = 2048;
+  constexpr double kAmax = 4.0;
+  std::vector<float> lut(kLut + 1);
+  for (int k = 0; k <= kLut; ++k) {
+    double g = std::pow(1 - std::exp(-P.k_atten * kAmax * k / kLut), P.gamma);
+    lut[size_t(k)] = float(0.5 + P.contrast * (g - 0.5) + P.brightness);
+  }
+  std::vector<float> img(N);
+  for (size_t i = 0; i < N; ++i) {
+    float lungs = lung[0][i] + lung[1][i];
+    float a = A[i] + bone[i] - air[i] + ribs[i] * (0.45f + 0.55f * std::min(lungs, 1.f));
+    if (lungs > 0) a += lungs * (0.06f * (tex2.at(C.cu[i], C.cv[i]) - 0.5f) + markings[i]);
+    float x = std::min(std::max(a, 0.f), float(kAmax) * 0.9999f) * float(kLut / kAmax);
+    int k = int(x);
+    img[i] = lut[size_t(k)] + (x - float(k)) * (lut[size_t(k) + 1] - lut[size_t(k)]);
+  }
+  // [1 2 1]/4 separable blur: the soft focus of a real film.
+  std::vector<float> tmp(N);
+  for (int y = 0; y < S; ++y)
+    for (int x = 0; x < S; ++x) {
+      size_t i = size_t(y) * S + x;
+      tmp[i] = 0.25f * img[i - (x > 0)] + 0.5f * img[i] + 0.25f * img[i + (x < S - 1)];
+    }
+  for (int y = 0; y < S; ++y)
+    for (int x = 0; x < S; ++x) {
+      size_t i = size_t(y) * S + x;
+      img[i] = 0.25f * tmp[i - (y > 0 ? S : 0)] + 0.5f * tmp[i] + 0.25f * tmp[i + (y < S - 1 ? S : 0)];
+    }
+  std::vector<float> noise(N);
+  r.fill_normal(noise.data(), int64_t(N), 0.f, float(P.noise));
+  pixels.resize(N);
+  for (size_t i = 0; i < N; ++i)
+    pixels[i] = uint8_t(clampd(img[i] + noise[i], 0.0, 1.0) * 255.0 + 0.5);
+}
+
+// Report-style statements: normals stated present, 3-8 absent findings stated absent.
+void state_normals_and_absences(const SynthImage& out, Rng& r, std::vector<float>& M) {
   auto has = [&](SynthFinding f) {
     for (const auto& d : out.findings)
       if (d.type == f) return true;
@@ -797,43 +868,60 @@ SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double findin
     if (!has(absent[k].f)) cand.push_back(k);
   int n_abs = int(std::min<int64_t>(int64_t(cand.size()), 3 + r.randint(6)));
   for (int k : r.sample(cand, n_abs)) set_cell(M, AN(absent[k].anatomy), OB(absent[k].obs), 0.f);
-  out.matrix = std::move(M);
+}
 
-  // ---- film: attenuation -> grey, contrast, blur, noise -----------------------------------
-  // The film curve as a table over A in [0, kAmax) (linear interpolation between entries).
-  constexpr int kLut = 2048;
-  constexpr double kAmax = 4.0;
-  std::vector<float> lut(kLut + 1);
-  for (int k = 0; k <= kLut; ++k) {
-    double g = std::pow(1 - std::exp(-P.k_atten * kAmax * k / kLut), P.gamma);
-    lut[size_t(k)] = float(0.5 + P.contrast * (g - 0.5) + P.brightness);
+}  // namespace
+
+SynthImage render_synth_image(uint64_t seed, int64_t index, int S, double finding_gain, double finding_scale) {
+  check_render_args(S, index, finding_gain, finding_scale);
+  Rng r(seed, kStreamData);
+  r.set_offset((uint64_t(index) + 1) << 24);  // image i owns counters [(i+1) 2^24, (i+2) 2^24)
+
+  Phantom P = draw_patient(r);
+  SynthImage out;
+  out.size = S;
+  out.normal = r.uniform() < 0.25;
+  std::vector<Plan> plans;
+  if (!out.normal) plans = plan_findings(r, P, finding_scale);
+
+  Film film(P, S, r);
+  film.draw_torso(P);
+  film.draw_bones(P);
+  film.draw_hila(P, r);
+
+  // Findings: drawn into the film, boxed where the mask exceeds 1/2, their cells set in M.
+  const size_t N = film.N;
+  std::vector<float>& A = film.A;
+  std::vector<float> M(size_t(kMatrixSize), -1.f);
+  std::vector<float> mask(N);
+  for (const Plan& p : plans) {
+    SynthDrawn d;
+    d.type = p.type;
+    d.side = p.side;
+    std::fill(mask.begin(), mask.end(), 0.f);
+    float dens = 0.f;
+    int s = p.side < 0 ? 0 : p.side;
+    if (!film.draw_finding(p, P, r, finding_scale, s, mask, dens, d)) continue;
+    int x0 = S, y0 = S, x1 = -1, y1 = -1;
+    for (int y = 0; y < S; ++y)
+      for (int x = 0; x < S; ++x) {
+        size_t i = size_t(y) * S + x;
+        A[i] += float(finding_gain) * dens * mask[i];
+        if (mask[i] > 0.5f) {
+          x0 = std::min(x0, x); x1 = std::max(x1, x);
+          y0 = std::min(y0, y); y1 = std::max(y1, y);
+        }
+      }
+    if (x1 < 0) continue;  // nothing visible (e.g. clipped away): no label either
+    d.x0 = x0; d.y0 = y0; d.x1 = x1 + 1; d.y1 = y1 + 1;
+    for (auto [a, o] : d.cells) set_cell(M, a, o, 1.f);
+    out.findings.push_back(std::move(d));
   }
-  std::vector<float> img(N);
-  for (size_t i = 0; i < N; ++i) {
-    float lungs = lung[0][i] + lung[1][i];
-    float a = A[i] + bone[i] - air[i] + ribs[i] * (0.45f + 0.55f * std::min(lungs, 1.f));
-    if (lungs > 0) a += lungs * (0.06f * (tex2.at(C.cu[i], C.cv[i]) - 0.5f) + markings[i]);
-    float x = std::min(std::max(a, 0.f), float(kAmax) * 0.9999f) * float(kLut / kAmax);
-    int k = int(x);
-    img[i] = lut[size_t(k)] + (x - float(k)) * (lut[size_t(k) + 1] - lut[size_t(k)]);
-  }
-  // [1 2 1]/4 separable blur: the soft focus of a real film.
-  std::vector<float> tmp(N);
-  for (int y = 0; y < S; ++y)
-    for (int x = 0; x < S; ++x) {
-      size_t i = size_t(y) * S + x;
-      tmp[i] = 0.25f * img[i - (x > 0)] + 0.5f * img[i] + 0.25f * img[i + (x < S - 1)];
-    }
-  for (int y = 0; y < S; ++y)
-    for (int x = 0; x < S; ++x) {
-      size_t i = size_t(y) * S + x;
-      img[i] = 0.25f * tmp[i - (y > 0 ? S : 0)] + 0.5f * tmp[i] + 0.25f * tmp[i + (y < S - 1 ? S : 0)];
-    }
-  std::vector<float> noise(N);
-  r.fill_normal(noise.data(), int64_t(N), 0.f, float(P.noise));
-  out.pixels.resize(N);
-  for (size_t i = 0; i < N; ++i)
-    out.pixels[i] = uint8_t(clampd(img[i] + noise[i], 0.0, 1.0) * 255.0 + 0.5);
+  out.normal = out.findings.empty();
+
+  state_normals_and_absences(out, r, M);
+  out.matrix = std::move(M);
+  film.develop(P, r, out.pixels);
   return out;
 }
 
@@ -956,40 +1044,13 @@ void write_text(const std::string& path, const std::string& text) {
   if (!f) throw std::runtime_error(path + ": write error");
 }
 
-// 8-bit grey (channels 1) or RGB (3) PNG. zlib rather than stb_image_write: on these
-// noisy films stb's deflate neither compresses (65.2 kB for a 64 kB image) nor runs fast
-// (3.7 ms), zlib level 3 with the "up" filter gives 47 kB in 0.9 ms (256x256, measured).
-void write_png_zlib(const std::string& path, int w, int h, int channels, const uint8_t* px) {
-  size_t row = size_t(w) * size_t(channels);
-  std::vector<uint8_t> raw((row + 1) * size_t(h));
-  for (int y = 0; y < h; ++y) {
-    uint8_t* dst = &raw[size_t(y) * (row + 1)];
-    const uint8_t* cur = px + size_t(y) * row;
-    dst[0] = 2;  // filter "up": difference to the row above
-    for (size_t x = 0; x < row; ++x) dst[1 + x] = uint8_t(cur[x] - (y > 0 ? cur[x - row] : 0));
-  }
-  uLongf zlen = compressBound(uLong(raw.size()));
-  std::vector<uint8_t> z(zlen);
-  if (compress2(z.data(), &zlen, raw.data(), uLong(raw.size()), 3) != Z_OK)
-    throw std::runtime_error(path + ": PNG compression failed");
-  std::string out("\x89PNG\r\n\x1a\n", 8);
-  auto chunk = [&](const char* type, const uint8_t* data, size_t n) {
-    uint8_t len[4] = {uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n)};
-    out.append(reinterpret_cast<const char*>(len), 4);
-    size_t start = out.size();
-    out.append(type, 4);
-    if (n > 0) out.append(reinterpret_cast<const char*>(data), n);
-    uLong crc = crc32(0, reinterpret_cast<const Bytef*>(out.data() + start), uInt(n + 4));
-    uint8_t c[4] = {uint8_t(crc >> 24), uint8_t(crc >> 16), uint8_t(crc >> 8), uint8_t(crc)};
-    out.append(reinterpret_cast<const char*>(c), 4);
-  };
-  uint8_t ihdr[13] = {uint8_t(w >> 24), uint8_t(w >> 16), uint8_t(w >> 8), uint8_t(w),
-                      uint8_t(h >> 24), uint8_t(h >> 16), uint8_t(h >> 8), uint8_t(h),
-                      8, uint8_t(channels == 3 ? 2 : 0), 0, 0, 0};  // depth 8, grey or RGB
-  chunk("IHDR", ihdr, 13);
-  chunk("IDAT", z.data(), zlen);
-  chunk("IEND", nullptr, 0);
-  write_text(path, out);
+Image as_image(int w, int h, int c, std::vector<uint8_t> px) {
+  Image im;
+  im.w = w;
+  im.h = h;
+  im.c = c;
+  im.px = std::move(px);
+  return im;
 }
 
 std::string image_name(int64_t i) {
@@ -998,29 +1059,32 @@ std::string image_name(int64_t i) {
   return buf;
 }
 
-}  // namespace
 
-SynthReport write_synth_dataset(const SynthOptions& o) {
-  auto t0 = std::chrono::steady_clock::now();
+// What the render pass keeps of every image for the files written after it.
+struct Rendered {
+  std::vector<int8_t> matrices;                  // [n,51,75]
+  std::vector<std::vector<SynthDrawn>> findings;  // n
+  std::vector<uint8_t> normal;                   // n
+  std::vector<std::vector<uint8_t>> preview_px;  // the first (up to) 16 images' pixels, with --preview
+};
+
+void check_synth_options(const SynthOptions& o) {
   if (o.out_dir.empty()) throw std::invalid_argument("synth: --out is required");
   if (o.n < 1) throw std::invalid_argument("synth: --n must be at least 1, got " + std::to_string(o.n));
   if (o.size < 32 || o.size > 2048) throw std::invalid_argument("synth: --size must be in [32, 2048], got " +
                                                                 std::to_string(o.size));
   if (!(o.valid_frac >= 0 && o.test_frac >= 0 && o.valid_frac + o.test_frac < 1))
     throw std::invalid_argument("synth: valid and test fractions must be >= 0 with a sum below 1");
-  SynthReport rep;
-  rep.n_test = std::min<int64_t>(o.n - 1, int64_t(std::llround(o.n * o.test_frac)));
-  rep.n_valid = std::min<int64_t>(o.n - 1 - rep.n_test, int64_t(std::llround(o.n * o.valid_frac)));
-  rep.n_train = o.n - rep.n_test - rep.n_valid;
-  fs::create_directories(fs::path(o.out_dir) / "images");
-  std::string dir = o.out_dir;
+}
 
-  // Images are rendered and written in parallel; matrices and findings kept for the files.
-  std::vector<int8_t> matrices(size_t(o.n) * size_t(kMatrixSize));
-  std::vector<std::vector<SynthDrawn>> findings(size_t(o.n));
-  std::vector<uint8_t> normal(size_t(o.n));
+// Renders image i = 0..n-1 with `threads` workers, each writing its PNG; the first error stops all.
+Rendered render_all(const SynthOptions& o, const std::string& dir) {
+  Rendered out;
+  out.matrices.resize(size_t(o.n) * size_t(kMatrixSize));
+  out.findings.resize(size_t(o.n));
+  out.normal.resize(size_t(o.n));
   int preview_n = o.preview ? int(std::min<int64_t>(16, o.n)) : 0;
-  std::vector<std::vector<uint8_t>> preview_px(static_cast<size_t>(preview_n));
+  out.preview_px.resize(static_cast<size_t>(preview_n));
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};
   std::string error;
@@ -1033,12 +1097,12 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
       try {
         SynthImage im = render_synth_image(o.seed, i, o.size, o.finding_gain, o.finding_scale);
         std::string path = (fs::path(dir) / image_name(i)).string();
-        write_png_zlib(path, o.size, o.size, 1, im.pixels.data());
+        write_png(path, as_image(o.size, o.size, 1, im.pixels));
         for (int64_t k = 0; k < kMatrixSize; ++k)
-          matrices[size_t(i) * kMatrixSize + size_t(k)] = int8_t(im.matrix[size_t(k)]);
-        findings[size_t(i)] = im.findings;
-        normal[size_t(i)] = im.normal;
-        if (i < preview_n) preview_px[size_t(i)] = im.pixels;
+          out.matrices[size_t(i) * kMatrixSize + size_t(k)] = int8_t(im.matrix[size_t(k)]);
+        out.findings[size_t(i)] = im.findings;
+        out.normal[size_t(i)] = im.normal;
+        if (i < preview_n) out.preview_px[size_t(i)] = std::move(im.pixels);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lk(error_mu);
         if (!failed) error = e.what();
@@ -1050,18 +1114,22 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
   for (int t = 0; t < threads; ++t) pool.emplace_back(work);
   for (auto& t : pool) t.join();
   if (failed) throw std::runtime_error(error);
+  return out;
+}
 
-  // Label matrix [N,51,75] float64, one row per image.
-  {
-    NpyWriter w((fs::path(dir) / "landmark_observation_adj_mtx.npy").string(), {o.n, kNumAnatomies, kNumPathologies});
-    std::vector<double> row(static_cast<size_t>(kMatrixSize));
-    for (int64_t i = 0; i < o.n; ++i) {
-      for (int64_t k = 0; k < kMatrixSize; ++k) row[size_t(k)] = matrices[size_t(i) * kMatrixSize + size_t(k)];
-      w.write(row.data(), kMatrixSize);
-    }
-    w.close();
+// Label matrix [N,51,75] float64, one row per image.
+void write_label_matrix(const std::string& dir, const std::vector<int8_t>& matrices, int64_t n) {
+  NpyWriter w((fs::path(dir) / "landmark_observation_adj_mtx.npy").string(), {n, kNumAnatomies, kNumPathologies});
+  std::vector<double> row(static_cast<size_t>(kMatrixSize));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t k = 0; k < kMatrixSize; ++k) row[size_t(k)] = matrices[size_t(i) * kMatrixSize + size_t(k)];
+    w.write(row.data(), kMatrixSize);
   }
-  // Pretraining jsons: train, valid, and test (held out from both).
+  w.close();
+}
+
+// Pretraining jsons: train, valid, and test (held out from both).
+void write_splits(const std::string& dir, const SynthReport& rep, int64_t n) {
   auto write_split = [&](const std::string& name, int64_t lo, int64_t hi) {
     nlohmann::ordered_json j = nlohmann::ordered_json::object();
     for (int64_t i = lo; i < hi; ++i) j[image_name(i)] = {{"labels_id", i}};
@@ -1070,110 +1138,144 @@ SynthReport write_synth_dataset(const SynthOptions& o) {
   int64_t test_lo = rep.n_train + rep.n_valid;
   write_split("train.json", 0, rep.n_train);
   write_split("valid.json", rep.n_train, test_lo);
-  write_split("test.json", test_lo, o.n);
+  write_split("test.json", test_lo, n);
+}
 
-  // CXR14-style csv over the test split; labels read off the matrices (§C.6 query map).
-  {
-    std::string csv = "img_path,Image Index,Finding Label";
-    for (const char* c : kCxr14Classes) csv += std::string(",") + c;
-    csv += "\n";
-    static const char* nih[kNumCxr14Classes] = {"Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass",
-                                                "Nodule", "Pneumonia", "Pneumothorax", "Consolidation", "Edema",
-                                                "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"};
-    for (int64_t i = test_lo; i < o.n; ++i) {
-      std::string name = image_name(i), labels, finding;
-      for (int c = 0; c < kNumCxr14Classes; ++c) {
-        bool pos = false;
-        for (int a = 0; a < kNumAnatomies; ++a)
-          pos =
-              pos || matrices[size_t(i) * kMatrixSize + size_t(a) * kNumPathologies + size_t(kCxr14QueryIndex[c])] == 1;
-        labels += pos ? ",1" : ",0";
-        if (pos) finding += (finding.empty() ? "" : "|") + std::string(nih[c]);
-      }
-      csv += name + "," + fs::path(name).filename().string() + "," +
-             csv_field(finding.empty() ? "No Finding" : finding) + labels + "\n";
+// CXR14-style csv over the test split; labels read off the matrices (§C.6 query map).
+void write_cxr14_csv(const std::string& dir, const std::vector<int8_t>& matrices, int64_t test_lo, int64_t n) {
+  std::string csv = "img_path,Image Index,Finding Label";
+  for (const char* c : kCxr14Classes) csv += std::string(",") + c;
+  csv += "\n";
+  static const char* nih[kNumCxr14Classes] = {"Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass",
+                                              "Nodule", "Pneumonia", "Pneumothorax", "Consolidation", "Edema",
+                                              "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"};
+  for (int64_t i = test_lo; i < n; ++i) {
+    std::string name = image_name(i), labels, finding;
+    for (int c = 0; c < kNumCxr14Classes; ++c) {
+      bool pos = false;
+      for (int a = 0; a < kNumAnatomies; ++a)
+        pos =
+            pos || matrices[size_t(i) * kMatrixSize + size_t(a) * kNumPathologies + size_t(kCxr14QueryIndex[c])] == 1;
+      labels += pos ? ",1" : ",0";
+      if (pos) finding += (finding.empty() ? "" : "|") + std::string(nih[c]);
     }
-    write_text((fs::path(dir) / "cxr14_test.csv").string(), csv);
+    csv += name + "," + fs::path(name).filename().string() + "," +
+           csv_field(finding.empty() ? "No Finding" : finding) + labels + "\n";
   }
-  // RSNA-style csv over the test split: consolidation = pneumonia-positive.
-  {
-    std::string csv = "ID,img_path,boxes,classes\n";
-    for (int64_t i = test_lo; i < o.n; ++i) {
-      SynthImage im;
-      im.size = o.size;
-      im.findings = findings[size_t(i)];
-      std::vector<Box> boxes = im.rsna_boxes(1024);
-      char id[32];
-      std::snprintf(id, sizeof id, "synth_%06lld", static_cast<long long>(i));
-      csv +=
-          std::string(id) + "," + image_name(i) + "," + format_boxes(boxes) + "," + (boxes.empty() ? "0" : "1") + "\n";
-      rep.n_rsna_positive += !boxes.empty();
-    }
-    write_text((fs::path(dir) / "rsna_test.csv").string(), csv);
+  write_text((fs::path(dir) / "cxr14_test.csv").string(), csv);
+}
+
+// RSNA-style csv over the test split: consolidation = pneumonia-positive.
+void write_rsna_csv(const std::string& dir, const Rendered& im_all, int size, int64_t test_lo, int64_t n, SynthReport& rep) {
+  std::string csv = "ID,img_path,boxes,classes\n";
+  for (int64_t i = test_lo; i < n; ++i) {
+    SynthImage im;
+    im.size = size;
+    im.findings = im_all.findings[size_t(i)];
+    std::vector<Box> boxes = im.rsna_boxes(1024);
+    char id[32];
+    std::snprintf(id, sizeof id, "synth_%06lld", static_cast<long long>(i));
+    csv +=
+        std::string(id) + "," + image_name(i) + "," + format_boxes(boxes) + "," + (boxes.empty() ? "0" : "1") + "\n";
+    rep.n_rsna_positive += !boxes.empty();
   }
-  // Observation descriptions (for the demo's pathology book), in §C.1 order.
-  {
-    nlohmann::ordered_json j = nlohmann::ordered_json::object();
-    for (int p = 0; p < kNumPathologies; ++p) j[kObservations[size_t(p)]] = kSynthObservationText[p];
-    write_text((fs::path(dir) / "observations.json").string(), j.dump(1) + "\n");
-  }
-  // Counts and the manifest.
+  write_text((fs::path(dir) / "rsna_test.csv").string(), csv);
+}
+
+// Observation descriptions (for the demo's pathology book), in §C.1 order.
+void write_observations(const std::string& dir) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (int p = 0; p < kNumPathologies; ++p) j[kObservations[size_t(p)]] = kSynthObservationText[p];
+  write_text((fs::path(dir) / "observations.json").string(), j.dump(1) + "\n");
+}
+
+void count_findings(const Rendered& im, int64_t n, SynthReport& rep) {
   rep.finding_counts.assign(kNumSynthFindings, 0);
-  for (int64_t i = 0; i < o.n; ++i) {
-    rep.n_normal += normal[size_t(i)];
+  for (int64_t i = 0; i < n; ++i) {
+    rep.n_normal += im.normal[size_t(i)];
     bool seen[kNumSynthFindings] = {};
-    for (const auto& f : findings[size_t(i)]) seen[int(f.type)] = true;
+    for (const auto& f : im.findings[size_t(i)]) seen[int(f.type)] = true;
     for (int k = 0; k < kNumSynthFindings; ++k) rep.finding_counts[size_t(k)] += seen[k];
   }
-  {
-    nlohmann::ordered_json j;
-    j["generator"] = "medslip synth";
-    j["seed"] = o.seed;
-    j["n"] = o.n;
-    j["size"] = o.size;
-    j["finding_gain"] = o.finding_gain;
-    j["finding_scale"] = o.finding_scale;
-    j["splits"] = {{"train", rep.n_train}, {"valid", rep.n_valid}, {"test", rep.n_test}};
-    j["files"] = {{"matrix", "landmark_observation_adj_mtx.npy"}, {"train", "train.json"}, {"valid", "valid.json"},
-                  {"test", "test.json"}, {"cxr14", "cxr14_test.csv"}, {"rsna", "rsna_test.csv"},
-                  {"observations", "observations.json"}};
-    j["rsna_positive"] = "images with a consolidation (observations consolidation + pneumonia at a lung zone); "
-                         "boxes are the consolidations' bounding boxes on a 1024x1024 canvas";
-    j["cxr14_labels"] = "class c is 1 iff the matrix has a 1 in pathology column kCxr14QueryIndex[c]";
-    j["normal_images"] = rep.n_normal;
-    j["rsna_test_positive"] = rep.n_rsna_positive;
-    nlohmann::ordered_json counts;
-    for (int k = 0; k < kNumSynthFindings; ++k)
-      counts[synth_finding_name(SynthFinding(k))] = rep.finding_counts[size_t(k)];
-    j["images_with_finding"] = counts;
-    write_text((fs::path(dir) / "synth.json").string(), j.dump(1) + "\n");
-  }
-  // Contact sheet: the first 16 images with their finding boxes and labels.
-  if (preview_n > 0) {
-    int cols = 4, rows = (preview_n + cols - 1) / cols, S = o.size;
-    Rgb sheet(cols * S, rows * S);
-    for (int k = 0; k < preview_n; ++k) {
-      int ox = (k % cols) * S, oy = (k / cols) * S;
-      for (int y = 0; y < S; ++y)
-        for (int x = 0; x < S; ++x) {
-          uint8_t g = preview_px[size_t(k)][size_t(y) * S + x];
-          uint8_t c[3] = {g, g, g};
-          sheet.set(ox + x, oy + y, c);
-        }
-      int line = 0;
-      for (const auto& f : findings[size_t(k)]) {
-        const uint8_t* c = kColors[int(f.type)];
-        sheet.rect(ox + f.x0, oy + f.y0, ox + f.x1, oy + f.y1, c);
-        sheet.text(ox + 3, oy + 3 + 9 * line++, f.label, c);
+}
+
+// synth.json: seed, sizes, splits, files, what the labels mean and the counts.
+void write_manifest(const std::string& dir, const SynthOptions& o, const SynthReport& rep) {
+  nlohmann::ordered_json j;
+  j["generator"] = "medslip synth";
+  j["seed"] = o.seed;
+  j["n"] = o.n;
+  j["size"] = o.size;
+  j["finding_gain"] = o.finding_gain;
+  j["finding_scale"] = o.finding_scale;
+  j["splits"] = {{"train", rep.n_train}, {"valid", rep.n_valid}, {"test", rep.n_test}};
+  j["files"] = {{"matrix", "landmark_observation_adj_mtx.npy"}, {"train", "train.json"}, {"valid", "valid.json"},
+                {"test", "test.json"}, {"cxr14", "cxr14_test.csv"}, {"rsna", "rsna_test.csv"},
+                {"observations", "observations.json"}};
+  j["rsna_positive"] = "images with a consolidation (observations consolidation + pneumonia at a lung zone); "
+                       "boxes are the consolidations' bounding boxes on a 1024x1024 canvas";
+  j["cxr14_labels"] = "class c is 1 iff the matrix has a 1 in pathology column kCxr14QueryIndex[c]";
+  j["normal_images"] = rep.n_normal;
+  j["rsna_test_positive"] = rep.n_rsna_positive;
+  nlohmann::ordered_json counts;
+  for (int k = 0; k < kNumSynthFindings; ++k)
+    counts[synth_finding_name(SynthFinding(k))] = rep.finding_counts[size_t(k)];
+  j["images_with_finding"] = counts;
+  write_text((fs::path(dir) / "synth.json").string(), j.dump(1) + "\n");
+}
+
+// Contact sheet: the first 16 images with their finding boxes and labels.
+void write_preview(const std::string& dir, int size, const Rendered& im) {
+  const std::vector<std::vector<uint8_t>>& preview_px = im.preview_px;
+  const std::vector<std::vector<SynthDrawn>>& findings = im.findings;
+  const int preview_n = int(preview_px.size());
+  int cols = 4, rows = (preview_n + cols - 1) / cols, S = size;
+  Rgb sheet(cols * S, rows * S);
+  for (int k = 0; k < preview_n; ++k) {
+    int ox = (k % cols) * S, oy = (k / cols) * S;
+    for (int y = 0; y < S; ++y)
+      for (int x = 0; x < S; ++x) {
+        uint8_t g = preview_px[size_t(k)][size_t(y) * S + x];
+        uint8_t c[3] = {g, g, g};
+        sheet.set(ox + x, oy + y, c);
       }
-      if (findings[size_t(k)].empty()) {
-        const uint8_t c[3] = {150, 255, 150};
-        sheet.text(ox + 3, oy + 3, "normal", c);
-      }
+    int line = 0;
+    for (const auto& f : findings[size_t(k)]) {
+      const uint8_t* c = kColors[int(f.type)];
+      sheet.rect(ox + f.x0, oy + f.y0, ox + f.x1, oy + f.y1, c);
+      sheet.text(ox + 3, oy + 3 + 9 * line++, f.label, c);
     }
-    std::string path = (fs::path(dir) / "preview.png").string();
-    write_png_zlib(path, sheet.w, sheet.h, 3, sheet.px.data());
+    if (findings[size_t(k)].empty()) {
+      const uint8_t c[3] = {150, 255, 150};
+      sheet.text(ox + 3, oy + 3, "normal", c);
+    }
   }
+  std::string path = (fs::path(dir) / "preview.png").string();
+  write_png(path, as_image(sheet.w, sheet.h, 3, std::move(sheet.px)));
+}
+
+}  // namespace
+
+SynthReport write_synth_dataset(const SynthOptions& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  check_synth_options(o);
+  SynthReport rep;
+  rep.n_test = std::min<int64_t>(o.n - 1, int64_t(std::llround(o.n * o.test_frac)));
+  rep.n_valid = std::min<int64_t>(o.n - 1 - rep.n_test, int64_t(std::llround(o.n * o.valid_frac)));
+  rep.n_train = o.n - rep.n_test - rep.n_valid;
+  fs::create_directories(fs::path(o.out_dir) / "images");
+  std::string dir = o.out_dir;
+
+  Rendered im = render_all(o, dir);  // images are rendered and written in parallel
+  write_label_matrix(dir, im.matrices, o.n);
+  write_splits(dir, rep, o.n);
+  const int64_t test_lo = rep.n_train + rep.n_valid;
+  write_cxr14_csv(dir, im.matrices, test_lo, o.n);
+  write_rsna_csv(dir, im, o.size, test_lo, o.n, rep);
+  write_observations(dir);
+  count_findings(im, o.n, rep);
+  write_manifest(dir, o, rep);
+  if (o.preview) write_preview(dir, o.size, im);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }

@@ -61,11 +61,10 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
     throw std::logic_error("accumulate_grad: gradient " + shape_str(g.shape()) + " for tensor " + shape_str(t.shape()));
   AutogradMeta* meta = t.impl()->autograd.get();
   NoGradGuard ng;
-  // g (resp. the gradient so far) is private when nothing but this handle refers to its
-  // TensorImpl and nothing else to its storage: no other tensor can read or write it.
+  // g (resp. the gradient so far) is private when nobody else holds its data (sole_owner, the
+  // one rule for in-place reuse) and it carries no autograd state of its own.
   auto is_private = [](const std::shared_ptr<TensorImpl>& p) {
-    return p.use_count() == 1 && p->storage.use_count() == 1 && p->offset == 0 &&
-           p->storage->numel == shape_numel(p->shape) && !p->autograd->grad_fn && !p->autograd->grad;
+    return sole_owner(p) && !p->autograd->grad_fn && !p->autograd->grad;
   };
   if (!meta->grad) {
     if (is_private(g.impl_ptr())) {  // a fresh buffer from the backward closure: keep it
@@ -76,14 +75,14 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
     Tensor copy = Tensor::empty(g.shape(), g.device());
     copy.copy_(g);
     meta->grad = copy.impl_ptr();
-  } else if (g.device() == Device::CPU && meta->grad->storage->device == Device::CPU && is_private(meta->grad)) {
+  } else if (g.device() == meta->grad->storage->device && is_private(meta->grad)) {
     // grad += g in place: the same additions as add(grad, g), without a new buffer.
     Broadcast bc;
     bc.ndim = 1;
     bc.shape[0] = bc.numel = g.numel();
     bc.stride_a[0] = bc.stride_b[0] = 1;
     float* acc = meta->grad->storage->data;
-    cpu::binary_forward(BinaryOp::Add, acc, g.data(), acc, bc);
+    MS_DISPATCH(g.device(), binary_forward, BinaryOp::Add, acc, g.data(), acc, bc);
   } else {
     Tensor acc(meta->grad);
     Tensor sum = add(acc, g);

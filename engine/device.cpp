@@ -1,38 +1,72 @@
+// engine/device.h in both builds: each function picks a device and calls that device's memory
+// kernel through MS_DISPATCH (engine/kernels/cpu/alloc.cpp, engine/kernels/cuda/alloc.cu).
 #include "engine/device.h"
 
-#include <cstring>
 #include <stdexcept>
+
+#include "engine/kernels/kernels.h"
 
 namespace ms {
 
-Device common_device(std::initializer_list<Tensor> ts, const char* op) {
-  bool first = true;
-  Device d = Device::CPU;
-  for (const auto& t : ts) {
-    if (!t.defined()) continue;
-    if (first) { d = t.device(); first = false; }
-    else if (t.device() != d)
-      throw std::invalid_argument(std::string(op) + ": tensors on different devices (" + device_name(d) + " and " +
-                                  device_name(t.device()) + ")");
-  }
-  return d;
+const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::CPU;
+  if (s == "cuda") return Device::CUDA;
+  throw std::invalid_argument("unknown device '" + s + "' (expected cpu or cuda)");
 }
 
-#ifndef MEDSLIP_CUDA
-static void no_cuda(const char* what) {
-  throw std::runtime_error(std::string(what) + ": this build has no CUDA support (rebuild with make CUDA=1)");
-}
-bool cuda_built() { return false; }
-bool cuda_available() { return false; }
-std::string cuda_device_name() { return "none"; }
-void* device_alloc(size_t) { no_cuda("device_alloc"); return nullptr; }
-void device_free(void*, size_t) {}
-void device_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
-  if (dd == Device::CUDA || sd == Device::CUDA) no_cuda("device_copy");
-  std::memcpy(dst, src, bytes);
-}
-void device_fill(float*, float, int64_t) { no_cuda("device_fill"); }
-DeviceMemoryStats device_memory_stats() { return {}; }
+bool cuda_built() {
+#ifdef MEDSLIP_CUDA
+  return true;
+#else
+  return false;
 #endif
+}
+
+// Throws, naming `what`, in a build without CUDA.
+static void require_cuda_build(const char* what) {
+  if (!cuda_built())
+    throw std::runtime_error(std::string(what) + ": this build has no CUDA support (rebuild with make CUDA=1)");
+}
+
+bool cuda_available() { return cuda_built() && MS_DISPATCH(Device::CUDA, present, nullptr); }
+
+std::string cuda_device_name() {
+  if (!cuda_built()) return "none";
+  std::string about;
+  MS_DISPATCH(Device::CUDA, present, &about);
+  return about;
+}
+
+void* device_alloc(size_t bytes) {
+  require_cuda_build("device_alloc");
+  return MS_DISPATCH(Device::CUDA, alloc, bytes);
+}
+
+void device_free(void* p, size_t bytes) {
+  if (cuda_built()) MS_DISPATCH(Device::CUDA, release, p, bytes);
+}
+
+void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  const Device dev = dst_dev == Device::CUDA || src_dev == Device::CUDA ? Device::CUDA : Device::CPU;
+  if (dev == Device::CUDA) require_cuda_build("device_copy");
+  MS_DISPATCH(dev, copy, dst, dst_dev, src, src_dev, bytes);
+}
+
+void device_fill(float* p, float v, int64_t n) {
+  require_cuda_build("device_fill");
+  MS_DISPATCH(Device::CUDA, fill, p, v, n);
+}
+
+HostMemoryStats host_memory_stats() { return MS_DISPATCH(Device::CPU, memory_stats); }
+DeviceMemoryStats device_memory_stats() {
+  return cuda_built() ? MS_DISPATCH(Device::CUDA, memory_stats) : DeviceMemoryStats{};
+}
+
+void set_tf32(bool on) {
+  if (cuda_built()) MS_DISPATCH(Device::CUDA, set_tf32, on);
+}
+bool tf32_enabled() { return cuda_built() && MS_DISPATCH(Device::CUDA, tf32_enabled); }
 
 }  // namespace ms

@@ -36,7 +36,6 @@ class Rng {
   float uniform(float lo, float hi) { return lo + (hi - lo) * uniform(); }
   float normal();                                                     // N(0,1)
   int64_t randint(int64_t n);                                         // [0, n), unbiased
-  bool bernoulli(double p) { return uniform_double() < p; }
 
   // Bulk, position-addressed fills; each advances the counter past what it used.
   void fill_uniform(float* out, int64_t n, float lo = 0.f, float hi = 1.f);

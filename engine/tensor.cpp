@@ -1,162 +1,52 @@
 #include "engine/tensor.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
-#include <unordered_map>
 #include <sstream>
 #include <stdexcept>
 
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
 namespace ms {
-
-const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
-
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::CPU;
-  if (s == "cuda") return Device::CUDA;
-  throw std::invalid_argument("unknown device '" + s + "' (expected cpu or cuda)");
-}
-
-// ---- CPU caching allocator ------------------------------------------------------------------
-// A training step allocates the same sizes in the same order every step; returning them to
-// the OS (big blocks are mmap'ed by malloc) and faulting fresh zeroed pages back in cost ~10 %
-// of a CPU step. Freed blocks therefore wait in size-class free lists and are handed out
-// again. Size classes: 64 bytes up to 4 KiB, then 1/8 of the power of two (<= 12.5 % slack).
-// A miss that would take the footprint (in use + cached) above its high-water mark first
-// releases cached blocks, so the footprint stays at the peak of live memory. Blocks hold no
-// data from their last use that anyone can read: Tensor::empty promises nothing.
-namespace {
-
-size_t size_class(size_t bytes) {
-  if (bytes <= 4096) return (bytes + 63) / 64 * 64;
-  size_t p = size_t(1) << (63 - __builtin_clzll(bytes));  // highest power of two <= bytes
-  const size_t step = std::max<size_t>(p / 8, 4096);
-  return (bytes + step - 1) / step * step;
-}
-
-class HostCache {
- public:
-  void* allocate(size_t bytes) {
-    const size_t cls = size_class(bytes);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.allocations;
-      // Best fit among idle blocks of up to twice the size: layers of different shapes
-      // then share blocks instead of each size class holding its own.
-      for (auto it = free_.lower_bound(cls); it != free_.end() && it->first <= 2 * cls; ++it) {
-        if (it->second.empty()) continue;
-        void* p = it->second.back();
-        it->second.pop_back();
-        stats_.cached -= it->first;
-        stats_.in_use += it->first;
-        stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
-        ++stats_.hits;
-        return p;
-      }
-      if (stats_.cached > 0 && stats_.in_use + stats_.cached + cls > limit()) release_locked(cls);
-      stats_.in_use += cls;  // counted before the system call so that the footprint stays exact
-      stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
-      high_water_ = std::max(high_water_, stats_.in_use + stats_.cached);
-    }
-    void* p = std::aligned_alloc(64, cls);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!p) {
-      release_locked(SIZE_MAX);
-      p = std::aligned_alloc(64, cls);
-      if (!p) {
-        stats_.in_use -= cls;
-        throw std::runtime_error("out of host memory allocating " + std::to_string(cls) + " bytes (" +
-                                 std::to_string(stats_.in_use >> 20) + " MiB in use)");
-      }
-    }
-    block_class_[p] = cls;
-    return p;
-  }
-
-  void deallocate(void* p) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto b = block_class_.find(p);
-    const size_t cls = b->second;
-    stats_.in_use -= cls;
-    if (!enabled_) {
-      block_class_.erase(b);
-      std::free(p);
-      return;
-    }
-    free_[cls].push_back(p);
-    stats_.cached += cls;
-  }
-
-  HostMemoryStats stats() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-  void release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    release_locked(SIZE_MAX);
-    high_water_ = stats_.in_use;
-  }
-
- private:
-  // Frees cached blocks, largest classes first, until `need` more bytes fit under the
-  // high-water mark (or everything cached is gone).
-  void release_locked(size_t need) {
-    for (auto it = free_.rbegin(); it != free_.rend() && stats_.cached > 0; ++it) {
-      auto& list = it->second;
-      while (!list.empty()) {
-        if (need != SIZE_MAX && stats_.in_use + stats_.cached + need <= limit()) return;
-        block_class_.erase(list.back());
-        std::free(list.back());
-        list.pop_back();
-        stats_.cached -= it->first;
-        ++stats_.releases;
-      }
-    }
-  }
-
-  // The footprint allowed before idle blocks are given back: the high-water mark plus 1/8,
-  // so that a step whose sizes come in a different order still finds its blocks.
-  size_t limit() const { return high_water_ + high_water_ / 8; }
-
-  std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;    // size class -> idle blocks
-  std::unordered_map<void*, size_t> block_class_;  // every block we hold -> its size class
-  HostMemoryStats stats_;
-  size_t high_water_ = 0;  // largest footprint (in use + cached) so far
-  bool enabled_ = std::getenv("MEDSLIP_NO_HOST_CACHE") == nullptr;
-};
-
-HostCache& host_cache() {
-  static HostCache* cache = new HostCache;  // never destroyed: Storage may die during static teardown
-  return *cache;
-}
-
-}  // namespace
-
-HostMemoryStats host_memory_stats() { return host_cache().stats(); }
-void host_memory_release() { host_cache().release(); }
 
 std::shared_ptr<Storage> Storage::allocate(int64_t numel, Device device) {
   auto s = std::make_shared<Storage>();
   s->numel = numel;
   s->device = device;
-  size_t bytes = size_t(std::max<int64_t>(numel, 1)) * sizeof(float);
-  if (device == Device::CUDA) s->data = static_cast<float*>(device_alloc(bytes));
-  else s->data = static_cast<float*>(host_cache().allocate(bytes));
+  const size_t bytes = size_t(std::max<int64_t>(numel, 1)) * sizeof(float);
+  s->data = static_cast<float*>(MS_DISPATCH(device, alloc, bytes));  // the device's caching allocator
   return s;
 }
 
+// A block back to its device's cache (release never throws; a CPU build holds no CUDA block).
+static void release_block(Device device, float* data, size_t bytes) { MS_DISPATCH(device, release, data, bytes); }
+
 Storage::~Storage() {
-  if (!data) return;
-  const size_t bytes = size_t(std::max<int64_t>(numel, 1)) * sizeof(float);
-  if (device == Device::CUDA) device_free(data, bytes);
-  else host_cache().deallocate(data);
+  if (data) release_block(device, data, size_t(std::max<int64_t>(numel, 1)) * sizeof(float));
+}
+
+bool sole_owner(const std::shared_ptr<TensorImpl>& p) {
+  return p && p.use_count() == 1 && p->storage.use_count() == 1 && p->offset == 0 &&
+         p->storage->numel == shape_numel(p->shape);
+}
+
+Device common_device(std::initializer_list<Tensor> ts, const char* op) {
+  bool first = true;
+  Device d = Device::CPU;
+  for (const auto& t : ts) {
+    if (!t.defined()) continue;
+    if (first) {
+      d = t.device();
+      first = false;
+    } else if (t.device() != d) {
+      throw std::invalid_argument(std::string(op) + ": tensors on different devices (" + device_name(d) + " and " +
+                                  device_name(t.device()) + ")");
+    }
+  }
+  return d;
 }
 
 int64_t shape_numel(const Shape& s) {
@@ -260,8 +150,7 @@ Tensor Tensor::reshape(const Shape& shape_in) const {
     // d(view)/dx = identity on the flat data. A gradient nobody else holds (autograd moves
     // it out for this call) is relabelled in place and handed on, not copied.
     TensorImpl* gi = g.impl();
-    if (g.impl_ptr().use_count() == 1 && gi->storage.use_count() == 1 && !gi->autograd->grad_fn &&
-        !gi->autograd->grad) {
+    if (sole_owner(g) && !gi->autograd->grad_fn && !gi->autograd->grad) {
       gi->shape = orig;
       accumulate_grad(self, g);
     } else {
@@ -330,11 +219,7 @@ void Tensor::copy_(const Tensor& src) {
   device_copy(data(), device(), src.data(), src.device(), size_t(numel()) * sizeof(float));
 }
 
-void Tensor::fill_(float v) {
-  if (is_cuda()) { device_fill(data(), v, numel()); return; }
-  float* p = data();
-  for (int64_t i = 0, n = numel(); i < n; ++i) p[i] = v;
-}
+void Tensor::fill_(float v) { MS_DISPATCH(device(), fill, data(), v, numel()); }
 
 Tensor& Tensor::requires_grad_(bool on) {
   if (on && !is_leaf()) throw std::logic_error("requires_grad_ on a non-leaf tensor");

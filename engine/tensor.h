@@ -9,15 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/device.h"
+
 namespace ms {
 
 using Shape = std::vector<int64_t>;
 
-enum class Device : uint8_t { CPU = 0, CUDA = 1 };
-const char* device_name(Device d);
-Device parse_device(const std::string& s);  // "cpu" | "cuda"; throws otherwise
-
-// A flat block of floats on one device. CPU memory is 64-byte aligned.
+// A flat block of floats on one device, from that device's caching allocator (engine/device.h).
+// CPU memory is 64-byte aligned.
 struct Storage {
   float* data = nullptr;
   int64_t numel = 0;
@@ -28,16 +27,6 @@ struct Storage {
   Storage& operator=(const Storage&) = delete;
   ~Storage();
 };
-
-// The CPU caching allocator behind Storage (engine/tensor.cpp): bytes handed out and not
-// yet freed, bytes kept for reuse, the largest in_use so far, and counters. Set
-// MEDSLIP_NO_HOST_CACHE=1 to hand every block straight back to malloc.
-struct HostMemoryStats {
-  size_t in_use = 0, cached = 0, peak_in_use = 0;
-  uint64_t allocations = 0, hits = 0, releases = 0;
-};
-HostMemoryStats host_memory_stats();
-void host_memory_release();  // frees every cached block
 
 struct Node;
 struct TensorImpl;
@@ -118,6 +107,18 @@ class Tensor {
  private:
   std::shared_ptr<TensorImpl> impl_;
 };
+
+// The one rule for in-place reuse: true when `p` is the only handle on its TensorImpl, that
+// TensorImpl the only one on its storage, and the storage exactly its data. Then nothing else
+// can read or write those floats (a value saved for a backward, a view or another handle all
+// count as references), so an op may write its result over them or hand the buffer on. Used
+// by the elementwise ops' rvalue overloads (engine/ops/elementwise.cpp), accumulate_grad
+// (engine/autograd.cpp) and Tensor::reshape's backward.
+bool sole_owner(const std::shared_ptr<TensorImpl>& p);
+inline bool sole_owner(const Tensor& t) { return sole_owner(t.impl_ptr()); }
+
+// Throws unless the (defined) tensors all live on one device; returns it (CPU if none is defined).
+Device common_device(std::initializer_list<Tensor> ts, const char* op);
 
 // Throws std::invalid_argument with "<what>: expected shape [..], got [..]".
 void check_shape(const Tensor& t, const Shape& expected, const std::string& what);

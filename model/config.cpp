@@ -87,6 +87,10 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
     else if (k == "crop_scale_min") c.crop_scale_min = F();
     else if (k == "rand_augment_n") c.rand_augment_n = I();
     else if (k == "rand_augment_m") c.rand_augment_m = I();
+    else if (k == "accum_steps") c.accum_steps = I();
+    else if (k == "sampler_drop_last") c.sampler_drop_last = B();
+    else if (k == "sampler_set_epoch") c.sampler_set_epoch = B();
+    else if (k == "sampler_permutation") c.sampler_permutation = S();
     else if (k == "optimizer") {
       if (!v.IsMap()) throw std::runtime_error(origin + ": key 'optimizer' must be a mapping {opt, lr, weight_decay}");
       for (auto o = v.begin(); o != v.end(); ++o) {
@@ -153,6 +157,9 @@ void MedslipConfig::validate() const {
   if (opt != "adamW" && opt != "adamw") bad("optimizer.opt", "only adamW is supported, got '" + opt + "'");
   if (sched != "cosine") bad("schedular.sched", "only cosine is supported, got '" + sched + "'");
   if (text_max_length < 2 || text_max_length > 512) bad("text_max_length", "must be in [2,512]");
+  if (accum_steps <= 0) bad("accum_steps", "must be positive, got " + std::to_string(accum_steps));
+  if (sampler_permutation != "medslip" && sampler_permutation != "torch")
+    bad("sampler_permutation", "expected medslip or torch, got '" + sampler_permutation + "'");
 }
 
 std::string MedslipConfig::to_yaml() const {
@@ -189,6 +196,10 @@ std::string MedslipConfig::to_yaml() const {
   e << YAML::Key << "crop_scale_min" << YAML::Value << crop_scale_min;
   e << YAML::Key << "rand_augment_n" << YAML::Value << rand_augment_n;
   e << YAML::Key << "rand_augment_m" << YAML::Value << rand_augment_m;
+  e << YAML::Key << "accum_steps" << YAML::Value << accum_steps;
+  e << YAML::Key << "sampler_drop_last" << YAML::Value << sampler_drop_last;
+  e << YAML::Key << "sampler_set_epoch" << YAML::Value << sampler_set_epoch;
+  e << YAML::Key << "sampler_permutation" << YAML::Value << sampler_permutation;
   e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "opt" << YAML::Value << opt
     << YAML::Key << "lr" << YAML::Value << lr << YAML::Key << "weight_decay" << YAML::Value << weight_decay
     << YAML::EndMap;

@@ -51,6 +51,16 @@ struct MedslipConfig {
   // RandAugment's (N ops, magnitude M). The defaults are the reference's; n = 0 turns it off.
   float crop_scale_min = 0.2f;
   int rand_augment_n = 2, rand_augment_m = 7;
+  // Data-parallel training and gradient accumulation (docs/distributed.md). A step runs
+  // accum_steps micro-batches of batch_size per rank (each with its own BatchNorm
+  // statistics) and averages their gradients over all ranks before one optimiser step.
+  int accum_steps = 1;
+  // DistributedSampler (data/sampler.h): pad by repeating (false, torch's default) or drop
+  // the ragged tail; set_epoch false = the reference's sampler, which never calls
+  // set_epoch (the same order every epoch); permutation medslip | torch (torch.randperm).
+  bool sampler_drop_last = false;
+  bool sampler_set_epoch = true;
+  std::string sampler_permutation = "medslip";
 
   std::vector<std::string> warnings;  // unknown or ignored keys, for the caller to print
 

@@ -69,6 +69,7 @@ void Medslip::set_books(const Tensor& pb, const Tensor& ab) {
 std::pair<Tensor, Tensor> Medslip::image_encoder(const Tensor& image) {
   const int64_t B = image.size(0);
   Tensor f = res_features->forward(image);                // [B,C,h,w]
+  if (on_phase) on_phase("trunk");
   const int64_t C = f.size(1), P = f.size(2) * f.size(3);
   Tensor x = permute(f, {0, 2, 3, 1}).reshape({B * P, C});  // [B*P,C], patch n = 14h + w
   Tensor m = mask_generator->forward(x);                  // [B*P,C], unbounded: no sigmoid (spec A.2.3)
@@ -77,8 +78,10 @@ std::pair<Tensor, Tensor> Medslip::image_encoder(const Tensor& image) {
   Tensor h_p = res_l2_pathology->forward(relu(res_l1_pathology->forward(x_p)));  // [B*P,d]
   Tensor h_a = res_l2_anatomy->forward(relu(res_l1_anatomy->forward(x_a)));      // [B*P,d]
   const int64_t d = h_p.size(1);
-  return {transpose(h_p.reshape({B, P, d}), 0, 1),        // [P,B,d]
-          transpose(h_a.reshape({B, P, d}), 0, 1)};
+  std::pair<Tensor, Tensor> mem = {transpose(h_p.reshape({B, P, d}), 0, 1),  // [P,B,d]
+                                   transpose(h_a.reshape({B, P, d}), 0, 1)};
+  if (on_phase) on_phase("patch_mlps");
+  return mem;
 }
 
 MedslipOutput Medslip::forward(const Tensor& image, Streams streams) {
@@ -105,6 +108,7 @@ MedslipOutput Medslip::forward(const Tensor& image, Streams streams) {
   if (streams != Streams::Pathology)
     run(anatomy_book_, *decoder_anatomy, *dropout_feas_anatomy, *classifier_anatomy, mem_a, out.feat_anatomy,
         out.drop_anatomy, out.logits_anatomy, out.attn_anatomy);
+  if (on_phase) on_phase("decoders");
   return out;
 }
 

@@ -6,6 +6,7 @@
 // (1024 ResNet-50, 256 ResNet-18), d decoder width (256), Qp = 75 pathology queries,
 // Qa = 51 anatomy queries, T text width (768 for BERT-base), K = 8 ProtoCL candidates.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -50,6 +51,11 @@ class Medslip : public nn::Module {
   MedslipLosses losses(const MedslipOutput& out, const MedslipBatch& batch) const;
 
   const MedslipConfig& config() const { return cfg_; }
+
+  // When set, forward calls it after each of its parts: "trunk" (ResNet), "patch_mlps" (mask
+  // split and stream MLPs), "decoders" (both decoders and heads). `medslip bench` times phases
+  // with it; it sees no tensor, so it cannot change a number.
+  std::function<void(const char* phase)> on_phase;
 
   std::shared_ptr<ResNet> res_features;
   std::shared_ptr<nn::Linear> mask_generator;

@@ -27,6 +27,13 @@
 #   5. GPU determinism        medslip pretrain on a small synthetic set, twice, one seed, on
 #                             cuda: every step's losses equal as printed (17 digits)
 #   6. CPU vs GPU pretrain    the first step's loss of a CPU run against the GPU's (information)
+#   7. data-parallel          (needs Open MPI: make CUDA=1 MPI=1) NCCL with world size 1 through
+#                             the whole path (mpirun -np 1, accum_steps 2, --dist-backend nccl) =
+#                             one process with accum_steps 2, every loss bit for bit; and two
+#                             processes on the one GPU through the MPI host path (mpirun -np 2
+#                             --dist-backend mpi) = one process with accum_steps 2. Two NCCL ranks
+#                             cannot share one GPU (docs/cuda.md says what a multi-GPU machine must
+#                             still confirm).
 #
 # Environment: OUT (results folder; default build-cuda/gpu_check), JOBS (make -j, default 16).
 # Exit status: 0 when every check passed.
@@ -353,6 +360,46 @@ PY
   else
     row "--tf32 (info)" "FAIL" "step --tf32 failed (step.log)"
   fi
+fi
+
+# ---- 7. data-parallel: NCCL at world size 1, two ranks on one GPU through MPI ------------------
+if [ -f "$D/config.yaml" ] && [ -d "$D/data" ] && command -v mpirun >/dev/null && command -v mpicxx >/dev/null &&
+   [ "$BIN" = build-cuda/medslip ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  MPIRUN="mpirun --oversubscribe --bind-to none"
+  if make CUDA=1 MPI=1 -j"$JOBS" build-cuda-mpi/medslip > "$RES/dist.log" 2>&1; then
+    MB=build-cuda-mpi/medslip
+    sed 's/^max_steps_per_epoch: 8/max_steps_per_epoch: 3/; s/^seed: 42/seed: 42\naccum_steps: 2/' "$D/config.yaml" > "$D/accum2.yaml"
+    sed 's/^max_steps_per_epoch: 8/max_steps_per_epoch: 3/' "$D/config.yaml" > "$D/dp.yaml"
+    same_losses() { losses_of "$1" > "$1.txt"; losses_of "$2" > "$2.txt"; [ -s "$1.txt" ] && cmp -s "$1.txt" "$2.txt"; }
+    if "$MB" pretrain --config "$D/accum2.yaml" --device cuda --out "$D/acc" >> "$RES/dist.log" 2>&1 &&
+       $MPIRUN -np 1 "$MB" pretrain --config "$D/accum2.yaml" --device cuda --dist-backend nccl --out "$D/nccl1" >> "$RES/dist.log" 2>&1 &&
+       grep -q '"allreduce":"nccl"' "$D/nccl1/reproducibility.json"; then
+      if same_losses "$D/acc" "$D/nccl1"; then
+        row "NCCL world 1" "ok" "mpirun -np 1 --dist-backend nccl, accum_steps 2: $(wc -l < "$D/acc.txt") steps, losses = one process bit for bit"
+      else
+        row "NCCL world 1" "FAIL" "losses differ from one process (dist.log, $D)"
+      fi
+    else
+      tail -8 "$RES/dist.log"
+      row "NCCL world 1" "FAIL" "run failed or did not use NCCL (dist.log)"
+    fi
+    if $MPIRUN -np 2 "$MB" pretrain --config "$D/dp.yaml" --device cuda --dist-backend mpi --out "$D/mpi2" >> "$RES/dist.log" 2>&1; then
+      if same_losses "$D/acc" "$D/mpi2"; then
+        row "2 ranks, 1 GPU (MPI)" "ok" "mpirun -np 2 --dist-backend mpi = accum_steps 2 bit for bit ($(wc -l < "$D/mpi2.txt") steps)"
+      else
+        row "2 ranks, 1 GPU (MPI)" "FAIL" "losses differ from accum_steps 2 (dist.log)"
+      fi
+    else
+      tail -8 "$RES/dist.log"
+      row "2 ranks, 1 GPU (MPI)" "FAIL" "mpirun -np 2 failed (dist.log)"
+    fi
+  else
+    tail -8 "$RES/dist.log"
+    row "data-parallel" "FAIL" "make CUDA=1 MPI=1 failed (dist.log)"
+  fi
+else
+  row "data-parallel" "n/a" "needs Open MPI (mpirun, mpicxx) and a local build (not the bundle)"
 fi
 
 # ---- table ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@
 #include "engine/optim.h"
 #include "engine/threads.h"
 #include "model/medslip.h"
+#include "train/bench_dp.h"
 #include "train/commands.h"
 #include "train/common.h"
 #include "train/reference_problem.h"
@@ -102,9 +103,9 @@ void reply(const json& j) {
   std::fflush(stdout);
 }
 
-// Phase times of one training step. The forward is Medslip::forward spelled out with
-// timers between its parts (trunk, patch MLPs, decoders); the worker checks that it gives
-// the same loss, bit for bit, as the model's own forward at the same dropout counter.
+// Phase times of one training step: Medslip::forward reports the end of its parts through
+// on_phase (trunk, patch MLPs, decoders); the worker checks that the timed step gives the same
+// loss, bit for bit, as an untimed forward at the same dropout counter.
 struct Phases {
   double trunk = 0, patch_mlps = 0, decoders = 0, losses = 0, backward = 0, optimiser = 0;
   float loss = 0;
@@ -116,35 +117,18 @@ Phases timed_step(Medslip& m, const MedslipBatch& batch, AdamW& opt) {
   auto t = Clock::now();
   auto lap = [&](double& dst) { dst = seconds_since(t); t = Clock::now(); };
   opt.zero_grad();
-  const Tensor& image = batch.image;
-  const int64_t B = image.size(0), d = m.config().d_model;
-  Tensor f = m.res_features->forward(image);  // [B,C,h,w]
-  lap(ph.trunk);
-  // Medslip::image_encoder after the trunk
-  const int64_t C = f.size(1), P = f.size(2) * f.size(3);
-  Tensor x = permute(f, {0, 2, 3, 1}).reshape({B * P, C});  // [B*P,C]
-  Tensor mk = m.mask_generator->forward(x);                 // [B*P,C]
-  Tensor h_p = m.res_l2_pathology->forward(relu(m.res_l1_pathology->forward(mul(mk, x))));         // [B*P,d]
-  Tensor h_a = m.res_l2_anatomy->forward(relu(m.res_l1_anatomy->forward(mul(rsub(1.f, mk), x))));  // [B*P,d]
-  Tensor mem_p = transpose(h_p.reshape({B, P, d}), 0, 1), mem_a = transpose(h_a.reshape({B, P, d}), 0, 1);  // [P,B,d]
-  lap(ph.patch_mlps);
-  MedslipOutput out;
-  auto run = [&](const Tensor& book, Decoder& dec, nn::Dropout& drop, nn::Linear& cls, const Tensor& mem,
-                 Tensor& feat, Tensor& dropped, Tensor& logits, std::vector<Tensor>& attn) {
-    const int64_t Q = book.size(0);
-    Tensor q = m.pathology_embedding_layer->forward(book);  // [Q,d]
-    q = expand(q.reshape({Q, 1, d}), {Q, B, d});            // [Q,B,d]
-    auto o = dec.forward(q, mem);
-    feat = o.tokens;
-    attn = o.attn;
-    dropped = drop.forward(feat);
-    logits = transpose(cls.forward(dropped), 0, 1);  // [B,Q,2]
+  m.on_phase = [&](const char* phase) {
+    const std::string p = phase;
+    lap(p == "trunk" ? ph.trunk : p == "patch_mlps" ? ph.patch_mlps : ph.decoders);
   };
-  run(m.pathology_book(), *m.decoder_pathology, *m.dropout_feas_pathology, *m.classifier_pathology, mem_p,
-      out.feat_pathology, out.drop_pathology, out.logits_pathology, out.attn_pathology);
-  run(m.anatomy_book(), *m.decoder_anatomy, *m.dropout_feas_anatomy, *m.classifier_anatomy, mem_a, out.feat_anatomy,
-      out.drop_anatomy, out.logits_anatomy, out.attn_anatomy);
-  lap(ph.decoders);
+  MedslipOutput out;
+  try {
+    out = m.forward(batch.image);
+  } catch (...) {
+    m.on_phase = nullptr;
+    throw;
+  }
+  m.on_phase = nullptr;
   MedslipLosses L = m.losses(out, batch);
   ph.loss = L.total.item();
   lap(ph.losses);
@@ -243,7 +227,7 @@ int run_worker(const WorkerArgs& a) {
       } else if (cmd == "quit") {
         const HostMemoryStats hs = host_memory_stats();
         reply({{"event", "done"}, {"peak_mib", peak_rss_mib()}, {"tensor_peak_mib", double(hs.peak_in_use) / 1048576.0},
-               {"device_peak_mib", double(device_memory_stats().peak) / 1048576.0},
+               {"device_peak_mib", double(device_memory_stats().peak_in_use) / 1048576.0},
                {"cached_mib", double(hs.cached) / 1048576.0}, {"allocations", hs.allocations}, {"hits", hs.hits},
                {"releases", hs.releases}});
         return 0;
@@ -429,21 +413,12 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
 
 std::string cell(double v, const char* fmt_spec) { return v > 0 ? fmt::format(fmt::runtime(fmt_spec), v) : "-"; }
 
-int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
-               const std::string& only, const std::string& json_out) {
-  const std::string exe = self_exe();
-  std::time_t now = std::time(nullptr);
-  char date[64];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  fmt::print("medslip bench — {} — {}\n", build_version(), date);
-  fmt::print("cpu     {} ({} threads; load average {})\n", cpu_model(), num_threads(), loadavg());
-  fmt::print("blas    {}\n", blas_info());
-  std::fflush(stdout);
-  const double ceiling0 = sgemm_ceiling_gflops();
-
-  // The original: a clone of Shef-AIRE/MeDSLIP and Debian's python3 with torch.
+// The original's serve command (tests/bench_torch.py under `python` on the clone `official`),
+// empty when it cannot run; `note` says which.
+std::vector<std::string> original_command(const std::string& official, const std::string& python,
+                                          const std::string& exe, std::string& orig_note) {
   std::vector<std::string> orig_cmd;
-  std::string orig_note;
+  // The original: a clone of Shef-AIRE/MeDSLIP and Debian's python3 with torch.
   if (official.empty()) {
     orig_note = "original: not run (set OFFICIAL=PATH to a clone of Shef-AIRE/MeDSLIP to time it beside ours)";
   } else if (!python_has_torch(python)) {
@@ -453,7 +428,12 @@ int run_driver(bool full, const std::string& official, const std::string& python
     if (driver.empty()) orig_note = "original: not run (tests/bench_torch.py not found next to the build)";
     else orig_cmd = {python, driver, "--serve", "--repo", official, "--threads", std::to_string(num_threads())};
   }
+  return orig_cmd;
+}
 
+// The rows to time: the default set (more with --full, GPU rows when a GPU is present), or
+// --rows "backbone:res:batch:train|infer[:cpu|cuda],...".
+std::vector<Row> bench_rows(bool full, const std::string& only) {
   std::vector<Row> rows = {
       {"resnet50", "train", 224, 8, true, true},   // the main configuration
       {"resnet50", "infer", 224, 16, true, false},
@@ -491,12 +471,13 @@ int run_driver(bool full, const std::string& official, const std::string& python
     }
     rows = pick;
   }
-  if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
-  fmt::print("{}\n", orig_note);
-  fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,
-             orig_cmd.empty() ? "" : ", ours and the original alternating step by step");
-  std::fflush(stdout);
+  return rows;
+}
 
+// Every row in its own worker process (and the original's, alternating); a failed row is
+// reported in the table, not fatal.
+std::vector<RowResult> run_rows(const std::vector<Row>& rows, const std::string& exe, int warmup, int steps,
+                                const std::vector<std::string>& orig_cmd) {
   std::vector<RowResult> results;
   for (const Row& row : rows) {
     try {
@@ -509,11 +490,11 @@ int run_driver(bool full, const std::string& official, const std::string& python
       results.push_back(r);
     }
   }
-  const double ceiling1 = sgemm_ceiling_gflops();
-  const double ceiling = std::max(ceiling0, ceiling1);
+  return results;
+}
 
-  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
-             num_threads(), ceiling0, ceiling1, loadavg());
+// The main table (one line per row); returns the rows as JSON.
+json print_table(const std::vector<RowResult>& results, double ceiling) {
   fmt::print("| backbone | res | batch | mode | device | median s/step (min-max) | img/s | GFLOP/s "
              "| % of sgemm ceiling | peak MiB | original img/s | ratio |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -546,6 +527,10 @@ int run_driver(bool full, const std::string& official, const std::string& python
                      {"peak_mib", r.peak_mib}, {"original_s", r.orig_s}, {"original_peak_mib", r.orig_peak_mib}});
   }
   fmt::print("\n");
+  return jrows;
+}
+
+void print_cpu_and_pairs(const std::vector<RowResult>& results) {
   // Per-pair ratios, the original's peak memory, CPU seconds (a check on machine load:
   // on an idle machine CPU seconds are about threads x wall seconds).
   fmt::print("Per row: CPU seconds per step (all threads) beside wall seconds; with the original, its peak and\n"
@@ -561,6 +546,9 @@ int run_driver(bool full, const std::string& official, const std::string& python
     }
     fmt::print("{}\n", line);
   }
+}
+
+void print_linearity(const std::vector<RowResult>& results) {
   // Linearity: seconds per image across batch sizes, and per image scaled to 224x224 area.
   for (const char* dev : {"cpu", "cuda"}) {
     std::string per_img, per_px;
@@ -576,12 +564,16 @@ int run_driver(bool full, const std::string& official, const std::string& python
     if (per_px.find("px", per_px.find("px") + 1) != std::string::npos)
       fmt::print("linearity ({}), train s per image per 224x224 area, batch 8:{}\n", dev, per_px);
   }
+}
+
+// The phase table of each row that measured phases (Medslip::on_phase).
+void print_phases(const std::vector<RowResult>& results, int steps) {
   for (const auto& r : results) {
     if (r.phases.is_null()) continue;
     const char* names[] = {"trunk", "patch_mlps", "decoders", "losses", "backward", "optimiser"};
     double total = 0;
     for (auto n : names) total += r.phases[n].get<double>();
-    fmt::print("\nphases of one training step, {} {} batch {} (median of {} spelled-out steps{}):\n", r.row.backbone,
+    fmt::print("\nphases of one training step, {} {} batch {} (median of {} timed steps{}):\n", r.row.backbone,
                r.row.res, r.row.batch, std::max(2, steps / 2),
                r.phases["matches_model_forward"].get<bool>() ? ", same loss as Medslip::forward"
                                                              : ", WARNING: loss differs from Medslip::forward");
@@ -592,6 +584,39 @@ int run_driver(bool full, const std::string& official, const std::string& python
     }
     fmt::print("| total | {:.3f} | |\n", total);
   }
+}
+
+int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
+               const std::string& only, const std::string& json_out) {
+  const std::string exe = self_exe();
+  std::time_t now = std::time(nullptr);
+  char date[64];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  fmt::print("medslip bench — {} — {}\n", build_version(), date);
+  fmt::print("cpu     {} ({} threads; load average {})\n", cpu_model(), num_threads(), loadavg());
+  fmt::print("blas    {}\n", blas_info());
+  std::fflush(stdout);
+  const double ceiling0 = sgemm_ceiling_gflops();
+
+  std::string orig_note;
+  const std::vector<std::string> orig_cmd = original_command(official, python, exe, orig_note);
+  const std::vector<Row> rows = bench_rows(full, only);
+  if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
+  fmt::print("{}\n", orig_note);
+  fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,
+             orig_cmd.empty() ? "" : ", ours and the original alternating step by step");
+  std::fflush(stdout);
+
+  const std::vector<RowResult> results = run_rows(rows, exe, warmup, steps, orig_cmd);
+  const double ceiling1 = sgemm_ceiling_gflops();
+  const double ceiling = std::max(ceiling0, ceiling1);
+
+  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
+             num_threads(), ceiling0, ceiling1, loadavg());
+  const json jrows = print_table(results, ceiling);
+  print_cpu_and_pairs(results);
+  print_linearity(results);
+  print_phases(results, steps);
   if (!json_out.empty()) {
     json j = {{"date", date}, {"version", build_version()}, {"cpu", cpu_model()}, {"threads", num_threads()},
               {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}};
@@ -618,9 +643,16 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--python", python, "python with torch, torchvision and yaml for the original");
   app.add_option("--warmup", warmup, "untimed steps per row (default 1; 2 with --full)");
   app.add_option("--steps", steps, "timed steps per row (default 3; 5 with --full)");
-  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,...");
+  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,... (none: only the --ranks rows)");
   app.add_option("--json", json_out, "also write the results as JSON");
   app.add_option("--threads", threads, "threads for ours and the original (default: OMP_NUM_THREADS or all cores)");
+  int ranks = 0;
+  std::string mpi_bin;
+  bool dp_worker = false;
+  DpBenchArgs dpa;
+  app.add_option("--ranks", ranks, "also time data-parallel steps on this many ranks (mpirun of --mpi-bin; docs/distributed.md)");
+  app.add_option("--mpi-bin", mpi_bin, "the MPI build for --ranks (default build-mpi/medslip)");
+  app.add_flag("--dp-worker", dp_worker, "(internal) one data-parallel bench run")->group("");
   auto* wk = app.add_flag("--worker", worker, "(internal) run one configuration under the driver's protocol");
   wk->group("");
   app.add_option("--backbone", w.backbone, "(worker)")->group("");
@@ -634,9 +666,23 @@ int cmd_bench(int argc, char** argv) {
     setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);  // for the workers
   }
   if (worker) return run_worker(w);
+  if (dp_worker) {
+    dpa.backbone = w.backbone;
+    dpa.res = w.res;
+    dpa.batch = w.batch;
+    if (warmup >= 0) dpa.warmup = warmup;
+    if (steps > 0) dpa.steps = steps;
+    return run_dp_worker(dpa);
+  }
   if (warmup < 0) warmup = full ? 2 : 1;
   if (steps < 1) steps = full ? 5 : 3;
-  return run_driver(full, official, python, warmup, steps, only, json_out);
+  int rc = only == "none" ? 0 : run_driver(full, official, python, warmup, steps, only, json_out);
+  if (ranks > 1 && rc == 0) {
+    DpBenchArgs d;
+    d.steps = std::max(steps, 4);
+    rc = run_dp_bench(d, ranks, threads > 0 ? threads : ranks, mpi_bin.empty() ? "build-mpi/medslip" : mpi_bin, self_exe());
+  }
+  return rc;
 }
 
 }  // namespace ms

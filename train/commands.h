@@ -24,4 +24,5 @@ int cmd_bench(int argc, char** argv);
 int cmd_verify(int argc, char** argv);
 int cmd_finetune(int argc, char** argv);
 int cmd_finetune_eval(int argc, char** argv);
+int cmd_triplets(int argc, char** argv);
 }  // namespace ms

@@ -8,9 +8,8 @@
 #include "data/transforms.h"
 #include "engine/device.h"
 #include "engine/io.h"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/ops.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "weights/state_dict.h"
 
 namespace ms {

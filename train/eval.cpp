@@ -278,6 +278,99 @@ Image heatmap_overlay(const Image& radiograph, const std::vector<float>& grid_ma
 
 // ---- zeroshot --------------------------------------------------------------------------------
 
+namespace {
+
+// The classes a zeroshot csv is scored on and the pathology query each reads: RSNA's pneumonia
+// (§E.3), else the 14 CXR14 classes through the §C.6 map (the synthetic csv too).
+void zeroshot_classes(bool rsna, ZeroshotReport& r) {
+  if (rsna) {
+    r.class_names = {"pneumonia"};
+    r.query_index = {kPneumoniaQuery};  // §E.3
+  } else {
+    for (int c = 0; c < kNumCxr14Classes; ++c) {  // §C.6 (the synthetic csv uses the same columns and map)
+      r.class_names.push_back(kCxr14Classes[size_t(c)]);
+      r.query_index.push_back(kCxr14QueryIndex[size_t(c)]);
+    }
+  }
+}
+
+// §E.1: the pathology stream over the loader in csv order; per image and class, p(class 1) of
+// the class's query and the label.
+void score_zeroshot(Medslip& model, EvalLoader& loader, Device dev, bool show_progress, ZeroshotReport& r) {
+  const size_t C = r.class_names.size();
+  NoGradGuard no_grad;
+  Progress progress("zeroshot", loader.size(), show_progress);
+  loader.start();
+  EvalBatch b;
+  int64_t done = 0;
+  while (loader.next(b)) {
+    MedslipOutput out = model.forward(b.image.to(dev), Streams::Pathology);
+    std::vector<float> p = existence_probability(out.logits_pathology);  // [B,75]
+    std::vector<float> lab = b.labels.to_vector();                         // [B,C]
+    for (int64_t i = 0; i < b.size(); ++i) {
+      for (size_t c = 0; c < C; ++c) {
+        r.scores.push_back(p[size_t(i) * kNumPathologies + size_t(r.query_index[c])]);
+        r.labels.push_back(int(lab[size_t(i) * C + c]));
+      }
+      r.paths.push_back(b.paths[size_t(i)]);
+    }
+    progress.update(b.index + 1, done += b.size());
+  }
+}
+
+// zeroshot_scores.csv: row, path, then score and label per class.
+void write_zeroshot_scores(const ZeroshotReport& r, int64_t N) {
+  const size_t C = r.class_names.size();
+  std::ostringstream f;
+  f << "row,img_path";
+  for (const auto& n : r.class_names) f << "," << csv_field("score:" + n) << "," << csv_field("label:" + n);
+  f << "\n";
+  for (int64_t i = 0; i < N; ++i) {
+    f << i << "," << csv_field(r.paths[size_t(i)]);
+    for (size_t c = 0; c < C; ++c)  // %.9g round-trips a float32 and keeps its order and ties
+      f << "," << fmt::format("{:.9g}", r.scores[size_t(i) * C + c]) << "," << r.labels[size_t(i) * C + c];
+    f << "\n";
+  }
+  write_file_atomic(r.scores_path, f.str());  // no partial csv when a write fails
+}
+
+// zeroshot.json: the run header, the scoring rule, the metrics with each class's query.
+json zeroshot_json(const ZeroshotOptions& o, const InferenceModel& im, Device dev, int64_t N, ZeroshotReport& r) {
+  const size_t C = r.class_names.size();
+  json j = run_header("zeroshot", o.model, im, o.csv, o.dataset, dev);
+  r.checkpoint_sha256 = j["checkpoint"]["sha256"];
+  r.csv_sha256 = j["csv"]["sha256"];
+  r.books_sha256 = j["books"]["sha256"];
+  j["streams"] = "pathology (spec E.1)";
+  j["score"] = "softmax over the 2 attributes, p(class 1) of the mapped pathology query";
+  j["n_images"] = N;
+  j["batch"] = o.batch;
+  json metrics = to_json(r.result);
+  for (size_t c = 0; c < C; ++c) {
+    metrics["classes"][c]["query_index"] = r.query_index[c];
+    metrics["classes"][c]["query_name"] = kObservations[size_t(r.query_index[c])];
+  }
+  j["metrics"] = metrics;
+  j["scores_csv"] = fs::path(r.scores_path).filename().string();
+  j["seconds"] = r.seconds;
+  j["images_per_second"] = r.seconds > 0 ? double(N) / r.seconds : 0.0;
+  return j;
+}
+
+void print_zeroshot(const ZeroshotReport& r, const std::string& csv, int64_t N) {
+  std::printf("zero-shot classification (spec E.2/E.3): %lld images, %s\n", static_cast<long long>(N),
+              csv.c_str());
+  std::printf("%s", format_table(r.result).c_str());
+  for (const auto& row : r.result.rows)
+    if (row.skipped)
+      std::printf("note: '%s' is left out of the means: %s\n", row.name.c_str(), row.skip_reason.c_str());
+  std::printf("checkpoint sha256 %s\ncsv sha256        %s\nwrote %s and %s (%.1f s)\n", r.checkpoint_sha256.c_str(),
+              r.csv_sha256.c_str(), r.json_path.c_str(), r.scores_path.c_str(), r.seconds);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
 ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   const auto t0 = Clock::now();
   if (o.dataset != "cxr14" && o.dataset != "rsna" && o.dataset != "synthetic")
@@ -299,17 +392,7 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
   InferenceModel im = load_model(o.model, dev);
   const int S = im.cfg.image_res;
   ZeroshotReport r;
-  if (rsna) {
-    r.class_names = {"pneumonia"};
-    r.query_index = {kPneumoniaQuery};  // §E.3
-  } else {
-    for (int c = 0; c < kNumCxr14Classes; ++c) {  // §C.6 (the synthetic csv uses the same columns and map)
-      r.class_names.push_back(kCxr14Classes[size_t(c)]);
-      r.query_index.push_back(kCxr14QueryIndex[size_t(c)]);
-    }
-  }
-  const size_t C = r.class_names.size();
-
+  zeroshot_classes(rsna, r);
   const LoaderOptions lo = eval_loader_options(o.batch, S, o.workers);
   // RSNA DICOMs take the §C.7 read path; seg maps are not used here (smallest size).
   std::unique_ptr<EvalLoader> loader =
@@ -318,123 +401,96 @@ ZeroshotReport run_zeroshot(const ZeroshotOptions& o) {
 
   std::fprintf(stderr, "zeroshot: %lld images from %s, %s %d px on %s, pathology stream only (spec E.1)\n",
                static_cast<long long>(N), o.csv.c_str(), im.cfg.res_base_model.c_str(), S, device_name(dev));
-  NoGradGuard no_grad;
-  Progress progress("zeroshot", loader->size(), o.progress);
-  loader->start();
-  EvalBatch b;
-  int64_t done = 0;
-  while (loader->next(b)) {
-    MedslipOutput out = im.model->forward(b.image.to(dev), Streams::Pathology);
-    std::vector<float> p = existence_probability(out.logits_pathology);  // [B,75]
-    std::vector<float> lab = b.labels.to_vector();                         // [B,C]
-    for (int64_t i = 0; i < b.size(); ++i) {
-      for (size_t c = 0; c < C; ++c) {
-        r.scores.push_back(p[size_t(i) * kNumPathologies + size_t(r.query_index[c])]);
-        r.labels.push_back(int(lab[size_t(i) * C + c]));
-      }
-      r.paths.push_back(b.paths[size_t(i)]);
-    }
-    progress.update(b.index + 1, done += b.size());
-  }
+  score_zeroshot(*im.model, *loader, dev, o.progress, r);
   // float32 scores widened exactly (metrics.h): ties and comparisons as in the reference.
   r.result = evaluate_classes(r.class_names, std::vector<double>(r.scores.begin(), r.scores.end()), r.labels);
   r.seconds = seconds_since(t0);
 
   const std::string dir = out_folder(o.out_dir, o.model.checkpoint);
   r.scores_path = (fs::path(dir) / "zeroshot_scores.csv").string();
-  {
-    std::ostringstream f;
-    f << "row,img_path";
-    for (const auto& n : r.class_names) f << "," << csv_field("score:" + n) << "," << csv_field("label:" + n);
-    f << "\n";
-    for (int64_t i = 0; i < N; ++i) {
-      f << i << "," << csv_field(r.paths[size_t(i)]);
-      for (size_t c = 0; c < C; ++c)  // %.9g round-trips a float32 and keeps its order and ties
-        f << "," << fmt::format("{:.9g}", r.scores[size_t(i) * C + c]) << "," << r.labels[size_t(i) * C + c];
-      f << "\n";
-    }
-    write_file_atomic(r.scores_path, f.str());
-  }
-  json j = run_header("zeroshot", o.model, im, o.csv, o.dataset, dev);
-  r.checkpoint_sha256 = j["checkpoint"]["sha256"];
-  r.csv_sha256 = j["csv"]["sha256"];
-  r.books_sha256 = j["books"]["sha256"];
-  j["streams"] = "pathology (spec E.1)";
-  j["score"] = "softmax over the 2 attributes, p(class 1) of the mapped pathology query";
-  j["n_images"] = N;
-  j["batch"] = o.batch;
-  json metrics = to_json(r.result);
-  for (size_t c = 0; c < C; ++c) {
-    metrics["classes"][c]["query_index"] = r.query_index[c];
-    metrics["classes"][c]["query_name"] = kObservations[size_t(r.query_index[c])];
-  }
-  j["metrics"] = metrics;
-  j["scores_csv"] = fs::path(r.scores_path).filename().string();
-  j["seconds"] = r.seconds;
-  j["images_per_second"] = r.seconds > 0 ? double(N) / r.seconds : 0.0;
+  write_zeroshot_scores(r, N);
+  json j = zeroshot_json(o, im, dev, N, r);
   r.json_path = (fs::path(dir) / "zeroshot.json").string();
   save_json(r.json_path, j);
 
-  std::printf("zero-shot classification (spec E.2/E.3): %lld images, %s\n", static_cast<long long>(N),
-              o.csv.c_str());
-  std::printf("%s", format_table(r.result).c_str());
-  for (const auto& row : r.result.rows)
-    if (row.skipped)
-      std::printf("note: '%s' is left out of the means: %s\n", row.name.c_str(), row.skip_reason.c_str());
-  std::printf("checkpoint sha256 %s\ncsv sha256        %s\nwrote %s and %s (%.1f s)\n", r.checkpoint_sha256.c_str(),
-              r.csv_sha256.c_str(), r.json_path.c_str(), r.scores_path.c_str(), r.seconds);
-  std::fflush(stdout);
+  print_zeroshot(r, o.csv, N);
   return r;
 }
 
 // ---- ground -------------------------------------------------------------------------------
 
-GroundReport run_ground(const GroundOptions& o) {
-  const auto t0 = Clock::now();
-  if (o.dataset != "rsna" && o.dataset != "synthetic")
-    throw UsageError("--dataset " + o.dataset + ": expected rsna or synthetic");
-  if (o.batch <= 0) throw UsageError("--batch must be positive, got " + std::to_string(o.batch));
-  const int query = o.query < 0 ? kPneumoniaQuery : o.query;
-  if (query >= kNumPathologies)
-    throw UsageError(fmt::format("--query {}: expected 0..{}", query, kNumPathologies - 1));
-  const double thr = std::isnan(o.threshold) ? (o.anatomy_product ? 0.01 : 0.0) : o.threshold;
-  if (!std::isfinite(thr)) throw UsageError("--threshold must be finite");
-  require_file(o.csv, "--csv");
-  ThreadsGuard threads(o.model.threads);
-  const Device dev = select_device(o.model.device, o.model.tf32);
-  const DicomMode dicom = o.dataset == "rsna" ? DicomMode::kRsna : DicomMode::kDisplay;
+namespace {
 
-  RsnaDataset ds(o.csv, o.image_root);
-  if (ds.size() == 0) throw std::runtime_error(o.csv + ": no data rows");
+// Every positive row needs boxes, and there must be a positive row.
+void check_ground_rows(const RsnaDataset& ds, const std::string& csv) {
+  if (ds.size() == 0) throw std::runtime_error(csv + ": no data rows");
   for (int64_t i = 0; i < ds.size(); ++i)
     if (ds.item(i).label == 1 && ds.item(i).boxes.empty())
       throw std::runtime_error(fmt::format("{}: row {} (ID {}): positive but has no boxes (grounding needs them)",
-                                           o.csv, i + 1, ds.item(i).id));
-  if (ds.num_positive() == 0) throw std::runtime_error(o.csv + ": no positive rows: nothing to ground");
+                                           csv, i + 1, ds.item(i).id));
+  if (ds.num_positive() == 0) throw std::runtime_error(csv + ": no positive rows: nothing to ground");
+}
 
-  InferenceModel im = load_model(o.model, dev);
-  const int S = im.cfg.image_res;
-  const LoaderOptions lo = eval_loader_options(o.batch, S, o.workers);
-  // §C.7: the seg map is drawn on the 1024 canvas and nearest-resized to the input size.
-  EvalLoader loader(ds, test_image_fn(S, dicom), lo, 1024, S);
-  if (!o.heatmap_dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(o.heatmap_dir, ec);
-    if (!fs::is_directory(o.heatmap_dir))
-      throw std::runtime_error("--save-heatmaps " + o.heatmap_dir + ": cannot create the folder");
+// §E.4 steps 1-3: A_p = layer mean [B,75,P]; pred = A_p[:,q,:]; optionally pred * mean_a A_a.
+// Returns [B,P].
+std::vector<float> ground_heatmaps(const MedslipOutput& out, int query, bool anatomy_product, int64_t B, int64_t P) {
+  const std::vector<float> Ap = mean_layer_attention(out.attn_pathology);
+  std::vector<float> heat(size_t(B * P));
+  for (int64_t i = 0; i < B; ++i)
+    std::copy_n(Ap.begin() + (i * kNumPathologies + query) * P, P, heat.begin() + i * P);
+  if (anatomy_product) {
+    const std::vector<float> Aa = mean_layer_attention(out.attn_anatomy);  // [B,51,P]
+    for (int64_t i = 0; i < B; ++i)
+      for (int64_t p = 0; p < P; ++p) {
+        float s = 0;
+        for (int64_t a = 0; a < kNumAnatomies; ++a)
+          s += heat[size_t(i * P + p)] * Aa[size_t((i * kNumAnatomies + a) * P + p)];
+        heat[size_t(i * P + p)] = s / float(kNumAnatomies);
+      }
   }
+  return heat;
+}
 
-  GroundReport r;
-  r.query = query;
-  r.threshold = float(thr);
-  r.n_images = ds.size();
-  std::fprintf(stderr, "ground: %lld images (%lld positive) from %s, query %d '%s', %s normalisation%s\n",
-               static_cast<long long>(ds.size()), static_cast<long long>(ds.num_positive()), o.csv.c_str(), query,
-               kObservations[size_t(query)], o.norm == HeatmapNorm::per_image ? "per-image" : "per-batch",
-               o.anatomy_product ? ", anatomy product" : "");
-  if (thr == 0 && !o.anatomy_product)
-    std::fprintf(stderr, "note: threshold 0 marks every pixel (attention weights are positive), so IoU ~ box area "
-                         "and Dice are degenerate (spec E.4); the pointing game is unaffected\n");
+// The batch's positive images, in csv order, appended to r.images.
+void add_positives(const RsnaDataset& ds, const EvalBatch& b, const std::vector<int>& labels, GroundReport& r) {
+  const int64_t B = b.size();
+  for (int64_t i = 0; i < B; ++i) {
+    if (labels[size_t(i)] != 1) continue;
+    const RsnaItem& it = ds.item(b.items[size_t(i)]);
+    GroundImage gi;
+    gi.row = b.items[size_t(i)];
+    gi.id = it.id;
+    gi.path = it.path;
+    r.images.push_back(gi);
+  }
+}
+
+// One overlay PNG per positive image of the batch (the last positives of r.images), showing
+// the normalised map that is scored.
+void write_overlays(const GroundOptions& o, const RsnaDataset& ds, DicomMode dicom, const std::vector<float>& heat,
+                    const std::vector<int>& labels, const std::vector<uint8_t>& masks, int64_t B, int64_t P, int64_t G,
+                    int S, GroundReport& r) {
+  std::vector<float> shown = heat;
+  normalise_heatmaps(shown, B, o.norm);  // the scored values (the scorer does the same)
+  size_t k = r.images.size() - size_t(std::count(labels.begin(), labels.end(), 1));
+  for (int64_t i = 0; i < B; ++i) {
+    if (labels[size_t(i)] != 1) continue;
+    GroundImage& gi = r.images[k++];
+    std::vector<float> grid(shown.begin() + i * P, shown.begin() + (i + 1) * P);
+    std::vector<float> up = upsample_nearest(grid.data(), G, S);
+    const bool hit = pointing_game_hit(up.data(), masks.data() + i * S * S, int64_t(S) * S);
+    Image ov = heatmap_overlay(read_grey(gi.path, dicom), grid, G, ds.item(gi.row).boxes, 1024);
+    gi.heatmap = (fs::path(o.heatmap_dir) /
+                  fmt::format("{:05d}_{}_{}.png", gi.row, safe_name(gi.id), hit ? "hit" : "miss"))
+                     .string();
+    write_png(gi.heatmap, ov);
+  }
+}
+
+// §E.4: every batch through the model, its heatmaps scored (score_cal) and, with --save-heatmaps,
+// drawn. Returns the patch grid side G.
+int64_t score_ground(const GroundOptions& o, Medslip& model, const RsnaDataset& ds, EvalLoader& loader, Device dev,
+                     DicomMode dicom, int S, double thr, GroundReport& r) {
   NoGradGuard no_grad;
   std::optional<GroundingScorer> scorer;
   Progress progress("ground", loader.size(), o.progress);
@@ -443,58 +499,20 @@ GroundReport run_ground(const GroundOptions& o) {
   int64_t done = 0, G = 0;
   while (loader.next(b)) {
     const int64_t B = b.size();
-    MedslipOutput out = im.model->forward(b.image.to(dev), o.anatomy_product ? Streams::Both : Streams::Pathology);
+    MedslipOutput out = model.forward(b.image.to(dev), o.anatomy_product ? Streams::Both : Streams::Pathology);
     const int64_t P = out.attn_pathology.at(0).size(2);
     if (!scorer) {
       G = patch_grid(P);
       scorer.emplace(G, S, float(thr), o.norm);
     }
-    // §E.4 steps 1-3: A_p = layer mean [B,75,P]; pred = A_p[:,q,:]; optionally pred * mean_a A_a.
-    const std::vector<float> Ap = mean_layer_attention(out.attn_pathology);
-    std::vector<float> heat(size_t(B * P));
-    for (int64_t i = 0; i < B; ++i)
-      std::copy_n(Ap.begin() + (i * kNumPathologies + query) * P, P, heat.begin() + i * P);
-    if (o.anatomy_product) {
-      const std::vector<float> Aa = mean_layer_attention(out.attn_anatomy);  // [B,51,P]
-      for (int64_t i = 0; i < B; ++i)
-        for (int64_t p = 0; p < P; ++p) {
-          float s = 0;
-          for (int64_t a = 0; a < kNumAnatomies; ++a)
-            s += heat[size_t(i * P + p)] * Aa[size_t((i * kNumAnatomies + a) * P + p)];
-          heat[size_t(i * P + p)] = s / float(kNumAnatomies);
-        }
-    }
+    std::vector<float> heat = ground_heatmaps(out, r.query, o.anatomy_product, B, P);
     std::vector<float> lab = b.labels.to_vector(), seg = b.seg_map.to_vector();
     std::vector<int> labels(static_cast<size_t>(B));
     std::vector<uint8_t> masks(seg.size());
     for (int64_t i = 0; i < B; ++i) labels[size_t(i)] = int(lab[size_t(i)]);
     for (size_t k = 0; k < seg.size(); ++k) masks[k] = seg[k] != 0;
-    for (int64_t i = 0; i < B; ++i) {
-      if (labels[size_t(i)] != 1) continue;
-      const RsnaItem& it = ds.item(b.items[size_t(i)]);
-      GroundImage gi;
-      gi.row = b.items[size_t(i)];
-      gi.id = it.id;
-      gi.path = it.path;
-      r.images.push_back(gi);
-    }
-    if (!o.heatmap_dir.empty()) {
-      std::vector<float> shown = heat;
-      normalise_heatmaps(shown, B, o.norm);  // the scored values (the scorer does the same)
-      size_t k = r.images.size() - size_t(std::count(labels.begin(), labels.end(), 1));
-      for (int64_t i = 0; i < B; ++i) {
-        if (labels[size_t(i)] != 1) continue;
-        GroundImage& gi = r.images[k++];
-        std::vector<float> grid(shown.begin() + i * P, shown.begin() + (i + 1) * P);
-        std::vector<float> up = upsample_nearest(grid.data(), G, S);
-        const bool hit = pointing_game_hit(up.data(), masks.data() + i * S * S, int64_t(S) * S);
-        Image ov = heatmap_overlay(read_grey(gi.path, dicom), grid, G, ds.item(gi.row).boxes, 1024);
-        gi.heatmap = (fs::path(o.heatmap_dir) /
-                      fmt::format("{:05d}_{}_{}.png", gi.row, safe_name(gi.id), hit ? "hit" : "miss"))
-                         .string();
-        write_png(gi.heatmap, ov);
-      }
-    }
+    add_positives(ds, b, labels, r);
+    if (!o.heatmap_dir.empty()) write_overlays(o, ds, dicom, heat, labels, masks, B, P, G, S, r);
     scorer->add_batch(std::move(heat), labels, masks);
     progress.update(b.index + 1, done += B);
   }
@@ -505,9 +523,14 @@ GroundReport run_ground(const GroundOptions& o) {
     r.images[k].dice = r.result.dice_per_image[k];
     r.images[k].chance = r.result.chance_per_image[k];
   }
-  r.seconds = seconds_since(t0);
+  return G;
+}
 
-  const std::string dir = out_folder(o.out_dir, o.model.checkpoint);
+// ground.json: the run header, the query, threshold and normalisation, the metrics and every
+// positive image with its scores (and overlay).
+json ground_json(const GroundOptions& o, const InferenceModel& im, Device dev, double thr, int64_t G, int S,
+                 GroundReport& r) {
+  const int query = r.query;
   json j = run_header("ground", o.model, im, o.csv, o.dataset, dev);
   r.checkpoint_sha256 = j["checkpoint"]["sha256"];
   r.csv_sha256 = j["csv"]["sha256"];
@@ -535,9 +558,11 @@ GroundReport run_ground(const GroundOptions& o) {
     j["images"].push_back(e);
   }
   j["seconds"] = r.seconds;
-  r.json_path = (fs::path(dir) / "ground.json").string();
-  save_json(r.json_path, j);
+  return j;
+}
 
+void print_ground(const GroundOptions& o, double thr, const GroundReport& r) {
+  const int query = r.query;
   std::printf("zero-shot grounding (spec E.4): query %d '%s', threshold %g, %s normalisation%s\n", query,
               kObservations[size_t(query)], thr, o.norm == HeatmapNorm::per_image ? "per-image" : "per-batch",
               o.anatomy_product ? ", x mean anatomy attention" : "");
@@ -548,6 +573,60 @@ GroundReport run_ground(const GroundOptions& o) {
   if (!o.heatmap_dir.empty())
     std::printf("heatmaps: %zu overlays in %s\n", r.images.size(), o.heatmap_dir.c_str());
   std::fflush(stdout);
+}
+
+}  // namespace
+
+
+GroundReport run_ground(const GroundOptions& o) {
+  const auto t0 = Clock::now();
+  if (o.dataset != "rsna" && o.dataset != "synthetic")
+    throw UsageError("--dataset " + o.dataset + ": expected rsna or synthetic");
+  if (o.batch <= 0) throw UsageError("--batch must be positive, got " + std::to_string(o.batch));
+  const int query = o.query < 0 ? kPneumoniaQuery : o.query;
+  if (query >= kNumPathologies)
+    throw UsageError(fmt::format("--query {}: expected 0..{}", query, kNumPathologies - 1));
+  const double thr = std::isnan(o.threshold) ? (o.anatomy_product ? 0.01 : 0.0) : o.threshold;
+  if (!std::isfinite(thr)) throw UsageError("--threshold must be finite");
+  require_file(o.csv, "--csv");
+  ThreadsGuard threads(o.model.threads);
+  const Device dev = select_device(o.model.device, o.model.tf32);
+  const DicomMode dicom = o.dataset == "rsna" ? DicomMode::kRsna : DicomMode::kDisplay;
+
+  RsnaDataset ds(o.csv, o.image_root);
+  check_ground_rows(ds, o.csv);
+
+  InferenceModel im = load_model(o.model, dev);
+  const int S = im.cfg.image_res;
+  const LoaderOptions lo = eval_loader_options(o.batch, S, o.workers);
+  // §C.7: the seg map is drawn on the 1024 canvas and nearest-resized to the input size.
+  EvalLoader loader(ds, test_image_fn(S, dicom), lo, 1024, S);
+  if (!o.heatmap_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.heatmap_dir, ec);
+    if (!fs::is_directory(o.heatmap_dir))
+      throw std::runtime_error("--save-heatmaps " + o.heatmap_dir + ": cannot create the folder");
+  }
+
+  GroundReport r;
+  r.query = query;
+  r.threshold = float(thr);
+  r.n_images = ds.size();
+  std::fprintf(stderr, "ground: %lld images (%lld positive) from %s, query %d '%s', %s normalisation%s\n",
+               static_cast<long long>(ds.size()), static_cast<long long>(ds.num_positive()), o.csv.c_str(), query,
+               kObservations[size_t(query)], o.norm == HeatmapNorm::per_image ? "per-image" : "per-batch",
+               o.anatomy_product ? ", anatomy product" : "");
+  if (thr == 0 && !o.anatomy_product)
+    std::fprintf(stderr, "note: threshold 0 marks every pixel (attention weights are positive), so IoU ~ box area "
+                         "and Dice are degenerate (spec E.4); the pointing game is unaffected\n");
+  const int64_t G = score_ground(o, *im.model, ds, loader, dev, dicom, S, thr, r);
+  r.seconds = seconds_since(t0);
+
+  const std::string dir = out_folder(o.out_dir, o.model.checkpoint);
+  json j = ground_json(o, im, dev, thr, G, S, r);
+  r.json_path = (fs::path(dir) / "ground.json").string();
+  save_json(r.json_path, j);
+  print_ground(o, thr, r);
   return r;
 }
 

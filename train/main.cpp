@@ -23,6 +23,7 @@ static const std::vector<Command> kCommands = {
     {"ground", cmd_ground, "zero-shot grounding on an RSNA-style csv: pointing game, IoU, Dice, heatmap overlays"},
     {"predict", cmd_predict, "75 observation probabilities of images, where the top findings look, heatmap"},
     {"synth", cmd_synth, "write the synthetic chest X-ray set (PNG phantoms, labels, CXR14/RSNA-style test csvs)"},
+    {"triplets", cmd_triplets, "free-text reports (csv) -> the [N,51,75] pretraining matrix, jsons and triplets.jsonl"},
     {"step", cmd_step, "one forward + backward pass on a batch; writes losses, outputs, gradients"},
     {"preprocess", cmd_preprocess, "write the [1,3,S,S] tensor the model sees for one image (audit vs torchvision)"},
     {"bench", cmd_bench, "time training steps and forward passes (one table; --official runs the original beside)"},

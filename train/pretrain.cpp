@@ -7,13 +7,33 @@
 
 #include "engine/optim.h"
 #include "train/common.h"
+#include "train/data_parallel.h"
 #include "train/hash.h"
 
 namespace fs = std::filesystem;
 
 namespace ms {
 
-Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet) {
+Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet, Communicator* comm) {
+  if (comm && comm->world() > 1) {
+    // Rank 0's books to every rank: the shapes and provenance as JSON, then the values.
+    Books b;
+    std::string head;
+    if (comm->is_root()) {
+      b = obtain_books(cfg, out_dir, quiet, nullptr);
+      head = nlohmann::json{{"width", b.width()}, {"metadata", b.metadata}}.dump();
+    }
+    comm->broadcast(head, "start (books)");
+    if (!comm->is_root()) {
+      auto j = nlohmann::json::parse(head);
+      b.pathology = Tensor::zeros({kNumPathologies, j["width"].get<int64_t>()});
+      b.anatomy = Tensor::zeros({kNumAnatomies, j["width"].get<int64_t>()});
+      b.metadata = j["metadata"].get<std::map<std::string, std::string>>();
+    }
+    comm->broadcast(b.pathology, "start (books)");
+    comm->broadcast(b.anatomy, "start (books)");
+    return b;
+  }
   if (!cfg.books.empty()) return load_books_file(cfg.books);
   if (cfg.text_encoder.empty() || cfg.pathology_book.empty())
     throw std::runtime_error("config needs 'books' (a books .safetensors) or 'text_encoder' (a BERT folder) and "
@@ -43,9 +63,10 @@ StepLosses to_step_losses(const LossValues& v) { return {v.at(0), v.at(1), v.at(
 
 // ---- PretrainJob ----------------------------------------------------------------------------
 
-PretrainJob::PretrainJob(const MedslipConfig& cfg, const std::string& out_dir, Device device, bool quiet)
+PretrainJob::PretrainJob(const MedslipConfig& cfg, const std::string& out_dir, Device device, bool quiet,
+                         Communicator* comm)
     : cfg_(cfg), device_(device) {
-  books_ = obtain_books(cfg_, out_dir, quiet);
+  books_ = obtain_books(cfg_, out_dir, quiet, comm);
   train_set_ = std::make_unique<MedslipDataset>(cfg_.train_file, cfg_.label_file, cfg_.image_root);
   if (!cfg_.valid_file.empty())
     valid_set_ = std::make_unique<MedslipDataset>(cfg_.valid_file, cfg_.label_file, cfg_.image_root);
@@ -109,6 +130,33 @@ bool PretrainJob::train_step(LossValues& losses) {
   return true;
 }
 
+void PretrainJob::start_epoch_plan(int epoch, std::vector<std::vector<int64_t>> plan) {
+  loader_->start_epoch_plan(epoch, std::move(plan));
+}
+
+bool PretrainJob::forward_backward(LossValues& losses) {
+  MedslipBatch mb;
+  if (!loader_->next(mb)) return false;
+  mb.image = mb.image.to(device_);
+  MedslipOutput o = model_->forward(mb.image);
+  MedslipLosses L = model_->losses(o, mb);
+  L.total.backward();
+  losses = loss_values(step_losses(L));
+  return true;
+}
+
+bool PretrainJob::validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) {
+  if (!valid_set_) return false;
+  PretrainLoader vl(*valid_set_, train_image_fn(cfg_.image_res, augment_options(cfg_)), loader_options_);
+  vl.start_epoch_plan(epoch, batches);
+  MedslipBatch mb;
+  while (vl.next(mb)) {
+    mb.image = mb.image.to(device_);
+    meter.add(loss_values(step_losses(model_->losses(model_->forward(mb.image), mb))));
+  }
+  return true;
+}
+
 // Spec H.4: the training augmentation and drop_last, as the reference's validation loader.
 bool PretrainJob::validate(int epoch, LossMeter& meter) {
   if (!valid_set_) return false;
@@ -131,8 +179,16 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
   if (cfg.train_file.empty()) throw std::runtime_error("config key 'train_file' is not set (the pretraining JSON)");
   if (cfg.label_file.empty()) throw std::runtime_error("config key 'label_file' is not set (the [N,51,75] .npy matrix)");
   if (opt.out_dir.empty()) throw std::runtime_error("pretrain needs an output folder (--out)");
-  fs::create_directories(opt.out_dir);  // obtain_books may cache the books there
-  PretrainJob job(cfg, opt.out_dir, opt.device, opt.quiet);
+  const bool root = !opt.comm || opt.comm->is_root();
+  if (root) fs::create_directories(opt.out_dir);  // obtain_books may cache the books there
+  PretrainJob job(cfg, opt.out_dir, opt.device, opt.quiet || !root, opt.comm);
+  std::unique_ptr<Communicator> single;
+  Communicator* comm = opt.comm;
+  if (!comm) {
+    single = single_process_communicator();
+    comm = single.get();
+  }
+  DataParallel dp(*comm, job.model(), cfg.accum_steps);
 
   TrainingOptions t;
   t.name = "pretrain";
@@ -147,6 +203,12 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
   t.stop_after_steps = opt.stop_after_steps;
   t.log_every = cfg.log_every;
   t.quiet = opt.quiet;
+  t.dp = &dp;
+  t.sampler.seed = uint64_t(cfg.seed);
+  t.sampler.drop_last = cfg.sampler_drop_last;
+  t.sampler.set_epoch = cfg.sampler_set_epoch;
+  t.sampler.permutation = cfg.sampler_permutation;
+  t.max_steps_per_epoch = cfg.max_steps_per_epoch;
   TrainingResult r = run_training(job, t);
 
   PretrainResult res;
@@ -154,6 +216,8 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
   res.global_step = r.global_step;
   res.finished = r.finished;
   res.checkpoint = r.checkpoint;
+  res.step_seconds = r.step_seconds;
+  res.comm_seconds = r.comm_seconds;
   return res;
 }
 

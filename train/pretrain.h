@@ -17,6 +17,7 @@
 #include "model/books.h"
 #include "model/config.h"
 #include "model/medslip.h"
+#include "train/distributed.h"
 #include "train/reference_problem.h"
 #include "train/run.h"
 
@@ -31,6 +32,8 @@ struct PretrainOptions {
   int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many steps in this call: tests, --max-steps
   int max_epochs = -1;            // stop after this many epochs (the schedule still assumes cfg.epochs)
   bool quiet = false;
+  // Data-parallel (docs/distributed.md): null = one process. Only rank 0 prints and writes.
+  Communicator* comm = nullptr;
 };
 
 struct PretrainResult {
@@ -38,13 +41,15 @@ struct PretrainResult {
   int64_t global_step = 0;         // steps done in the run so far
   bool finished = false;           // all epochs done
   std::string checkpoint;
+  double step_seconds = 0, comm_seconds = 0;  // time in updates, of which gradient all-reduce
 };
 
 PretrainResult run_pretrain(const PretrainOptions& opt);
 
 // The books of a run: cfg.books, else out_dir/books.safetensors when an earlier call built it,
-// else built once from cfg.text_encoder + cfg.pathology_book and cached there.
-Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet);
+// else built once from cfg.text_encoder + cfg.pathology_book and cached there. With several
+// ranks, rank 0 obtains them (and alone writes the cache) and broadcasts them.
+Books obtain_books(const MedslipConfig& cfg, const std::string& out_dir, bool quiet, Communicator* comm = nullptr);
 
 // The loss names of pretraining, values in this order: loss, loss_ce_pathology,
 // loss_ce_anatomy, loss_cl_pathology, loss_cl_anatomy, loss_ap (the reference's keys).
@@ -56,7 +61,7 @@ StepLosses to_step_losses(const LossValues& v);
 // RNG streams expect (books, datasets, loader, model init from cfg.seed, AdamW groups).
 class PretrainJob : public TrainingJob {
  public:
-  PretrainJob(const MedslipConfig& cfg, const std::string& out_dir, Device device, bool quiet);
+  PretrainJob(const MedslipConfig& cfg, const std::string& out_dir, Device device, bool quiet, Communicator* comm = nullptr);
 
   nn::Module& model() override { return *model_; }
   AdamW& optimizer() override { return *optim_; }
@@ -68,6 +73,11 @@ class PretrainJob : public TrainingJob {
   void start_epoch(int epoch, int64_t first_batch) override;
   bool train_step(LossValues& losses) override;
   bool validate(int epoch, LossMeter& meter) override;
+  int64_t train_size() const override { return train_set_->size(); }
+  int64_t valid_size() const override { return valid_set_ ? valid_set_->size() : 0; }
+  void start_epoch_plan(int epoch, std::vector<std::vector<int64_t>> plan) override;
+  bool forward_backward(LossValues& losses) override;
+  bool validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) override;
 
   Medslip& medslip() { return *model_; }
   LrSchedule schedule() const;  // the reference's warmup + cosine over cfg.epochs

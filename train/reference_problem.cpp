@@ -7,7 +7,7 @@
 #include "data/triplets.h"
 #include "engine/io.h"
 #include "engine/optim.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 
 namespace ms {
 

@@ -13,8 +13,9 @@
 #include "engine/autograd.h"
 #include "engine/io.h"
 #include "engine/threads.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "train/hash.h"
+#include "train/data_parallel.h"
 #include "train/platform.h"
 
 namespace fs = std::filesystem;
@@ -156,36 +157,103 @@ struct Loop {
   std::unique_ptr<MetricsLog> metrics;
   std::unique_ptr<RunRecord> record;
   TrainingResult res;
+  // Data-parallel / planned batches (train_size() >= 0): the sampler position of this
+  // epoch in global samples (every slot together), the rank, who writes.
+  bool planned = false;
+  int64_t epoch_sample = 0;
+  bool root = true;
 
   std::string checkpoint_path() const { return opt.out_dir + "/" + kCheckpointLast; }
+  int64_t replicas() const { return opt.dp ? opt.dp->replicas() : 1; }
 
   void save(int epoch, int64_t batch) {
-    save_checkpoint(opt.out_dir, job.model(), job.optimizer(), {epoch, batch, pos.global_step},
-                    {{"config", opt.config_yaml}, {"producer", build_version()}});
+    if (!root) return;  // only rank 0 writes the run folder
+    std::map<std::string, std::string> meta = {{"config", opt.config_yaml}, {"producer", build_version()}};
+    if (planned) {
+      meta["epoch_sample"] = std::to_string(batch == 0 ? 0 : epoch_sample);
+      meta["replicas"] = std::to_string(replicas());
+      meta["world_size"] = std::to_string(opt.dp ? opt.dp->world() : 1);
+      meta["accum_steps"] = std::to_string(opt.dp ? opt.dp->accum_steps() : 1);
+    }
+    save_checkpoint(opt.out_dir, job.model(), job.optimizer(), {epoch, batch, pos.global_step}, meta);
   }
 
   // Fresh or resumed; then the record, config.yaml and metrics.jsonl.
   void open_run() {
-    fs::create_directories(opt.out_dir);
+    planned = job.train_size() >= 0;
+    root = !opt.dp || opt.dp->comm().is_root();
+    const bool world = opt.dp && opt.dp->world() > 1;
+    if (root) fs::create_directories(opt.out_dir);
     const bool resuming = !opt.resume.empty();
+    nlohmann::json resumed;  // what the checkpoint says about the run that wrote it
     if (resuming) {
-      const std::string ck = resolve_resume(opt.resume);
-      pos = load_checkpoint(ck, job.model(), job.optimizer());
-      if (!opt.quiet) fmt::print("resumed from {}: epoch {}, batch {}, step {}\n", ck, pos.epoch, pos.batch, pos.global_step);
+      // Rank 0 reads the checkpoint; the others receive it (no rank but 0 needs the file).
+      std::string info;
+      if (root) {
+        const std::string ck = resolve_resume(opt.resume);
+        pos = load_checkpoint(ck, job.model(), job.optimizer());
+        auto meta = safetensors_metadata(ck);
+        const int64_t r_old = meta.count("replicas") ? std::stoll(meta["replicas"]) : 1;
+        resumed = {{"checkpoint", ck}, {"epoch", pos.epoch}, {"batch", pos.batch}, {"global_step", pos.global_step},
+                   {"replicas", r_old},
+                   {"world_size", meta.count("world_size") ? std::stoll(meta["world_size"]) : 1},
+                   {"accum_steps", meta.count("accum_steps") ? std::stoll(meta["accum_steps"]) : 1},
+                   // A checkpoint from before the sampler: batch * batch_size samples of one slot.
+                   {"epoch_sample", meta.count("epoch_sample") ? std::stoll(meta["epoch_sample"]) : pos.batch * job.batch_size() * r_old},
+                   {"dropout_rng_offset", job.model().rng().offset()}};
+        info = resumed.dump();
+      }
+      if (world) {
+        opt.dp->comm().broadcast(info, "resume (position)");
+        resumed = nlohmann::json::parse(info);
+        pos = {resumed["epoch"].get<int>(), resumed["batch"].get<int64_t>(), resumed["global_step"].get<int64_t>()};
+        job.model().rng().set_offset(resumed["dropout_rng_offset"].get<uint64_t>());
+        opt.dp->broadcast_state("resume (model)");
+        auto st = job.optimizer().state();
+        for (auto& [name, t] : st) opt.dp->comm().broadcast(t, "resume (optimiser " + name + ")");
+        job.optimizer().load_state(st);
+      }
+      epoch_sample = resumed["epoch_sample"].get<int64_t>();
+      if (!opt.quiet && root)
+        fmt::print("resumed from {}: epoch {}, batch {}, step {}\n", resumed["checkpoint"].get<std::string>(), pos.epoch,
+                   pos.batch, pos.global_step);
+    } else if (world) {
+      opt.dp->broadcast_state("start (rank 0's parameters and buffers)");
     }
-    // The record: written at the start, extended every epoch.
-    record = std::make_unique<RunRecord>(opt.out_dir, resuming && fs::exists(opt.out_dir + "/" + kRecordFile));
-    auto& j = record->json();
-    record_build_and_config(j, opt.device, opt.config_yaml, opt.seed);
-    job.describe_record(j);
-    if (!j.contains("epochs")) j["epochs"] = nlohmann::json::array();
-    record->save();
-    write_text_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
-    metrics = std::make_unique<MetricsLog>(opt.out_dir, resuming);
+    if (root) {
+      // The record: written at the start, extended every epoch.
+      record = std::make_unique<RunRecord>(opt.out_dir, resuming && fs::exists(opt.out_dir + "/" + kRecordFile));
+      auto& j = record->json();
+      record_build_and_config(j, opt.device, opt.config_yaml, opt.seed);
+      job.describe_record(j);
+      if (!j.contains("epochs")) j["epochs"] = nlohmann::json::array();
+      if (opt.dp) {
+        const Communicator& c = opt.dp->comm();
+        j["distributed"] = {{"world_size", c.world()}, {"launcher", c.launcher()}, {"hosts", c.hosts()},
+                            {"accum_steps", opt.dp->accum_steps()}, {"allreduce", c.backend(opt.device)}};
+      }
+      if (resuming) {
+        nlohmann::json note = {{"at_step", pos.global_step}, {"epoch", pos.epoch}, {"epoch_sample", epoch_sample},
+                               {"world_size_before", resumed["world_size"]}, {"accum_steps_before", resumed["accum_steps"]},
+                               {"world_size", opt.dp ? opt.dp->world() : 1}, {"accum_steps", opt.dp ? opt.dp->accum_steps() : 1}};
+        if (note["world_size_before"] != note["world_size"] || note["accum_steps_before"] != note["accum_steps"])
+          note["note"] = "world size or accum_steps changed: the rest of the epoch continues from global sample " +
+                         std::to_string(epoch_sample) + ", re-split over the new slots";
+        if (!j.contains("resumes")) j["resumes"] = nlohmann::json::array();
+        j["resumes"].push_back(note);
+      }
+      record->save();
+      write_text_atomic(opt.out_dir + "/config.yaml", opt.config_yaml);
+      metrics = std::make_unique<MetricsLog>(opt.out_dir, resuming);
+    }
     last_epoch = opt.max_epochs > 0 ? std::min(opt.epochs, pos.epoch + opt.max_epochs) : opt.epochs;
   }
 
-  void log_step(int epoch, int64_t b, float lr, const LossValues& s, double ips) {
+  void write_metrics(const nlohmann::json& line) {
+    if (metrics) metrics->write(line);
+  }
+
+  void log_step(int epoch, int64_t b, int64_t spe, float lr, const LossValues& s, double ips) {
     nlohmann::json line = losses_json(job.loss_names(), s);
     line["type"] = "step";
     line["epoch"] = epoch;
@@ -193,35 +261,94 @@ struct Loop {
     line["step"] = pos.global_step;
     line["lr"] = lr;
     line["images_per_s"] = ips;
-    metrics->write(line);
-    const int64_t spe = job.steps_per_epoch();
-    if (opt.quiet || !(b % std::max(1, opt.log_every) == 0 || b + 1 == spe)) return;
-    const double eta = double((last_epoch - epoch) * spe - (b + 1)) * job.batch_size() / std::max(ips, 1e-9);
+    write_metrics(line);
+    if (opt.quiet || !root || !(b % std::max(1, opt.log_every) == 0 || b + 1 == spe)) return;
+    const double eta = double((last_epoch - epoch) * spe - (b + 1)) * job.batch_size() * replicas() / std::max(ips, 1e-9);
     fmt::print("epoch {}/{} step {}/{} | {} | lr {:.2e} | {:.1f} img/s | ETA {}\n", epoch, last_epoch - 1, b + 1, spe,
                format_losses(job.loss_names(), s), lr, ips, fmt_duration(eta));
     std::fflush(stdout);
   }
 
+  // Updates of a planned epoch (any world size, accum_steps): this rank's K slots of the
+  // sampler from global sample `start`, B items per micro-batch; returns the steps planned.
+  int64_t start_planned_epoch(int epoch, int64_t first, int64_t start) {
+    SamplerOptions so = opt.sampler;
+    so.replicas = replicas();
+    DistributedSampler sampler(job.train_size(), so);
+    const int64_t B = job.batch_size(), K = opt.dp ? opt.dp->accum_steps() : 1;
+    int64_t steps = sampler.num_samples(start) / B;  // drop_last batches, as the reference's loader
+    if (opt.max_steps_per_epoch > 0) steps = std::min(steps, std::max<int64_t>(0, opt.max_steps_per_epoch - first));
+    std::vector<std::vector<int64_t>> slots;
+    for (int64_t k = 0; k < K; ++k) slots.push_back(sampler.indices(epoch, opt.dp ? opt.dp->slot(int(k)) : 0, start));
+    std::vector<std::vector<int64_t>> plan;
+    for (int64_t t = 0; t < steps; ++t)
+      for (int64_t k = 0; k < K; ++k)
+        plan.emplace_back(slots[size_t(k)].begin() + t * B, slots[size_t(k)].begin() + (t + 1) * B);
+    job.start_epoch_plan(epoch, std::move(plan));
+    return steps;
+  }
+
+  // One update of K micro-batches on every rank; false when the plan ran out.
+  bool planned_step(LossValues& s) {
+    DataParallel* dp = opt.dp;
+    const int K = dp ? dp->accum_steps() : 1;
+    const bool active = dp && dp->active();
+    if (dp && dp->world() > 1) dp->broadcast_buffers("step " + std::to_string(pos.global_step) + " (buffers)");
+    job.optimizer().zero_grad();
+    std::vector<LossValues> rows;
+    for (int k = 0; k < K; ++k) {
+      if (active) job.model().rng().set_offset(dp->dropout_offset(pos.global_step, k));
+      LossValues v;
+      if (!job.forward_backward(v)) {
+        if (k == 0 && !active) return false;
+        throw std::logic_error("training plan ran out in the middle of a step");
+      }
+      if (dp) dp->add_micro_gradients(k);
+      rows.push_back(v);
+    }
+    if (dp) {
+      res.comm_seconds += dp->reduce_gradients("gradient all-reduce at step " + std::to_string(pos.global_step));
+      s = dp->mean_over_micro_batches(rows, "loss reduction at step " + std::to_string(pos.global_step));
+    } else {
+      s = rows[0];
+    }
+    job.optimizer().step();
+    return true;
+  }
+
   // The epoch's updates; true when Ctrl-C or the step budget stopped the run (checkpoint saved).
   bool train_epoch(int epoch, int64_t first, const SigintStop& sigint, LossMeter& train_meter) {
-    job.start_epoch(epoch, first);
+    int64_t spe = job.steps_per_epoch();
+    if (planned) {
+      const int64_t start = first == 0 ? 0 : epoch_sample;
+      epoch_sample = start;
+      spe = first + start_planned_epoch(epoch, first, start);
+    } else {
+      job.start_epoch(epoch, first);
+    }
     const auto t_epoch = std::chrono::steady_clock::now();
     LossValues s;
-    for (int64_t b = first; b < job.steps_per_epoch(); ++b) {
+    for (int64_t b = first; b < spe; ++b) {
       const float lr = opt.schedule.at(epoch, b);
       job.optimizer().set_lr(lr);
-      if (!job.train_step(s)) break;
+      const auto t_step = std::chrono::steady_clock::now();
+      if (!(planned ? planned_step(s) : job.train_step(s))) break;
+      res.step_seconds += seconds_since(t_step);
       if (!std::isfinite(s.at(0)))
         throw std::runtime_error(fmt::format("loss is not finite at epoch {} batch {} (step {})", epoch, b, pos.global_step));
       res.losses.push_back(s);
       ++pos.global_step;
       ++steps_this_call;
+      epoch_sample += job.batch_size() * replicas();
       train_meter.add(s);
-      log_step(epoch, b, lr, s, double(train_meter.count() * job.batch_size()) / std::max(seconds_since(t_epoch), 1e-9));
+      log_step(epoch, b, spe, lr, s,
+               double(train_meter.count() * job.batch_size() * replicas()) / std::max(seconds_since(t_epoch), 1e-9));
       const bool budget = opt.stop_after_steps >= 0 && steps_this_call >= opt.stop_after_steps;
-      if (sigint.requested() || budget) {
+      bool stop = sigint.requested() || budget;
+      if (opt.dp && opt.dp->world() > 1) stop = opt.dp->any_rank(stop, "stop check at step " + std::to_string(pos.global_step));
+      if (stop) {
         save(epoch, b + 1);
-        if (!opt.quiet)
+        if (!opt.quiet && root)
           fmt::print("{}: saved {} at epoch {} batch {} (resume with --resume {})\n",
                      sigint.requested() ? "interrupted" : "stopped", checkpoint_path(), epoch, b + 1, opt.out_dir);
         return true;
@@ -230,28 +357,57 @@ struct Loop {
     return false;
   }
 
-  // Validation (spec H.4): eval mode (running BN statistics, no dropout), no grad.
+  // Validation (spec H.4): eval mode (running BN statistics, no dropout), no grad. With
+  // several ranks each validates its DistributedSampler share (shuffled, drop_last batches,
+  // as the reference's validation loader) and the sums and counts are added over ranks.
   void validate(int epoch, nlohmann::json& ep) {
     LossMeter meter;
+    const bool world = opt.dp && opt.dp->world() > 1;
+    if (world) opt.dp->broadcast_buffers("validation at epoch " + std::to_string(epoch) + " (buffers)");  // rank 0's running statistics
     job.model().eval();
     bool has;
     {
       NoGradGuard ng;
-      has = job.validate(epoch, meter);
+      if (world && planned) {
+        has = job.valid_size() > 0;
+        SamplerOptions so = opt.sampler;
+        so.replicas = opt.dp->world();
+        so.shuffle = true;
+        DistributedSampler sampler(job.valid_size(), so);
+        const std::vector<int64_t> mine = sampler.indices(epoch, opt.dp->comm().rank());
+        std::vector<std::vector<int64_t>> batches;
+        for (int64_t t = 0; t + job.batch_size() <= int64_t(mine.size()); t += job.batch_size())
+          batches.emplace_back(mine.begin() + t, mine.begin() + t + job.batch_size());
+        if (has) job.validate_items(epoch, batches, meter);
+        // Sums and counts over ranks, in rank order.
+        std::vector<double> v(job.loss_names().keys.size() + 1, 0.0);
+        for (size_t k = 0; k < meter.sum().size(); ++k) v[k] = meter.sum()[k];
+        v.back() = double(meter.count());
+        v = opt.dp->sum_over_ranks(v, "validation at epoch " + std::to_string(epoch));
+        LossValues sum(v.size() - 1);
+        for (size_t k = 0; k < sum.size(); ++k) sum[k] = float(v[k]);
+        meter.set(sum, int64_t(v.back()));
+      } else {
+        has = job.validate(epoch, meter);
+      }
     }
     job.model().train();
     if (!has || meter.count() == 0) return;
     LossValues v = meter.mean();
     ep["valid"] = losses_json(job.loss_names(), v);
-    if (!opt.quiet) fmt::print("epoch {} validation ({} batches): loss {:.4f}\n", epoch, meter.count(), v[0]);
+    if (!opt.quiet && root) fmt::print("epoch {} validation ({} batches): loss {:.4f}\n", epoch, meter.count(), v[0]);
   }
 
   // Returns false when the run stopped early.
   bool run() {
     SigintStop sigint;
-    if (!opt.quiet)
-      fmt::print("{}: {}, epochs {}..{}, {} params, out {}\n", opt.name, job.describe(), pos.epoch, last_epoch - 1,
-                 job.model().num_parameters(), opt.out_dir);
+    if (!opt.quiet && root)
+      fmt::print("{}: {}, epochs {}..{}, {} params, out {}{}\n", opt.name, job.describe(), pos.epoch, last_epoch - 1,
+                 job.model().num_parameters(), opt.out_dir,
+                 opt.dp && opt.dp->active()
+                     ? fmt::format("; data-parallel: {} ranks x {} micro-batches of {} = {} images per update", opt.dp->world(),
+                                   opt.dp->accum_steps(), job.batch_size(), replicas() * job.batch_size())
+                     : "");
     const int start_epoch = pos.epoch;
     for (int epoch = start_epoch; epoch < last_epoch; ++epoch) {
       const auto t_epoch = std::chrono::steady_clock::now();
@@ -261,10 +417,13 @@ struct Loop {
       if (train_meter.count() > 0) ep["train"] = losses_json(job.loss_names(), train_meter.mean());
       validate(epoch, ep);
       ep["seconds"] = seconds_since(t_epoch);
-      metrics->write(ep);
+      write_metrics(ep);
+      epoch_sample = 0;
       save(epoch + 1, 0);
-      record->add_epoch(epoch, weights_sha256(job.model()), ep);
-      record->save();
+      if (root) {
+        record->add_epoch(epoch, weights_sha256(job.model()), ep);
+        record->save();
+      }
     }
     return true;
   }
@@ -274,14 +433,14 @@ struct Loop {
 
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt) {
   if (opt.out_dir.empty()) throw std::runtime_error(opt.name + " needs an output folder (--out)");
-  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, {}};
+  Loop loop{job, opt, {}, 0, 0, nullptr, nullptr, {}, false, 0, true};
   loop.open_run();
   const auto t_start = std::chrono::steady_clock::now();
   const bool completed = loop.run();
   loop.res.global_step = loop.pos.global_step;
   loop.res.checkpoint = loop.checkpoint_path();
   loop.res.finished = completed && loop.last_epoch == opt.epochs;
-  if (completed && !opt.quiet)
+  if (completed && !opt.quiet && loop.root)
     fmt::print("{} done: {} steps in {}, checkpoint {}\n", opt.name, loop.steps_this_call, fmt_duration(seconds_since(t_start)),
                loop.res.checkpoint);
   return loop.res;

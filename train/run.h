@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "data/sampler.h"
 #include "engine/nn.h"
 #include "engine/optim.h"
 #include "train/run_record.h"
@@ -53,6 +54,9 @@ std::string format_losses(const LossNames& names, const LossValues& values);
 class LossMeter {
  public:
   void add(const LossValues& v);
+  // The float32 sums and the count (data-parallel validation adds them over ranks).
+  const LossValues& sum() const { return sum_; }
+  void set(const LossValues& sum, int64_t n) { sum_ = sum; n_ = n; }
   int64_t count() const { return n_; }
   LossValues mean() const;
 
@@ -143,7 +147,23 @@ class TrainingJob {
   // Validation at the end of `epoch`: add every batch's losses to `meter`. The loop has put the
   // model in eval mode under NoGradGuard. Return false when the job has no validation set.
   virtual bool validate(int epoch, LossMeter& meter) { return false; }
+
+  // Data-parallel training and gradient accumulation (train/data_parallel.h,
+  // docs/distributed.md). A job that implements these runs under mpirun and with
+  // accum_steps; the loop then draws the batches from a DistributedSampler and calls
+  // forward_backward once per micro-batch, reducing gradients before the optimiser step.
+  virtual int64_t train_size() const { return -1; }  // items in the training set; -1: not supported
+  virtual int64_t valid_size() const { return 0; }   // items in the validation set (0: none)
+  // The epoch's micro-batches in order: plan[j] lists the training set items of batch j.
+  virtual void start_epoch_plan(int epoch, std::vector<std::vector<int64_t>> plan) {}
+  // The next planned micro-batch: forward, losses, backward (grads add up; no zero_grad, no
+  // optimiser step); false when the plan is exhausted.
+  virtual bool forward_backward(LossValues& losses) { return false; }
+  // Validation on these batches of validation set items (this rank's share).
+  virtual bool validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) { return false; }
 };
+
+class DataParallel;
 
 struct TrainingOptions {
   std::string name = "train";  // progress prefix: "<name>: ...", "<name> done: ..."
@@ -158,6 +178,11 @@ struct TrainingOptions {
   int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many updates in this call
   int log_every = 1;           // a progress line every this many batches (and the last)
   bool quiet = false;
+  // Data-parallel / accumulation (when the job supports it: train_size() >= 0). Null: one
+  // process, accum_steps 1. Only rank 0 prints and writes the run folder.
+  DataParallel* dp = nullptr;
+  SamplerOptions sampler;         // seed, drop_last, set_epoch, permutation (replicas set by the loop)
+  int64_t max_steps_per_epoch = 0;  // 0: the whole epoch
 };
 
 struct TrainingResult {
@@ -165,6 +190,8 @@ struct TrainingResult {
   int64_t global_step = 0;         // updates done in the run so far
   bool finished = false;           // all epochs done
   std::string checkpoint;
+  double step_seconds = 0;         // wall time of the updates (data-parallel: incl. communication)
+  double comm_seconds = 0;         // of which gradient all-reduce
 };
 
 // Creates out_dir, resumes (opt.resume), writes config.yaml and the record, then per epoch:

@@ -120,6 +120,19 @@ void bce_with_logits_backward(const float* x, const float* t, const uint8_t* val
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,
                 float weight_decay, float bc1, float bc2);
 
-// ---- sum of all elements in a fixed order (pairwise over blocks) (reduce.cpp / .cu) ---------
+// ---- memory: the device's caching allocator, copies, fills (alloc.cpp / alloc.cu) ------------
+// engine/device.h is the public face of these; Storage (engine/tensor.cpp) allocates through them.
 
-double sum_all(const float* x, int64_t n);
+// Whether the device can run kernels; *about (when not null) gets its name, or why not.
+bool present(std::string* about);
+// A block of at least `bytes` (0 allowed) from the caching allocator (CPU: 64-byte aligned).
+void* alloc(size_t bytes);
+// Hands a block from alloc back to the cache; never throws (called from destructors).
+void release(void* p, size_t bytes);
+MemoryStats memory_stats();
+// Copies bytes between two buffers, either (or both) of them on this device.
+void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+void fill(float* p, float v, int64_t n);
+// TF32 tensor cores for float32 matrix products (the CPU has no such mode: ignored, false).
+void set_tf32(bool on);
+bool tf32_enabled();

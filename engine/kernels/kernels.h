@@ -5,9 +5,13 @@
 // picks the device once per direction with MS_DISPATCH, the only place that names cpu:: or
 // cuda::. This header also holds the small types kernels share (op codes, Broadcast, shapes).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "engine/device.h"
 
 namespace ms {
 
@@ -63,6 +67,17 @@ namespace cpu {
 #include "engine/kernels/decls.h"
 // 2*M*N*K summed over every gemm_batched call of this process (medslip bench's GFLOP/s).
 uint64_t gemm_flop_count();
+
+// n floats of kernel scratch from the CPU caching allocator (alloc), handed back at scope exit.
+struct Scratch {
+  const size_t bytes;
+  float* const data;
+  explicit Scratch(int64_t n)
+      : bytes(size_t(n > 1 ? n : 1) * sizeof(float)), data(static_cast<float*>(alloc(bytes))) {}
+  ~Scratch() { release(data, bytes); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
 }  // namespace cpu
 
 #ifdef MEDSLIP_CUDA

@@ -3,7 +3,6 @@
 
 #include "engine/autograd.h"
 #include "engine/device.h"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 
@@ -35,14 +34,11 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 
 // ---- unary ----------------------------------------------------------------------------
 
-// True when `a` (a CPU temporary handed over as an rvalue) is the only reference to its
-// data: then an op may write its result over it. Any saved copy for a backward, view or
-// other handle counts as a reference, so values someone still reads are never overwritten.
-static bool reusable(const Tensor& a) {
-  const TensorImpl* impl = a.impl();
-  return a.device() == Device::CPU && a.impl_ptr().use_count() == 1 && impl->storage.use_count() == 1 &&
-         impl->offset == 0 && impl->storage->numel == a.numel();
-}
+// True when `a` (a temporary handed over as an rvalue) may take the op's result in place:
+// sole_owner (engine/tensor.h), the one rule for in-place reuse. Any saved copy for a backward,
+// view or other handle counts as a reference, so values someone still reads are never
+// overwritten. The kernels allow out == x: each output element reads only its own input.
+static bool reusable(const Tensor& a) { return sole_owner(a); }
 
 // A new tensor (own autograd state) on a's data.
 static Tensor alias_of(const Tensor& a) {
@@ -74,11 +70,11 @@ Tensor exp(const Tensor& a) { return unary(UnaryOp::Exp, "exp", a, 0.f, false, t
 Tensor log(const Tensor& a) { return unary(UnaryOp::Log, "log", a, 0.f, true, false); }
 Tensor sqrt(const Tensor& a) { return unary(UnaryOp::Sqrt, "sqrt", a, 0.f, false, true); }
 Tensor rsqrt(const Tensor& a) { return unary(UnaryOp::Rsqrt, "rsqrt", a, 0.f, false, true); }
-// relu's backward reads its output on the CPU (y > 0 exactly where x > 0), so the input,
-// typically a batch-norm output, is freed during the forward pass.
-Tensor relu(const Tensor& a) { return unary(UnaryOp::Relu, "relu", a, 0.f, a.is_cuda(), !a.is_cuda()); }
+// relu's backward reads its output (y > 0 exactly where x > 0) on every device, so the input,
+// typically a batch-norm output, is freed during the forward pass or overwritten by y.
+Tensor relu(const Tensor& a) { return unary(UnaryOp::Relu, "relu", a, 0.f, false, true); }
 Tensor relu(Tensor&& a) {  // over a temporary's own data when nothing else refers to it
-  return unary(UnaryOp::Relu, "relu", a, 0.f, a.is_cuda(), !a.is_cuda(), reusable(a));
+  return unary(UnaryOp::Relu, "relu", a, 0.f, false, true, reusable(a));
 }
 Tensor gelu(const Tensor& a) { return unary(UnaryOp::Gelu, "gelu", a, 0.f, true, false); }
 Tensor tanh(const Tensor& a) { return unary(UnaryOp::Tanh, "tanh", a, 0.f, false, true); }

@@ -2,7 +2,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
-#include "engine/kernels/cuda/host_api.cuh"
+#include "engine/device.h"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 

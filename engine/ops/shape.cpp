@@ -5,7 +5,6 @@
 
 #include "engine/autograd.h"
 #include "engine/device.h"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 

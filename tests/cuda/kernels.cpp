@@ -26,7 +26,6 @@ TEST_CASE("cuda: kernels match their CPU twins") {
 
 #include "engine/autograd.h"
 #include "engine/device.h"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
@@ -157,7 +156,7 @@ TEST_CASE("cuda: device, allocator and copies") {
   CHECK(q == p);
   CHECK(device_memory_stats().in_use == s1.in_use + (size_t(3) << 20));
   device_free(q, 3 << 20);
-  CHECK(device_memory_stats().peak >= s0.in_use + (size_t(3) << 20));
+  CHECK(device_memory_stats().peak_in_use >= s0.in_use + (size_t(3) << 20));
   // Out of memory names the size.
   try {
     device_alloc(size_t(1) << 52);
@@ -280,13 +279,6 @@ TEST_CASE("cuda: reduction kernels") {
     cuda::repeat_dim(dg.data(), drep.data(), s.outer, s.n, s.inner);
     close("repeat_dim " + dims, down(drep), rep, kElementwise);
     ++si;
-  }
-  for (int64_t n : {int64_t(1), int64_t(4096), int64_t(1000003)}) {
-    const auto x = uniform(n, 70, 0.1f, 1.f);  // positive: the relative error means something
-    auto dx = up(x);
-    const double c = cpu::sum_all(x.data(), n), g = cuda::sum_all(dx.data(), n);
-    MESSAGE("sum_all n=" << n << ": gpu " << g << " cpu " << c);
-    CHECK(std::fabs(g - c) <= kReduction * std::fabs(c));
   }
 }
 
@@ -860,7 +852,7 @@ TEST_CASE("cuda: ops end to end match the CPU, and two GPU runs are bitwise equa
   }
   const DeviceMemoryStats st = device_memory_stats();
   MESSAGE("allocator after the chain: in use " << st.in_use / 1024 << " KiB, cached " << st.cached / 1024
-                                               << " KiB, peak " << st.peak / 1024 << " KiB");
+                                               << " KiB, peak " << st.peak_in_use / 1024 << " KiB");
 }
 
 #endif  // MEDSLIP_CUDA

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "engine/autograd.h"
@@ -141,4 +142,17 @@ TEST_CASE("engine: nn::Conv1d has PyTorch's names and shapes and computes a 1-D 
       }
   CHECK_THROWS_WITH_AS(head.forward(Tensor::zeros({4, 9})),
                        doctest::Contains("Conv1d: input must be 3-D [N,C,L], got [4,9]"), std::invalid_argument);
+}
+
+TEST_CASE("engine: relu and its gradient on signed zeros, infinities and NaN") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = Tensor::from_vector({-1.f, -0.f, 0.f, 1e-40f, 2.f, inf, -inf, nan}, {8}).requires_grad_();
+  Tensor y = relu(x);
+  auto yv = y.to_vector();
+  const std::vector<float> expect = {0.f, 0.f, 0.f, 1e-40f, 2.f, inf, 0.f, 0.f};
+  for (size_t i = 0; i < expect.size(); ++i) CHECK(yv[i] == expect[i]);
+  y.backward(Tensor::from_vector({1, 1, 1, 1, 1, 1, 1, 1}, {8}));
+  const std::vector<float> gexp = {0, 0, 0, 1, 1, 1, 0, 0};  // torch: grad where x > 0, else 0
+  auto g = x.grad().to_vector();
+  for (size_t i = 0; i < gexp.size(); ++i) CHECK(g[i] == gexp[i]);
 }

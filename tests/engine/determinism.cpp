@@ -63,6 +63,16 @@ Tensor seeded(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
 // sum(y * R) for a fixed R: a scalar whose gradient reaches every output element.
 Tensor probe_loss(const Tensor& y, uint64_t seed) { return sum(mul(y, seeded(y.shape(), seed))); }
 
+Tensor random_tensor(const Shape& s, uint64_t seed) {
+  Tensor t = Tensor::empty(s);
+  Rng(seed, 5).fill_normal(t.data(), t.numel());
+  return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
+}
+
 }  // namespace
 
 TEST_CASE("engine: determinism of Rng fills (uniform, normal, keep mask)") {
@@ -162,4 +172,41 @@ TEST_CASE("engine: determinism of dropout masks") {
   CHECK(mismatched == 0);
   CHECK(differ > n / 10);                              // independent masks differ in ~18% of places
   CHECK(double(kept) / n == doctest::Approx(0.9).epsilon(0.01));
+}
+
+TEST_CASE("engine: determinism of matmul gives the same bits on 1 and 2 threads for K between OpenBLAS block sizes") {
+  ThreadScope keep(num_threads());
+  // K = 336, 600, 784: OpenBLAS's 1-thread and threaded drivers split these K differently.
+  for (int64_t K : {336, 600, 784, 1568}) {
+    Tensor a = random_tensor({300, K}, 1), at = random_tensor({K, 300}, 6), b = random_tensor({K, 200}, 2);
+    set_num_threads(1);
+    Tensor c1 = matmul(a, b), t1 = matmul(at, b, true, false);
+    set_num_threads(2);
+    Tensor c2 = matmul(a, b), t2 = matmul(at, b, true, false);
+    CHECK_MESSAGE(same_bits(c1, c2), "K = " << K);
+    CHECK_MESSAGE(same_bits(t1, t2), "K = " << K << " (A^T)");
+    // and the product is right: compare one entry with a double-precision dot product
+    double ref = 0;
+    for (int64_t k = 0; k < K; ++k) ref += double(a.data()[5 * K + k]) * b.data()[k * 200 + 7];
+    CHECK(c1.data()[5 * 200 + 7] == doctest::Approx(ref).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("engine: determinism of conv2d spread over images gives the same bits on 1 and 2 threads") {
+  ThreadScope keep(num_threads());
+  for (int64_t N : {1, 3, 4}) {
+    for (int64_t k : {1, 3}) {
+      Tensor x0 = random_tensor({N, 40, 12, 12}, 7), w0 = random_tensor({24, 40, k, k}, 8);
+      Tensor gy = random_tensor({N, 24, 12, 12}, 9);
+      std::vector<Tensor> out;
+      for (int t : {1, 2}) {
+        set_num_threads(t);
+        Tensor x = x0.clone().detach().requires_grad_(), w = w0.clone().detach().requires_grad_();
+        Tensor y = conv2d(x, w, Tensor(), 1, k / 2);
+        y.backward(gy);
+        out.insert(out.end(), {y.detach(), x.grad(), w.grad()});
+      }
+      for (size_t i = 0; i < 3; ++i) CHECK_MESSAGE(same_bits(out[i], out[i + 3]), "N " << N << " k " << k << " #" << i);
+    }
+  }
 }

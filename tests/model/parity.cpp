@@ -10,7 +10,7 @@
 #include <fstream>
 
 #include "engine/io.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "tests/test_util.h"
 #include "tests/tolerances.h"
 #include "train/reference_problem.h"

@@ -58,7 +58,8 @@ TEST_CASE("train: cli bad arguments exit 2 with one line saying what to do") {
   const fs::path dir = ms::test::scratch_dir("cli_args");
   const std::string cfg = "train/configs/demo.yaml";
   const std::vector<std::string> commands = {"inspect", "convert", "books",   "pretrain", "verify",     "zeroshot",
-                                             "ground",  "predict", "synth",   "step",     "preprocess", "bench"};
+                                             "ground",  "predict", "synth",   "step",     "preprocess", "bench",
+                                             "triplets"};
   std::vector<std::string> cases = {"", "no-such-command"};
   for (const auto& c : commands) cases.push_back(c + " --no-such-flag");
   // Missing required arguments (verify and bench have none: they would run).
@@ -75,6 +76,7 @@ TEST_CASE("train: cli bad arguments exit 2 with one line saying what to do") {
   cases.push_back("predict x.png --checkpoint x --books y --threads -2");
   cases.push_back("bench --rows resnet18:64:2:fly");
   cases.push_back("pretrain --config " + cfg + " --device tpu");
+  cases.push_back("triplets --reports r.csv --text-columns a --id-column b --out o --test-frac 0.9 --valid-frac 0.2");
   for (const auto& args : cases) {
     CAPTURE(args);
     Run r = run(args, dir);

@@ -22,7 +22,7 @@
 #include "engine/device.h"
 #include "engine/io.h"
 #include "engine/threads.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "tests/test_util.h"
 #include "train/commands.h"
 #include "train/eval.h"

@@ -11,7 +11,6 @@
 #include <omp.h>
 
 #include "engine/kernels/kernels.h"
-#include "engine/tensor.h"
 
 namespace ms::cpu {
 
@@ -204,9 +203,6 @@ static void for_each_image(int64_t N, int workers, F&& body) {
   for (int64_t n = 0; n < N; ++n) body(n, omp_get_thread_num());
 }
 
-// n floats of scratch from the CPU caching allocator.
-static std::shared_ptr<Storage> scratch(int64_t n) { return Storage::allocate(n, Device::CPU); }
-
 // y[i] = ((parts[0][i] + parts[1][i]) + ...) over n parts of len floats: a fixed order.
 static void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
   const int64_t block = 4096;
@@ -232,9 +228,9 @@ void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape&
   }
   if (s.N == 0) return;
   const int workers = conv_workers(s.N);
-  auto col = scratch(workers * K * L);
+  Scratch col(workers * K * L);
   for_each_image(s.N, workers, [&](int64_t n, int t) {
-    float* c = col->data + int64_t(t) * K * L;
+    float* c = col.data + int64_t(t) * K * L;
     im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
     gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);  // y[n] = W col
   });
@@ -244,7 +240,7 @@ void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape&
 // in image order (sum_parts), so the bits do not depend on the thread count.
 void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw, const Conv2dShape& s) {
   const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
-  std::shared_ptr<Storage> parts = gw && s.N > 1 ? scratch(s.N * s.O * K) : nullptr;
+  std::unique_ptr<Scratch> parts = gw && s.N > 1 ? std::make_unique<Scratch>(s.N * s.O * K) : nullptr;
   float* gw_parts = parts ? parts->data : gw;  // [N, O, K], or gw itself for one image
   if (s.pointwise()) {
     if (gx)  // dx[n] = W^T g[n]
@@ -253,9 +249,9 @@ void conv2d_backward(const float* x, const float* w, const float* g, float* gx, 
       gemm_batched(false, true, s.N, s.O, s.C, L, 1.f, g, s.O * L, x, s.C * L, 0.f, gw_parts, s.O * s.C);
   } else if (s.N > 0) {
     const int workers = conv_workers(s.N);
-    auto col = scratch(workers * K * L);
+    Scratch col(workers * K * L);
     for_each_image(s.N, workers, [&](int64_t n, int t) {
-      float* c = col->data + int64_t(t) * K * L;
+      float* c = col.data + int64_t(t) * K * L;
       const float* gn = g + n * s.O * L;
       if (gw) {  // dW_n = g[n] col(x[n])^T
         im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);

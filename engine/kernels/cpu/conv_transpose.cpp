@@ -22,15 +22,11 @@
 #include <omp.h>
 
 #include "engine/kernels/kernels.h"
-#include "engine/tensor.h"
 
 namespace ms::cpu {
 
 // Images in flight at once: one per thread, at most N.
 static int64_t image_workers(int64_t N) { return std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), N)); }
-
-// n floats of scratch from the CPU caching allocator.
-static std::shared_ptr<Storage> scratch(int64_t n) { return Storage::allocate(n, Device::CPU); }
 
 // y[n] = col2im(W^T x[n]): W^T [K, C] times x[n] [C, L] gives, for every input pixel, the
 // kh x kw patch it paints into the output; col2im adds the overlapping patches.
@@ -38,10 +34,10 @@ void conv_transpose2d_forward(const float* x, const float* w, float* y, const Co
   const int64_t K = s.O * s.kh * s.kw, L = s.H * s.W, OL = s.O * s.OH * s.OW;
   if (s.N == 0) return;
   const int64_t T = image_workers(s.N);
-  auto col = scratch(T * K * L);  // one [K, L] per thread
+  Scratch col(T * K * L);  // one [K, L] per thread
 #pragma omp parallel for num_threads(int(T)) schedule(static) if (T > 1)
   for (int64_t n = 0; n < s.N; ++n) {
-    float* c = col->data + int64_t(omp_get_thread_num()) * K * L;
+    float* c = col.data + int64_t(omp_get_thread_num()) * K * L;
     gemm_batched(true, false, 1, K, L, s.C, 1.f, w, 0, x + n * s.C * L, 0, 0.f, c, 0);  // (K, L)
     float* yn = y + n * OL;                                                              // (O, OH, OW)
     std::memset(yn, 0, size_t(OL) * sizeof(float));
@@ -62,14 +58,14 @@ void conv_transpose2d_backward(const float* x, const float* w, const float* gy, 
     return;
   }
   const int64_t T = image_workers(s.N);
-  auto col = scratch(T * K * L);
-  auto parts = gw ? scratch(T * CK) : nullptr;
+  Scratch col(T * K * L);
+  std::unique_ptr<Scratch> parts = gw ? std::make_unique<Scratch>(T * CK) : nullptr;
   for (int64_t n0 = 0; n0 < s.N; n0 += T) {
     const int64_t nb = std::min(T, s.N - n0);  // images in this wave
 #pragma omp parallel for num_threads(int(T)) schedule(static) if (nb > 1)
     for (int64_t i = 0; i < nb; ++i) {
       const int64_t n = n0 + i;
-      float* c = col->data + i * K * L;
+      float* c = col.data + i * K * L;
       im2col(gy + n * OL, c, s.O, s.OH, s.OW, s.kh, s.kw, s.stride, s.pad, s.H, s.W);  // (K, L)
       if (gx) gemm_batched(false, false, 1, s.C, L, K, 1.f, w, 0, c, 0, 0.f, gx + n * s.C * L, 0);
       if (gw)  // P_0 straight into dW, the others into this wave's scratch

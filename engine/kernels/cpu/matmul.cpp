@@ -58,3 +58,9 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
 }
 
 }  // namespace ms::cpu
+
+namespace ms::cpu {
+// No TF32 on the CPU: float32 products throughout.
+void set_tf32(bool) {}
+bool tf32_enabled() { return false; }
+}  // namespace ms::cpu

@@ -47,19 +47,4 @@ void repeat_dim(const float* x, float* y, int64_t outer, int64_t n, int64_t inne
       for (int64_t i = 0; i < inner; ++i) y[(o * n + j) * inner + i] = x[o * inner + i];
 }
 
-double sum_all(const float* x, int64_t n) {
-  // Fixed blocks of 4096 summed in double, then the block sums in order.
-  const int64_t B = 4096, nb = (n + B - 1) / B;
-  std::vector<double> part(size_t(std::max<int64_t>(nb, 1)), 0.0);
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t b = 0; b < nb; ++b) {
-    double s = 0.0;
-    for (int64_t i = b * B; i < std::min(n, (b + 1) * B); ++i) s += x[i];
-    part[size_t(b)] = s;
-  }
-  double s = 0.0;
-  for (double p : part) s += p;
-  return s;
-}
-
 }  // namespace ms::cpu

@@ -1,8 +1,8 @@
-// The CUDA side of engine/device.h: device discovery, host<->device copies, fill, and the
-// caching allocator. Blocks are rounded up to a size bucket and, when freed, go back to that
-// bucket's free list instead of to cudaFree; a training step that allocates the same shapes
+// The CUDA side of the memory seam (engine/kernels/decls.h "memory", reached through
+// engine/device.h): device discovery, host<->device copies, fill, and the caching allocator.
+// Blocks are rounded up to a size bucket and, when freed, go back to that bucket's free list instead of to cudaFree; a training step that allocates the same shapes
 // every step therefore calls cudaMalloc only during its first step and never cudaFree.
-// (engine/device.cpp holds the CPU-only versions of these functions, under #ifndef MEDSLIP_CUDA.)
+// Its CPU twin is engine/kernels/cpu/alloc.cpp.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -12,10 +12,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/device.h"
 #include "engine/kernels/cuda/common.cuh"
+#include "engine/kernels/kernels.h"
 
-namespace ms {
+namespace ms::cuda {
 
 namespace {
 
@@ -48,10 +48,12 @@ class CachingAllocator {
     const size_t size = exact_ ? std::max<size_t>(bytes, 1) : bucket_size(bytes);
     void* p = nullptr;
     auto it = free_.find(size);
+    ++allocations_;
     if (it != free_.end() && !it->second.empty()) {
       p = it->second.back();
       it->second.pop_back();
       cached_ -= size;
+      ++hits_;
     } else {
       cudaError_t e = cudaMalloc(&p, size);
       if (e == cudaErrorMemoryAllocation) {  // give the cached blocks back, then try once more
@@ -91,6 +93,7 @@ class CachingAllocator {
     live_.erase(it);
     in_use_ -= size;
     if (exact_) {
+      ++releases_;
       cudaFree(p);
       (void)cudaGetLastError();
       return;
@@ -99,12 +102,15 @@ class CachingAllocator {
     free_[size].push_back(p);
   }
 
-  DeviceMemoryStats stats() {
+  MemoryStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
-    DeviceMemoryStats s;
+    MemoryStats s;
     s.in_use = in_use_;
     s.cached = cached_;
-    s.peak = peak_;
+    s.peak_in_use = peak_;
+    s.allocations = allocations_;
+    s.hits = hits_;
+    s.releases = releases_;
     return s;
   }
 
@@ -112,7 +118,10 @@ class CachingAllocator {
   void release_cached_locked() {
     cudaDeviceSynchronize();  // a cached block may still be read by a queued kernel
     for (auto& [size, list] : free_)
-      for (void* p : list) cudaFree(p);
+      for (void* p : list) {
+        cudaFree(p);
+        ++releases_;
+      }
     free_.clear();
     cached_ = 0;
     (void)cudaGetLastError();
@@ -123,6 +132,7 @@ class CachingAllocator {
   std::unordered_map<size_t, std::vector<void*>> free_;  // bucket size -> free blocks
   std::unordered_map<void*, size_t> live_;               // handed-out block -> bucket size
   size_t in_use_ = 0, cached_ = 0, peak_ = 0;
+  uint64_t allocations_ = 0, hits_ = 0, releases_ = 0;  // blocks handed out, from the cache, cudaFree'd
   bool warned_ = false;
 };
 
@@ -175,21 +185,20 @@ __global__ void fill_kernel(float* p, float v, int64_t n) { CUDA_FOR(i, n) p[i] 
 
 }  // namespace
 
-bool cuda_built() { return true; }
-bool cuda_available() { return device_info().present; }
-std::string cuda_device_name() {
+bool present(std::string* about) {
   const DeviceInfo& d = device_info();
-  return d.present ? d.name : "none (" + d.reason + ")";
+  if (about) *about = d.present ? d.name : "none (" + d.reason + ")";
+  return d.present;
 }
 
-void* device_alloc(size_t bytes) {
+void* alloc(size_t bytes) {
   require_device("device_alloc");
   return allocator().alloc(bytes);
 }
 
-void device_free(void* p, size_t) { allocator().free(p); }
+void release(void* p, size_t) { allocator().free(p); }
 
-void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   if (bytes == 0) return;
   if (dst_dev == Device::CPU && src_dev == Device::CPU) {
     std::memcpy(dst, src, bytes);
@@ -203,12 +212,12 @@ void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, siz
   cudaCheck(cudaMemcpy(dst, src, bytes, kind));
 }
 
-void device_fill(float* p, float v, int64_t n) {
+void fill(float* p, float v, int64_t n) {
   if (n <= 0) return;
-  fill_kernel<<<cuda::grid_for(n), cuda::kBlock>>>(p, v, n);
+  fill_kernel<<<grid_for(n), kBlock>>>(p, v, n);
   cudaCheckLaunch();
 }
 
-DeviceMemoryStats device_memory_stats() { return allocator().stats(); }
+MemoryStats memory_stats() { return allocator().stats(); }
 
-}  // namespace ms
+}  // namespace ms::cuda

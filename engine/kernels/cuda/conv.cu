@@ -3,7 +3,7 @@
 // thread owns its output element and adds the contributions in the CPU's order, so they need
 // no atomics and give the CPU's bits (col2im, adaptive pool) or the CPU's order (max pool).
 #include "engine/kernels/cuda/common.cuh"
-#include "engine/kernels/cuda/host_api.cuh"
+#include "engine/device.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cuda {

@@ -4,8 +4,8 @@
 // after the first); the CPU adds separately computed per-image terms in the same order, so
 // the devices agree to rounding and each repeats its own bits.
 // Dimensions as there: K = O*kh*kw, L = H*W; `col` holds one image's [K, L] columns.
+#include "engine/device.h"
 #include "engine/kernels/cuda/common.cuh"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cuda {

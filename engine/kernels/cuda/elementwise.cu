@@ -34,7 +34,7 @@ __device__ __forceinline__ float dunary(UnaryOp op, float x, float y, float s) {
     case UnaryOp::Log: return 1.f / x;
     case UnaryOp::Sqrt: return 0.5f / y;
     case UnaryOp::Rsqrt: return -0.5f * y * y * y;
-    case UnaryOp::Relu: return x > 0.f ? 1.f : 0.f;
+    case UnaryOp::Relu: return x > 0.f || y > 0.f ? 1.f : 0.f;  // from x or y (the other is 0): y > 0 exactly where x > 0
     case UnaryOp::Gelu: {
       float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
       float pdf = 0.3989422804014327f * expf(-0.5f * x * x);

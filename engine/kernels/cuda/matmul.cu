@@ -7,7 +7,6 @@
 #include <mutex>
 
 #include "engine/kernels/cuda/common.cuh"
-#include "engine/kernels/cuda/host_api.cuh"
 #include "engine/kernels/kernels.h"
 
 namespace ms {
@@ -36,10 +35,10 @@ int as_int(int64_t v, const char* what) {
 }
 }  // namespace
 
+namespace cuda {
+
 void set_tf32(bool on) { g_tf32 = on; }
 bool tf32_enabled() { return g_tf32; }
-
-namespace cuda {
 
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                   int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) {

@@ -88,28 +88,6 @@ __global__ void repeat_dim_kernel(const float* x, float* y, int64_t outer, int64
   }
 }
 
-// sum_all: block b sums elements [b*4096, (b+1)*4096) (the CPU's blocks); one block then
-// adds the block sums in order of b.
-constexpr int64_t kSumAllChunk = 4096;
-
-__global__ void sum_chunks_kernel(const float* x, int64_t n, double* part) {
-  __shared__ double smem[33];
-  const int64_t lo = int64_t(blockIdx.x) * kSumAllChunk;
-  const int64_t hi = min(n, lo + kSumAllChunk);
-  double s = 0.0;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) s += x[i];
-  s = block_sum(s, smem);
-  if (threadIdx.x == 0) part[blockIdx.x] = s;
-}
-
-__global__ void sum_doubles_kernel(const double* part, int64_t n, double* out) {
-  __shared__ double smem[33];
-  double s = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
-  s = block_sum(s, smem);
-  if (threadIdx.x == 0) *out = s;
-}
-
 }  // namespace
 
 void sum_dim(const float* x, float* y, int64_t outer, int64_t n, int64_t inner) {
@@ -159,26 +137,6 @@ void repeat_dim(const float* x, float* y, int64_t outer, int64_t n, int64_t inne
   if (outer * n * inner <= 0) return;
   repeat_dim_kernel<<<grid_for(outer * n * inner), kBlock>>>(x, y, outer, n, inner);
   cudaCheckLaunch();
-}
-
-double sum_all(const float* x, int64_t n) {
-  if (n <= 0) return 0.0;
-  const int64_t nb = CEIL_DIV(n, kSumAllChunk);
-  const size_t bytes = size_t(nb + 1) * sizeof(double);
-  double* part = static_cast<double*>(device_alloc(bytes));
-  double s = 0.0;
-  try {
-    sum_chunks_kernel<<<unsigned(nb), kBlock>>>(x, n, part);
-    cudaCheckLaunch();
-    sum_doubles_kernel<<<1, 1024>>>(part, nb, part + nb);
-    cudaCheckLaunch();
-    cudaCheck(cudaMemcpy(&s, part + nb, sizeof(double), cudaMemcpyDeviceToHost));
-  } catch (...) {
-    device_free(part, bytes);
-    throw;
-  }
-  device_free(part, bytes);
-  return s;
 }
 
 }  // namespace ms::cuda

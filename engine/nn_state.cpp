@@ -1,4 +1,4 @@
-#include "model/state.h"
+#include "engine/nn_state.h"
 
 #include <stdexcept>
 

@@ -1,6 +1,7 @@
-// defines: saving and loading a module's state with PyTorch names — every parameter and
-// buffer, BatchNorm num_batches_tracked as I64, a module shared under two names written
-// under both; loading checks that both copies of a shared tensor agree (spec A.3, H.1).
+// defines: saving and loading any nn::Module's state with PyTorch names (beside engine/nn.h,
+// which knows the modules, and engine/io.h, which knows the file) — every parameter and buffer,
+// BatchNorm num_batches_tracked as I64, a module shared under two names written under both;
+// loading checks that both copies of a shared tensor agree (spec A.3, H.1).
 #pragma once
 #include <map>
 #include <string>
