@@ -9,7 +9,7 @@
 
 #include "engine/io.h"
 #include "engine/threads.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "train/commands.h"
 #include "train/common.h"
 #include "train/finetune.h"

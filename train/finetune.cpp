@@ -19,7 +19,7 @@
 #include "engine/optim.h"
 #include "engine/threads.h"
 #include "model/finetune_unet.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "train/hash.h"
 #include "train/metrics.h"
 #include "train/platform.h"

@@ -11,7 +11,7 @@
 #include "data/finetune_data.h"
 #include "data/image.h"
 #include "engine/io.h"
-#include "model/state.h"
+#include "engine/nn_state.h"
 #include "tests/test_util.h"
 #include "train/finetune.h"
 #include "train/hash.h"
