@@ -95,7 +95,7 @@ ifeq ($(MPI),1)
   endif
 endif
 
-.PHONY: all test test-full deps check-deps fixtures demo bench verify clean train eval fuzz fuzz-build triplets-eval
+.PHONY: all test test-full deps check-deps fixtures demo demo-finetune bench verify clean train eval fuzz fuzz-build triplets-eval
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests $(if $(filter 1,$(MPI)),$(MPI_BUILD)/medslip,)
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
@@ -173,6 +173,11 @@ fixtures:
 # The whole pipeline on the synthetic set (README "make demo").
 demo: all
 	train/demo.sh
+
+# Fine-tuning on the real radiographs in ../shared/data (README "Fine-tuning"): classification
+# (pneumonia-kermany-224) and lung segmentation (jsrt-seg-256); INIT=checkpoint, FT_EPOCHS=N.
+demo-finetune: all
+	train/demo_finetune.sh
 
 # Thin wrappers: make train CONFIG=my.yaml [OUT=runs/x]; make eval CHECKPOINT=... BOOKS=... CSV=...
 train: all

@@ -22,6 +22,8 @@ int cmd_ground(int argc, char** argv);
 int cmd_predict(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_verify(int argc, char** argv);
+int cmd_finetune(int argc, char** argv);
+int cmd_finetune_eval(int argc, char** argv);
 int cmd_triplets(int argc, char** argv);
 int cmd_report(int argc, char** argv);
 }  // namespace ms

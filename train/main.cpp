@@ -17,6 +17,8 @@ static const std::vector<Command> kCommands = {
     {"books", cmd_books, "encode the 75 observation descriptions and 51 anatomy prompts with a BERT (the books)"},
     {"pretrain", cmd_pretrain, "pretrain MeDSLIP (spec D) with checkpoints, resume and a reproducibility record"},
     {"verify", cmd_verify, "check this build against the official MeDSLIP (recorded losses), gradients, determinism"},
+    {"finetune", cmd_finetune, "fine-tune the trunk on a labelled csv: classification or segmentation (spec E.5/E.6)"},
+    {"finetune-eval", cmd_finetune_eval, "evaluate a fine-tuned checkpoint on a csv: AUROC/max-F1/ACC or Dice/mIoU"},
     {"zeroshot", cmd_zeroshot, "zero-shot classification of a CXR14 / RSNA / synthetic csv: AUROC, max-F1, ACC"},
     {"ground", cmd_ground, "zero-shot grounding on an RSNA-style csv: pointing game, IoU, Dice, heatmap overlays"},
     {"report", cmd_report, "one self-contained HTML page of a run: loss curves, lr, ROC/AUROC, heatmaps, config"},
@@ -32,7 +34,7 @@ static const std::vector<Command> kCommands = {
 static void usage() {
   std::printf("medslip — MeDSLIP (Medical Dual-Stream Language-Image Pre-training) in C++\n\n"
               "usage: medslip <command> [options]   (medslip <command> --help for its options)\n\ncommands:\n");
-  for (const auto& c : ms::kCommands) std::printf("  %-11s %s\n", c.name, c.help);
+  for (const auto& c : ms::kCommands) std::printf("  %-13s %s\n", c.name, c.help);
   std::printf("\nThreads: OMP_NUM_THREADS (default: all cores), or --threads N where a command takes it.\n");
 }
 

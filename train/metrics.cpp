@@ -352,6 +352,62 @@ nlohmann::json to_json(const GroundingResult& r) {
           {"hit_per_image", r.hit_per_image}};
 }
 
+SegmentationResult segmentation_scores(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
+                                       float threshold) {
+  if (n <= 0) throw std::invalid_argument("segmentation_scores: no images");
+  if (prob.size() != truth.size() || prob.size() % size_t(n))
+    throw std::invalid_argument(fmt::format("segmentation_scores: {} predictions, {} mask values for {} images", prob.size(),
+                                            truth.size(), n));
+  const size_t P = prob.size() / size_t(n);
+  SegmentationResult r;
+  r.images = n;
+  double sum_pos = 0, sum_neg = 0, sum_iou = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* p = prob.data() + size_t(i) * P;
+    const float* t = truth.data() + size_t(i) * P;
+    int64_t np = 0, nt = 0, inter = 0;   // thresholded counts (dice)
+    double sp = 0, st = 0, spt = 0;      // mIoU sums with the raw truth
+    for (size_t k = 0; k < P; ++k) {
+      if (!std::isfinite(p[k])) throw std::invalid_argument(fmt::format("segmentation_scores: image {} has a non-finite score", i));
+      const bool pb = p[k] > threshold, tb = t[k] > 0.5f;
+      np += pb;
+      nt += tb;
+      inter += pb && tb;
+      if (pb) { sp += 1; spt += t[k]; }
+      st += t[k];
+    }
+    double d;
+    if (nt == 0) {
+      d = np == 0 ? 1.0 : 0.0;
+      ++r.num_neg;
+      sum_neg += d;
+    } else {
+      d = 2.0 * double(inter) / double(np + nt);
+      ++r.num_pos;
+      sum_pos += d;
+    }
+    const double iou = (spt + 1.0) / (sp + st - spt + 1.0);
+    r.dice_per_image.push_back(d);
+    r.iou_per_image.push_back(iou);
+    sum_iou += iou;
+  }
+  r.dice = (sum_pos + sum_neg) / double(n);
+  r.dice_pos = r.num_pos ? sum_pos / double(r.num_pos) : 0.0;
+  r.dice_neg = r.num_neg ? sum_neg / double(r.num_neg) : 0.0;
+  r.miou = sum_iou / double(n);
+  return r;
+}
+
+std::string format_table(const SegmentationResult& r) {
+  return fmt::format("images {} ({} with a mask, {} empty)\nDice {:.4f} (non-empty {:.4f}, empty {:.4f})\nmIoU {:.4f}\n",
+                     r.images, r.num_pos, r.num_neg, r.dice, r.dice_pos, r.dice_neg, r.miou);
+}
+
+nlohmann::json to_json(const SegmentationResult& r) {
+  return {{"images", r.images}, {"num_pos", r.num_pos}, {"num_neg", r.num_neg}, {"dice", r.dice},
+          {"dice_pos", r.dice_pos}, {"dice_neg", r.dice_neg}, {"miou", r.miou}};
+}
+
 void save_json(const std::string& path, const nlohmann::json& j) {
   write_file_atomic(path, j.dump(2) + "\n");
 }

@@ -139,6 +139,26 @@ class GroundingScorer {
 std::string format_table(const GroundingResult& r);
 nlohmann::json to_json(const GroundingResult& r);
 
+// ---------------------------------------------------------------------------------------------
+// Fine-tuning segmentation (§E.6, the reference's metric.py), over the whole test set at once.
+// prob and truth are [N, P] row-major (P pixels per image): prob the sigmoid outputs, truth the
+// masks in 0..1. Predicted = prob > threshold, true = truth > 0.5 (dice()).
+//   dice: per image 2|P∩T| / (|P| + |T|) when T is not empty; an empty T scores 1 if P is empty,
+//         else 0 (the empty-mask rule); the mean over all images (dice_pos / dice_neg: the means
+//         over images with / without a mask, 0 when there are none, as np.nan_to_num).
+//   miou: per image (Σ pred·truth + 1) / (Σ pred + Σ truth − Σ pred·truth + 1) with the raw
+//         (not thresholded) truth values, as mIoU(eps=1); the mean over images.
+// ---------------------------------------------------------------------------------------------
+struct SegmentationResult {
+  int64_t images = 0, num_pos = 0, num_neg = 0;
+  double dice = 0, dice_pos = 0, dice_neg = 0, miou = 0;
+  std::vector<double> dice_per_image, iou_per_image;
+};
+SegmentationResult segmentation_scores(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
+                                       float threshold = 0.5f);
+std::string format_table(const SegmentationResult& r);
+nlohmann::json to_json(const SegmentationResult& r);
+
 // Writes j (indent 2) to path; throws std::runtime_error naming the path on failure.
 void save_json(const std::string& path, const nlohmann::json& j);
 
