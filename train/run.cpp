@@ -477,6 +477,13 @@ struct Loop {
     } else {
       s = rows[0];
     }
+    // After the reduction every rank holds the same losses and gradients, so every rank takes
+    // the same decision here (stop, or skip the update under --skip-nonfinite).
+    const std::string why = check_update_finite(job.loss_names(), s, job.model(), pos.global_step);
+    if (!why.empty()) {
+      job.optimizer().zero_grad();
+      throw NonFiniteStep(why);
+    }
     job.optimizer().step();
     return true;
   }
