@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <map>
 #include <set>
 #include <sstream>
+#include <utility>
 #include <stdexcept>
 
 #include "data/datasets.h"
@@ -608,11 +610,17 @@ class FinetuneJob : public TrainingJob {
                            {"value", h}, {"best", better}, {"loss", v["loss"]}};
     if (v.contains("miou")) line["miou"] = v["miou"];
     std::ofstream(opt_.out_dir + "/valid.jsonl", std::ios::app) << line.dump() << "\n";
+    last_metrics_ = {{line["metric"].get<std::string>(), h}};  // TensorBoard valid/<metric>, metrics.jsonl
+    if (v.contains("miou") && v["miou"].is_number()) last_metrics_["miou"] = v["miou"].get<double>();
     if (!opt_.quiet)
       fmt::print("epoch {} validation ({} images): {} {:.4f}{}\n", epoch, valid_->size(),
                  topt_.task == FinetuneTask::kSegment ? "Dice" : "mean AUROC", h, better ? " (best so far, saved)" : "");
     return true;
   }
+
+  // The validation metric of this epoch (mean AUROC or Dice, and mIoU): metrics.jsonl's epoch line
+  // and TensorBoard's valid/<name>, through train/run.h.
+  std::map<std::string, double> epoch_metrics(int epoch) override { return std::exchange(last_metrics_, {}); }
 
   FinetuneEvalOptions eval_options() const {
     FinetuneEvalOptions eo;
@@ -638,6 +646,7 @@ class FinetuneJob : public TrainingJob {
   FinetuneModel& finetune_model() { return *model_; }
 
  private:
+  std::map<std::string, double> last_metrics_;
   void init_weights() {
     if (!opt_.init_encoder.empty()) {
       InitReport r = init_encoder_from_torchvision(*model_, opt_.init_encoder);

@@ -2,6 +2,7 @@
 // (subsets, OpenCV resizes, transforms), a smoke run of both tasks on tiny generated data
 // (seconds), bit-identical --resume, and the one-line errors for bad input.
 #include <doctest/doctest.h>
+#include <map>
 
 #include <cmath>
 #include <filesystem>
@@ -167,6 +168,29 @@ TEST_CASE("train: finetune classify smoke run (ResNet-18, 64 px): validation-cho
   CHECK(rec["train_images"] == 6);  // 8 train rows minus the 25 % validation carve-out
   CHECK(rec["valid_images"] == 2);
   CHECK(rec.contains("test"));
+  // The validation metric of each epoch reaches metrics.jsonl (and TensorBoard's valid/mean_auc)
+  // with the value valid.jsonl gives for that epoch.
+  std::map<int, double> valid_auc;
+  std::ifstream vf(o.out_dir + "/valid.jsonl");
+  for (std::string line; std::getline(vf, line);) {
+    auto j = nlohmann::json::parse(line);
+    valid_auc[j["epoch"].get<int>()] = j["value"].get<double>();
+  }
+  REQUIRE(!valid_auc.empty());
+  int epochs_seen = 0;
+  std::ifstream mf(o.out_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(mf, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("type", "") != "epoch") continue;
+    ++epochs_seen;
+    REQUIRE(j.contains("metrics"));
+    CHECK(j["metrics"]["mean_auc"].get<double>() == valid_auc.at(j["epoch"].get<int>()));
+  }
+  CHECK(epochs_seen == int(valid_auc.size()));
+  bool events = false;
+  for (const auto& e : fs::directory_iterator(o.out_dir))
+    events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  CHECK(events);
 }
 
 TEST_CASE("train: finetune --resume continues bit for bit (classify, ResNet-18)") {
