@@ -30,7 +30,9 @@ namespace ms {
 enum class CvInterp { kNearest, kLinear, kArea };
 // cv2.resize(src, (w, h), interpolation): INTER_NEAREST (floor(x * src/dst)), INTER_LINEAR
 // (half-pixel centres, 11-bit fixed-point weights, no antialiasing), INTER_AREA (exact area
-// averaging when shrinking both axes; OpenCV's area-weighted linear kernel otherwise).
+// averaging when shrinking both axes; OpenCV's area-weighted linear kernel otherwise), with
+// OpenCV 4.6's rounding as Debian builds it (its SIMD vertical pass, resizeAreaFast for integer
+// factors): byte-equal to cv2.resize on real radiographs (tests/data/finetune_resize.cpp).
 Image cv_resize(const Image& src, int out_w, int out_h, CvInterp interp);
 
 // ---- the csv -----------------------------------------------------------------------------------
