@@ -326,8 +326,12 @@ FinetuneBatch FinetuneLoader::make_batch(int64_t epoch, int64_t index) const {
   std::vector<int64_t> fresh;
   if (order_.empty()) fresh = epoch_order(ds_.size(), lopt_.seed, epoch, lopt_.shuffle);
   const auto& order = fresh.empty() ? order_ : fresh;
-  const int64_t S = topt_.size, lo = index * lopt_.batch_size, hi = std::min(lo + lopt_.batch_size, ds_.size());
-  const int64_t B = hi - lo;
+  const int64_t lo = index * lopt_.batch_size, hi = std::min(lo + lopt_.batch_size, ds_.size());
+  return make_batch_of(epoch, index, std::vector<int64_t>(order.begin() + lo, order.begin() + hi));
+}
+
+FinetuneBatch FinetuneLoader::make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const {
+  const int64_t S = topt_.size, B = int64_t(items.size());
   const bool seg = topt_.task == FinetuneTask::kSegment;
   const int64_t K = seg ? 1 : (ds_.label_names().empty() ? 1 : int64_t(ds_.label_names().size()));
   FinetuneBatch out;
@@ -338,7 +342,10 @@ FinetuneBatch FinetuneLoader::make_batch(int64_t epoch, int64_t index) const {
   float* im = out.image.data();
   float* tg = out.target.data();
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t item = order[size_t(lo + b)];
+    const int64_t item = items[size_t(b)];
+    if (item < 0 || item >= ds_.size())
+      throw std::out_of_range("FinetuneLoader: item " + std::to_string(item) + " outside the dataset's " +
+                              std::to_string(ds_.size()));
     const FinetuneItem& it = ds_.item(item);
     Rng rng = sample_rng(lopt_.seed, epoch, item, false);
     FinetuneSample s = load_finetune_sample(it, topt_, train_, rng);
@@ -360,6 +367,13 @@ void FinetuneLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   order_ = epoch_order(ds_.size(), lopt_.seed, epoch, lopt_.shuffle);
   pf_.start(size() - first_batch, lopt_.num_workers, std::max(1, lopt_.num_workers * lopt_.prefetch),
             [this, epoch, first_batch](int64_t b) { return make_batch(epoch, b + first_batch); });
+}
+
+void FinetuneLoader::start_epoch_plan(int64_t epoch, std::vector<std::vector<int64_t>> plan) {
+  pf_.stop();
+  plan_ = std::move(plan);
+  pf_.start(int64_t(plan_.size()), lopt_.num_workers, std::max(1, lopt_.num_workers * lopt_.prefetch),
+            [this, epoch](int64_t b) { return make_batch_of(epoch, b, plan_[size_t(b)]); });
 }
 
 bool FinetuneLoader::next(FinetuneBatch& out) { return pf_.next(out); }

@@ -28,56 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// 12 grey 64x64 PNGs (a vertical gradient, a bright disc on every other one), disc masks, and
-// tiny.csv: image_path, mask_path, finding (0/1), split (8 train, 4 test).
-std::string write_tiny_set(const std::string& name) {
-  const fs::path root = test::scratch_dir(name);
-  fs::create_directories(root / "images");
-  fs::create_directories(root / "masks");
-  std::ofstream csv(root / "tiny.csv");
-  csv << "image_path,mask_path,finding,split\n";
-  Rng rng(3, 0);
-  for (int k = 0; k < 12; ++k) {
-    Image img(64, 64, 1), mask(64, 64, 1);
-    const bool has = k % 2 == 0;
-    const int cy = 20 + 2 * k, cx = 24 + k, r = 9 + k % 3;
-    for (int y = 0; y < 64; ++y)
-      for (int x = 0; x < 64; ++x) {
-        float v = 60.f + 80.f * float(y) / 63.f + 20.f * rng.uniform();
-        if (has && (x - cx) * (x - cx) + (y - cy) * (y - cy) < r * r) {
-          v += 90.f;
-          mask.at(y, x, 0) = 255;
-        }
-        img.at(y, x, 0) = uint8_t(std::min(255.f, v));
-      }
-    const std::string n = "im" + std::to_string(k) + ".png";
-    write_png((root / "images" / n).string(), img);
-    write_png((root / "masks" / n).string(), mask);
-    csv << "images/" << n << ",masks/" << n << "," << (has ? 1 : 0) << "," << (k < 8 ? "train" : "test") << "\n";
-  }
-  return root.string();
-}
-
-FinetuneConfig tiny_config(const std::string& root, const std::string& task) {
-  FinetuneConfig c;
-  c.task = task;
-  c.res_base_model = "resnet18";
-  c.image_res = 64;
-  c.train_file = root + "/tiny.csv";
-  c.split_column = "split";
-  c.valid_fraction = 0.25f;
-  if (task == "classify") c.label_columns = {"finding"};
-  else c.mask_column = "mask_path";
-  c.batch_size = 2;
-  c.test_batch_size = 4;
-  c.num_workers = 0;
-  c.seed = 5;
-  c.lr = c.min_lr = c.warmup_lr = 1e-4f;
-  c.warmup_epochs = 0;
-  c.epochs = 2;
-  c.sample_outputs = 2;
-  return c;
-}
+std::string write_tiny_set(const std::string& name) { return test::write_tiny_finetune_set(name); }
+FinetuneConfig tiny_config(const std::string& root, const std::string& task) { return test::tiny_finetune_config(root, task); }
 
 std::string error_of(const std::function<void()>& f) {
   try {
