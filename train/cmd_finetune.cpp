@@ -88,10 +88,10 @@ int cmd_finetune_eval(int argc, char** argv) {
   app.add_option("--samples", samples, "segmentation: mask PNGs + overlays for this many images");
   add_device_options(app, device, tf32);
   app.add_option("--threads", threads, "threads");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   if (!label_columns.empty() && !mask_column.empty())
-    throw std::runtime_error("give --label-columns or --mask-column, not both");
+    throw UsageError("give --label-columns or --mask-column, not both");
 
   FinetuneConfig cfg;
   std::map<std::string, std::string> meta;
