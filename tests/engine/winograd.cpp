@@ -77,7 +77,7 @@ TEST_CASE("engine: winograd conv2d matches im2col on odd shapes, forward and bot
   // Odd and non-square sizes, partial tiles, batch 1 and 3, channels not multiples of 8,
   // padding 0, 1 and 2 (dx then runs at padding 2, 1 and 0).
   const Cfg cfgs[] = {{1, 3, 5, 7, 9, 1},   {3, 13, 7, 11, 6, 1}, {3, 5, 11, 9, 13, 0}, {1, 17, 9, 5, 5, 2},
-                      {3, 10, 6, 3, 3, 1},  {1, 4, 4, 3, 4, 0},   {3, 37, 21, 14, 14, 1}};
+                      {3, 10, 6, 3, 3, 1},  {1, 4, 4, 3, 4, 0},   {3, 37, 21, 14, 14, 1}, {2, 128, 128, 8, 8, 1}, {2, 64, 64, 16, 16, 1}};
   // Measured worst cases (rel-L2 vs im2col): F(2x2) y 1.4e-7, dx 1.4e-7, dW 1.5e-7; F(4x4) y
   // 4.2e-7, dx 4.6e-7, dW 1.2e-6. The bounds leave ~10x.
   for (ConvAlgo a : {ConvAlgo::Winograd2, ConvAlgo::Winograd4}) {
