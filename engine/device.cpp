@@ -1,6 +1,7 @@
 // engine/device.h in both builds: each function picks a device and calls that device's memory
 // kernel through MS_DISPATCH (engine/kernels/cpu/alloc.cpp, engine/kernels/cuda/alloc.cu).
 #include "engine/device.h"
+#include "engine/kernels/cpu/winograd.h"
 
 #include <stdexcept>
 
@@ -31,6 +32,8 @@ static void require_cuda_build(const char* what) {
 }
 
 bool cuda_available() { return cuda_built() && MS_DISPATCH(Device::CUDA, present, nullptr); }
+
+const char* cpu_conv_algo() { return cpu::conv_algo_name(cpu::conv_algo()); }
 
 std::string cuda_device_name() {
   if (!cuda_built()) return "none";

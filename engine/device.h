@@ -20,6 +20,9 @@ Device parse_device(const std::string& s);  // "cpu" | "cuda"; throws otherwise
 bool cuda_built();        // compiled with CUDA=1
 bool cuda_available();    // built with CUDA and a device is present
 std::string cuda_device_name();
+// The CPU convolution algorithm in force (auto | im2col | winograd2 | winograd4, from
+// MEDSLIP_CONV_ALGO): it changes results in the last bits, so run records note it.
+const char* cpu_conv_algo();
 
 void* device_alloc(size_t bytes);  // CUDA, through the caching allocator
 void device_free(void* p, size_t bytes);
