@@ -26,8 +26,10 @@
 #include <stb/stb_image.h>
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 #include <zlib.h>
 
@@ -141,6 +143,8 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
       if (have_sof) return bad("second frame header");
       have_sof = true;
       if (L < 6) return bad("frame header cut short");
+      if (s[0] != 8)  // extended (SOF1) and progressive (SOF2) JPEGs may carry 12-bit samples
+        return "unsupported JPEG: " + std::to_string(s[0]) + "-bit samples (only 8-bit JPEGs are decoded)";
       int nc = s[5];
       if (nc < 1 || nc > 4 || L != size_t(6 + 3 * nc)) return bad(std::to_string(nc) + " components");
       for (int i = 0; i < nc; ++i) {
@@ -151,7 +155,14 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
         comp_ids.push_back(id);
       }
     } else if ((m >= 0xC3 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-      return bad("unsupported frame type (lossless, hierarchical or arithmetic-coded)");
+      // Valid JPEG processes that stb_image does not decode (PIL / libjpeg-turbo decodes the
+      // arithmetic-coded ones): a named refusal, not "corrupt".
+      const char* what = m == 0xC3 ? "lossless (SOF3)"
+                         : m <= 0xC7 ? "hierarchical (differential)"
+                         : m <= 0xCB ? (m == 0xCB ? "arithmetic-coded lossless" : "arithmetic-coded")
+                                     : "hierarchical arithmetic-coded";
+      return std::string("unsupported JPEG: ") + what + " frame (" + mk +
+             "); only baseline, extended and progressive Huffman-coded JPEGs are decoded";
     } else if (m == 0xDD) {  // DRI
       if (L != 2) return bad("restart interval length");
     } else if (m == 0xDA) {  // SOS
@@ -201,13 +212,21 @@ void check_bmp_size(const uint8_t* d, size_t n, const std::string& name) {
     if (n < 34) fail(name, "truncated BMP (" + std::to_string(n) + " bytes, header incomplete)");
     w = int32_t(u32(18)), h = int32_t(u32(22)), bpp = u16(28), comp = u32(30);
   }
-  if (comp != 0 && comp != 3 && comp != 6) return;  // RLE etc.: stb refuses them itself
+  if (comp == 1 || comp == 2 || comp == 4 || comp == 5) {  // stb_image decodes none of these
+    static const char* kind[] = {"", "RLE8", "RLE4", "", "JPEG", "PNG"};
+    fail(name, std::string("unsupported BMP compression ") + kind[comp] + " (" + std::to_string(comp) +
+                   "): only uncompressed and bit-field BMPs are read; save it uncompressed or as PNG");
+  }
+  if (comp != 0 && comp != 3 && comp != 6) return;  // unknown: stb reports a bad header
   if (w <= 0 || h == 0 || bpp <= 0) return;         // stb reports a bad header
+  // w < 2^31 and bpp < 2^16, so the stride fits; stride * |h| may not (UBSan, image fuzzer:
+  // a 114-byte BMP claiming 471466032 x 117440512 pixels of 6144 bits), so compare in long double.
   int64_t stride = ((bpp * w + 31) / 32) * 4;
-  int64_t need = int64_t(off) + stride * std::llabs(h);
-  if (int64_t(n) < need)
+  long double need = (long double)(off) + (long double)(stride) * (long double)(std::llabs(h));
+  if ((long double)(n) < need)
     fail(name, "truncated BMP (" + std::to_string(n) + " bytes, the " + std::to_string(w) + "x" +
-                   std::to_string(std::llabs(h)) + " pixel array needs " + std::to_string(need) + ")");
+                   std::to_string(std::llabs(h)) + " pixel array needs " +
+                   std::to_string(uint64_t(std::min(need, 1e19L))) + ")");
 }
 
 void check_dims(int64_t w, int64_t h, const std::string& name) {
@@ -227,6 +246,8 @@ Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(d, int(n), &w, &h, &comp))
     fail(name, std::string("cannot decode ") + kind + ": " + stbi_failure_reason());
+  // stb 2.27's BMP info gives a top-down BMP's height as stored (negative); its loader flips.
+  if (fmt == Format::kBmp && h < 0 && h > INT32_MIN) h = -h;
   check_dims(w, h, name);
   bool grey = comp <= 2;
   // PNG IHDR: bit depth at byte 24, colour type at 25 (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA).
@@ -267,7 +288,52 @@ void register_dicom_codecs() {
     OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
     DJDecoderRegistration::registerCodecs();  // JPEG baseline / extended / lossless
     DcmRLEDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();  // JPEG-LS lossless / near-lossless
   });
+}
+
+// DCMTK 3.6.7 (Debian 12) walks each JPEG fragment's marker segments to find the frame
+// header's bit depth (DJCodecDecoder::scanJpegDataForBitDepth) and does not advance past a TEM
+// marker (FF01): a fragment with FF01 before its SOF loops forever (found by the dicom fuzzer:
+// a 2.5 KB file, over 30 s under ASan, never returns). This is the same walk; true when it
+// would reach a TEM.
+bool dcmtk_jpeg_walk_hangs(const Uint8* d, Uint32 n) {
+  if (!d) return false;
+  Uint32 off = 0;
+  while (off + 4 < n) {
+    const unsigned m = (unsigned(d[off]) << 8) | d[off + 1];
+    if (m == 0xFF01) return true;
+    if ((m >= 0xFFC0 && m <= 0xFFCF && m != 0xFFC4 && m != 0xFFC8 && m != 0xFFCC)) return false;  // SOFn: found
+    if ((m >= 0xFFD0 && m <= 0xFFD9)) {
+      off += 2;  // RSTn, SOI, EOI
+    } else if (m == 0xFFC4 || m == 0xFFCC || (m >= 0xFFDA && m <= 0xFFDF) || (m >= 0xFFE0 && m <= 0xFFFE)) {
+      off += ((unsigned(d[off + 2]) << 8) | d[off + 3]) + 2;  // a segment with a length
+    } else if (d[off] == 0xFF && d[off + 1] > 2 && d[off + 1] <= 0xBF) {
+      off += 2;  // reserved markers
+    } else {
+      return false;  // DCMTK stops here (syntax error)
+    }
+  }
+  return false;
+}
+
+// Refuses, naming the file, an encapsulated JPEG (DCMTK's dcmjpeg codec) whose fragments
+// would hang DCMTK's header walk.
+void check_dcmtk_jpeg_fragments(DcmDataset* ds, E_TransferSyntax xs, const std::string& path) {
+  if (xs < EXS_JPEGProcess1 || xs > EXS_JPEGProcess14SV1) return;
+  DcmElement* pe = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, pe).bad() || !pe || pe->ident() != EVR_PixelData) return;
+  DcmPixelSequence* seq = nullptr;
+  const DcmRepresentationParameter* rp = nullptr;
+  if (static_cast<DcmPixelData*>(pe)->getEncapsulatedRepresentation(xs, rp, seq).bad() || !seq) return;
+  for (unsigned long i = 0; i < seq->card(); ++i) {
+    DcmPixelItem* item = nullptr;
+    Uint8* bytes = nullptr;
+    if (seq->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) continue;
+    if (dcmtk_jpeg_walk_hangs(bytes, item->getLength()))
+      fail(path, "corrupt JPEG in DICOM fragment " + std::to_string(i) +
+                     ": a TEM marker (FF01) before the frame header (DCMTK's decoder would never return)");
+  }
 }
 
 template <class T>
@@ -313,6 +379,21 @@ DicomPixels read_dicom_pixels(const std::string& path) {
     if (!ec && samples > 256.0 * double(bytes) + double(1 << 20))
       fail(path, "DICOM declares " + std::to_string(c) + "x" + std::to_string(r) + " pixels, more than its " +
                      std::to_string(bytes) + " bytes can hold (corrupt Rows/Columns or a decompression bomb)");
+  }
+  {
+    // Encapsulated syntaxes with a registered decoder: DCMTK's dcmjpeg (JPEG processes 1, 2&4,
+    // 6&8, 10&12, 14, 14 SV1), RLE and JPEG-LS. Anything else (JPEG 2000, arithmetic or
+    // hierarchical JPEG, MPEG, HEVC, ...) gets its name, not DCMTK's "Pixel representation
+    // cannot be changed".
+    const E_TransferSyntax xs = ds->getOriginalXfer();
+    static const E_TransferSyntax kDecodable[] = {
+        EXS_JPEGProcess1,  EXS_JPEGProcess2_4, EXS_JPEGProcess6_8,   EXS_JPEGProcess10_12, EXS_JPEGProcess14,
+        EXS_JPEGProcess14SV1, EXS_RLELossless, EXS_JPEGLSLossless, EXS_JPEGLSLossy};
+    if (xfer.isEncapsulated() && std::find(std::begin(kDecodable), std::end(kDecodable), xs) == std::end(kDecodable))
+      fail(path, "unsupported DICOM transfer syntax " + d.transfer_syntax + " (" + xfer.getXferID() +
+                     "): medslip decodes uncompressed, deflated, RLE, JPEG (baseline, extended, progressive, "
+                     "lossless) and JPEG-LS pixel data; convert the file first (e.g. gdcmconv --raw)");
+    check_dcmtk_jpeg_fragments(ds, xs, path);
   }
   st = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
   if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))

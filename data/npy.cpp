@@ -70,6 +70,7 @@ struct DictParser {
       size_t j = i;
       while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
       if (j == i) fail(path, "malformed .npy header: expected a non-negative integer in shape " + s);
+      if (j - i > 18) fail(path, "malformed .npy header: shape value " + s.substr(i, j - i) + " out of range");
       out.push_back(std::stoll(s.substr(i, j - i)));
       i = j;
       if (i < s.size() && s[i] == 'L') ++i;  // Python 2 long suffix
@@ -86,6 +87,8 @@ void parse_descr(const std::string& path, const std::string& descr, NpyHeader& h
   std::string size = descr.substr(2);
   for (char c : size)
     if (!std::isdigit(static_cast<unsigned char>(c))) fail(path, "unsupported .npy dtype '" + descr + "'");
+  if (size.size() > 2)  // std::stoi would throw a bare "stoi"
+    fail(path, "unsupported .npy dtype '" + descr + "' (item size out of range)");
   h.itemsize = std::stoi(size);
   bool ok_kind = (h.kind == 'f' && (h.itemsize == 4 || h.itemsize == 8)) ||
                  ((h.kind == 'i' || h.kind == 'u') &&

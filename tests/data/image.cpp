@@ -600,6 +600,37 @@ TEST_CASE("data: image a DICOM declaring more pixels than its bytes can hold is 
   CHECK_MESSAGE(msg.find("decompression bomb") != std::string::npos, msg);
 }
 
+TEST_CASE("data: image a BMP whose pixel-array size overflows 64 bits is a named error") {
+  // image fuzzer finding (2026-12-05, UBSan): a 114-byte BMP claiming 471466032 x 117440512
+  // pixels of 6144 bits; stride * height overflowed int64 in the truncation check.
+  const std::string p = "tests/fuzz/corpus/image/reg_bmp_size_overflow.bmp";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("truncated BMP") != std::string::npos, msg);
+}
+
+TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame header is refused (DCMTK would hang)") {
+  // dicom fuzzer finding (2026-12-05): DCMTK 3.6.7's scanJpegDataForBitDepth never advances past
+  // a TEM marker (FF01), so this 2.5 KB file never returned. Refused before DCMTK decodes.
+  const std::string p = "tests/fuzz/corpus/dicom/reg_tem_marker_hang.dcm";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("TEM marker (FF01)") != std::string::npos, msg);
+  // The same in a valid JPEG DICOM: its APP0 marker (FF E0 after SOI) turned into a TEM.
+  std::ifstream f(image_path("jpeg_mono8.dcm"), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  size_t at = bytes.find(std::string("\xFF\xD8\xFF\xE0", 4));
+  REQUIRE(at != std::string::npos);
+  CHECK_NOTHROW(read_image(image_path("jpeg_mono8.dcm")));
+  bytes[at + 3] = '\x01';
+  fs::path dir = test::scratch_dir("data_image_tem");
+  const std::string q = (dir / "tem.dcm").string();
+  std::ofstream(q, std::ios::binary) << bytes;
+  msg = error_of([&] { read_image(q); });
+  CHECK_MESSAGE(msg.find(q) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("TEM marker") != std::string::npos, msg);
+}
+
 TEST_CASE("data: image write_png round trip") {
   fs::path dir = test::scratch_dir("data_image_png");
   Image rgb = ref_image("decode/rgb8.png"), g = channel0(rgb);
