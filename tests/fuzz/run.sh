@@ -29,10 +29,11 @@ prepare() {
   case $name in
     image)
       seed image $F/images/*.png $F/images/*.jpg $F/images/*.bmp
+      seed image $F/strange/*.png $F/strange/*.jpg $F/strange/*.bmp
       seed image $(ls "$SHARED"/cxr14-sample/images/*.png 2>/dev/null | head -n 2) \
         $(ls "$SHARED"/pneumonia-kermany-224/images/* 2>/dev/null | head -n 3) \
         $(ls "$SHARED"/jsrt-seg-256/masks/*.png 2>/dev/null | head -n 2) ;;
-    dicom) seed dicom $F/images/*.dcm "$SHARED"/dicom/siim-acr-sample.dcm ;;
+    dicom) seed dicom $F/images/*.dcm $F/strange/*.dcm "$SHARED"/dicom/siim-acr-sample.dcm ;;
     safetensors) seed safetensors $(find $F -maxdepth 1 -name '*.safetensors' -size -64k) ;;
     pth) seed pth $F/weights_*.pth $F/weights_hf_bert.bin ;;
     npy) seed npy $F/data/*.npy ;;

@@ -180,6 +180,11 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
   require_error(error_of([&] { read_state_dict(fx("weights_badview.pth")); }),
                 {"weights_badview.pth", "size [9]", "outside its storage '0' of 2 elements"});
 
+  // pth fuzzer finding (2026-12-05): a 3.8 KB file whose zip entry claims a 2 GB compressed size
+  // was allocated before the file size was checked (libFuzzer: out-of-memory).
+  require_error(error_of([&] { read_state_dict("tests/fuzz/corpus/pth/reg_entry_2gb_alloc.pth"); }),
+                {"reg_entry_2gb_alloc.pth", "beyond the end of the file", "truncated or corrupt archive"});
+
   // with allow_unknown_globals the numpy value becomes an inert placeholder
   TorchLoadOptions lenient;
   lenient.allow_unknown_globals = true;
