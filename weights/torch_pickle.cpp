@@ -625,12 +625,13 @@ FileTensor TorchCheckpoint::tensor(const TorchTensorRef& t) {
   return out;
 }
 
-static void flatten_into(const PyRef& o, const std::string& prefix, int depth,
+static void flatten_into(const PyRef& o, const std::string& prefix, int depth, const std::string& source,
                          std::vector<std::pair<std::string, PyRef>>& out) {
-  if (depth > 64) throw std::runtime_error("checkpoint nests deeper than 64 levels at '" + prefix + "' (cyclic?)");
+  const std::string who = source.empty() ? std::string("checkpoint") : source;
+  if (depth > 64) throw std::runtime_error(who + ": nests deeper than 64 levels at '" + prefix + "' (cyclic?)");
   auto join = [&](const std::string& k) { return prefix.empty() ? k : prefix + "." + k; };
   if (o->kind == Kind::Dict) {
-    for (const auto& [k, v] : o->dict) flatten_into(v, join(PyObj::key_text(k)), depth + 1, out);
+    for (const auto& [k, v] : o->dict) flatten_into(v, join(PyObj::key_text(k)), depth + 1, source, out);
     if (o->dict.empty() && !prefix.empty()) out.emplace_back(prefix, o);
   } else if (o->kind == Kind::List || o->kind == Kind::Tuple) {
     bool all_scalar = true;  // short lists of scalars (betas, flags) stay one leaf
@@ -641,15 +642,54 @@ static void flatten_into(const PyRef& o, const std::string& prefix, int depth,
       out.emplace_back(prefix, o);
       return;
     }
-    for (size_t k = 0; k < o->items.size(); ++k) flatten_into(o->items[k], join(std::to_string(k)), depth + 1, out);
+    for (size_t k = 0; k < o->items.size(); ++k)
+      flatten_into(o->items[k], join(std::to_string(k)), depth + 1, source, out);
   } else {
     out.emplace_back(prefix, o);
   }
 }
 
-std::vector<std::pair<std::string, PyRef>> flatten_pyobj(const PyRef& root) {
+// The number of leaves flatten_into would produce, counted over the object graph with each
+// shared container counted once per use (memoised by address), saturating at 2^40.
+static uint64_t count_leaves(const PyObj* o, int depth, std::unordered_map<const PyObj*, uint64_t>& memo,
+                             const std::string& who) {
+  if (depth > 64) throw std::runtime_error(who + ": nests deeper than 64 levels (cyclic?)");
+  auto it = memo.find(o);
+  if (it != memo.end()) return it->second;
+  uint64_t n = 0;
+  auto add = [&](uint64_t k) { n = std::min<uint64_t>(n + k, uint64_t(1) << 40); };
+  if (o->kind == Kind::Dict) {
+    for (const auto& kv : o->dict) add(count_leaves(kv.second.get(), depth + 1, memo, who));
+    if (o->dict.empty()) add(1);
+  } else if (o->kind == Kind::List || o->kind == Kind::Tuple) {
+    bool all_scalar = true;
+    for (const auto& v : o->items)
+      if (v->kind == Kind::Dict || v->kind == Kind::List || v->kind == Kind::Tuple || v->kind == Kind::Tensor)
+        all_scalar = false;
+    if (all_scalar) {
+      add(1);
+    } else {
+      for (const auto& v : o->items) add(count_leaves(v.get(), depth + 1, memo, who));
+    }
+  } else {
+    add(1);
+  }
+  memo[o] = n;
+  return n;
+}
+
+std::vector<std::pair<std::string, PyRef>> flatten_pyobj(const PyRef& root, const std::string& source) {
   std::vector<std::pair<std::string, PyRef>> out;
-  if (root) flatten_into(root, "", 0, out);
+  if (!root) return out;
+  // A pickle can use one container many times (its memo): 40 levels of [a, a] are 2^40 leaves
+  // from a few hundred bytes (pickle fuzzer). Real state dicts have thousands of entries.
+  const std::string who = source.empty() ? std::string("checkpoint") : source;
+  std::unordered_map<const PyObj*, uint64_t> memo;
+  const uint64_t n = count_leaves(root.get(), 0, memo, who);
+  if (n > (uint64_t(1) << 20))
+    throw std::runtime_error(who + ": " + (n >= (uint64_t(1) << 40) ? std::string("2^40 or more") : std::to_string(n)) +
+                             " entries when flattened, more than 1048576 (a container shared many times?)");
+  flatten_into(root, "", 0, source, out);
   return out;
 }
 
