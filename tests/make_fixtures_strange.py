@@ -25,6 +25,8 @@ Writes:
                    them; where pydicom 2.3 has no decoder (JPEG lossless / JPEG-LS / 12-bit JPEG)
                    the array that was compressed (lossless) or DCMTK's dcmdjpeg output read
                    by pydicom (lossy 12-bit), as noted per file
+      display/<file> U8 [H,W]  the kDisplay mapping of data/image.h (rescale, first VOI window
+                   LINEAR / SIGMOID or min-max, MONOCHROME1 inverted) of that array, in numpy
 """
 import io
 import json
@@ -542,6 +544,39 @@ b32 = dataset((u12.astype(np.uint32) * 1000).astype(np.uint32))
 b32.BitsAllocated, b32.BitsStored, b32.HighBit = 32, 32, 31
 save(b32, "bits32.dcm")
 dicom_error("bits32.dcm", "BitsAllocated 32", "BitsAllocated 32")
+
+
+
+def display_reference(ds, raw):
+    """data/image.h's kDisplay mapping in numpy (our definition; as tests/make_fixtures_image.py,
+    plus SIGMOID and multi-valued windows, of which the first is used)."""
+    v = raw.astype(np.int64)
+    bs = int(ds.BitsStored)
+    v = v & ((1 << bs) - 1)
+    if int(ds.PixelRepresentation) == 1:
+        v = np.where(v >> (bs - 1) & 1, v - (1 << bs), v)
+    m = v * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+    if "WindowCenter" in ds:
+        first = lambda x: float(x[0]) if isinstance(x, pydicom.multival.MultiValue) else float(x)
+        c, w = first(ds.WindowCenter), first(ds.WindowWidth)
+        if str(getattr(ds, "VOILUTFunction", "LINEAR")).strip() == "SIGMOID":
+            y = 255.0 / (1.0 + np.exp(-4.0 * (m - c) / w))
+        else:
+            y = np.where(m <= c - 0.5 - (w - 1) / 2, 0.0,
+                         np.where(m > c - 0.5 + (w - 1) / 2, 255.0, ((m - (c - 0.5)) / (w - 1) + 0.5) * 255.0))
+    else:
+        y = (m - m.min()) / max(m.max() - m.min(), 1e-300) * 255.0
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        y = 255.0 - y
+    return np.floor(np.clip(y, 0, 255) + 0.5).astype(np.uint8)
+
+
+for e in manifest:  # the display mapping of every grey DICOM that decodes
+    if e["kind"] == "dicom" and e["expect"] == "decode":
+        ds = pydicom.dcmread(p(e["file"]), stop_before_pixels=True, force=True)
+        if int(ds.SamplesPerPixel) == 1:
+            refs[f"display/{e['file']}"] = display_reference(ds, refs[e["ref"]])
+            e["display"] = f"display/{e['file']}"
 
 for f in os.listdir(OUT):
     if f.startswith("src_"):
