@@ -249,6 +249,13 @@ Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name
   // stb 2.27's BMP info gives a top-down BMP's height as stored (negative); its loader flips.
   if (fmt == Format::kBmp && h < 0 && h > INT32_MIN) h = -h;
   check_dims(w, h, name);
+  // A JPEG codes every 8x8 block of every component with at least one bit (its DC difference,
+  // in baseline and in a progressive file's first DC scan), so no valid file holds more than
+  // 512 pixels per byte. The image fuzzer found a 1.3 KB JPEG declaring 49456 x 255 pixels
+  // (10 s under ASan for a picture of zeros; 2^28 pixels would take minutes and 800 MB).
+  if (fmt == Format::kJpeg && double(w) * double(h) > 1024.0 * double(n) + 65536.0)
+    fail(name, "JPEG declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than its " +
+                   std::to_string(n) + " bytes can encode (corrupt header or a decompression bomb)");
   bool grey = comp <= 2;
   // PNG IHDR: bit depth at byte 24, colour type at 25 (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA).
   bool grey16 = fmt == Format::kPng && n > 25 && d[24] == 16 && d[25] == 0;

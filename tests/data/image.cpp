@@ -609,6 +609,19 @@ TEST_CASE("data: image a BMP whose pixel-array size overflows 64 bits is a named
   CHECK_MESSAGE(msg.find("truncated BMP") != std::string::npos, msg);
 }
 
+TEST_CASE("data: image a JPEG declaring more pixels than its bytes can encode is refused before decoding") {
+  // image fuzzer finding (2026-12-05, a 10 s slow unit under ASan): 1345 bytes declaring
+  // 49456 x 255 pixels. Every 8x8 block costs a JPEG at least one bit: <= 512 pixels a byte.
+  const std::string p = "tests/fuzz/corpus/image/reg_jpeg_bomb_49456x255.jpg";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("49456x255 pixels, more than its 1345 bytes can encode") != std::string::npos, msg);
+  // Honest JPEGs stay inside the bound (1024 a byte + 64 K): a flat grey 2048x2048 picture from
+  // Pillow is 85 pixels a byte (baseline, quality 75) or 251 (progressive, optimised tables).
+  for (const char* f : {"grey.jpg", "rgb420.jpg", "rgb_prog.jpg", "rgb_odd.jpg"})
+    CHECK_NOTHROW(read_image(image_path(f)));
+}
+
 TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame header is refused (DCMTK would hang)") {
   // dicom fuzzer finding (2026-12-05): DCMTK 3.6.7's scanJpegDataForBitDepth never advances past
   // a TEM marker (FF01), so this 2.5 KB file never returned. Refused before DCMTK decodes.
