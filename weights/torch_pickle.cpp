@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <functional>
 #include <stdexcept>
@@ -14,10 +15,61 @@ namespace ms {
 
 using Kind = PyObj::Kind;
 
+// Every object the pickle VM creates, so that reference cycles can be found and broken
+// (set by TorchCheckpoint around the VM's run; one VM per thread at a time).
+static thread_local std::vector<std::weak_ptr<PyObj>>* g_created = nullptr;
+
 static PyRef make(Kind k) {
   auto o = std::make_shared<PyObj>();
   o->kind = k;
+  if (g_created) g_created->push_back(o);
   return o;
+}
+
+// True when a container can reach itself (iterative three-colour DFS over items and dict).
+static bool has_cycle(const std::vector<std::weak_ptr<PyObj>>& objs) {
+  std::unordered_map<const PyObj*, int> colour;  // absent: unvisited, 1: on the path, 2: done
+  auto children = [](const PyObj* o) {
+    std::vector<const PyObj*> c;
+    for (const auto& v : o->items) c.push_back(v.get());
+    for (const auto& kv : o->dict) c.push_back(kv.first.get()), c.push_back(kv.second.get());
+    return c;
+  };
+  for (const auto& w : objs) {
+    PyRef start = w.lock();
+    if (!start || colour.count(start.get())) continue;
+    std::vector<std::pair<const PyObj*, std::vector<const PyObj*>>> stack;
+    stack.emplace_back(start.get(), children(start.get()));
+    colour[start.get()] = 1;
+    while (!stack.empty()) {
+      auto& [o, rest] = stack.back();
+      if (rest.empty()) {
+        colour[o] = 2;
+        stack.pop_back();
+        continue;
+      }
+      const PyObj* c = rest.back();
+      rest.pop_back();
+      if (!c) continue;
+      auto it = colour.find(c);
+      if (it != colour.end()) {
+        if (it->second == 1) return true;
+        continue;
+      }
+      colour[c] = 1;
+      stack.emplace_back(c, children(c));
+    }
+  }
+  return false;
+}
+
+// Empties every container still alive, so shared_ptr cycles are freed.
+static void break_all(const std::vector<std::weak_ptr<PyObj>>& objs) {
+  for (const auto& w : objs)
+    if (PyRef o = w.lock()) {
+      o->items.clear();
+      o->dict.clear();
+    }
 }
 static PyRef make_int(int64_t v) {
   auto o = make(Kind::Int);
@@ -572,8 +624,29 @@ TorchCheckpoint::TorchCheckpoint(const std::string& path, const TorchLoadOptions
     if (!e) throw std::runtime_error(path_ + ": storage '" + key + "' has no entry " + prefix_ + "data/" + key);
     return int64_t(e->size / uint64_t(safetensors_dtype_size(dtype)));
   };
-  PickleVM vm(path_, pkl, opt, storage_numel);
-  root_ = vm.run();
+  // A pickle can put a container inside itself (APPEND / SETITEM of a memoised object: pickle
+  // fuzzer, a LeakSanitizer report); state dicts never do. Such a file is an error, and every
+  // object the VM made is emptied so that the cycle is freed, on errors as well.
+  std::vector<std::weak_ptr<PyObj>> created;
+  struct Track {
+    std::vector<std::weak_ptr<PyObj>>& c;
+    const int unwinding = std::uncaught_exceptions();
+    explicit Track(std::vector<std::weak_ptr<PyObj>>& c_) : c(c_) { g_created = &c; }
+    ~Track() {
+      g_created = nullptr;
+      if (std::uncaught_exceptions() > unwinding) break_all(c);  // the VM threw
+    }
+  } track(created);
+  {
+    PickleVM vm(path_, pkl, opt, storage_numel);
+    root_ = vm.run();
+  }
+  if (has_cycle(created)) {
+    root_.reset();
+    break_all(created);
+    throw std::runtime_error(path_ + ": data.pkl builds a reference cycle (a container inside itself); "
+                             "a state dict has none");
+  }
 }
 
 FileTensor TorchCheckpoint::tensor(const TorchTensorRef& t) {

@@ -185,6 +185,11 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
   require_error(error_of([&] { read_state_dict("tests/fuzz/corpus/pth/reg_entry_2gb_alloc.pth"); }),
                 {"reg_entry_2gb_alloc.pth", "beyond the end of the file", "truncated or corrupt archive"});
 
+  // pickle fuzzer finding (2026-12-05, LeakSanitizer): a container put inside itself made a
+  // shared_ptr cycle that was never freed (and would make every walk over it loop). Refused.
+  require_error(error_of([&] { read_state_dict("tests/fuzz/corpus/pth/reg_dict_in_itself.pth"); }),
+                {"reg_dict_in_itself.pth", "reference cycle"});
+
   // with allow_unknown_globals the numpy value becomes an inert placeholder
   TorchLoadOptions lenient;
   lenient.allow_unknown_globals = true;
