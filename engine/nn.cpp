@@ -205,6 +205,15 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 
+Tensor BatchNorm2d::forward_act(const Tensor& x, const Tensor& residual, bool relu) {
+  if (is_training()) {
+    NoGradGuard ng;
+    if (num_batches_tracked.is_cuda()) num_batches_tracked.copy_(add(num_batches_tracked, 1.f));
+    else num_batches_tracked.data()[0] += 1.f;
+  }
+  return batch_norm2d_act(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, residual, relu);
+}
+
 LayerNorm::LayerNorm(int64_t dim, float eps_) : eps(eps_) {
   weight = Tensor::ones({dim});
   bias = Tensor::zeros({dim});

@@ -124,6 +124,8 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f);
   Tensor forward(const Tensor& x);
+  // relu?(forward(x) + residual) in one fused op (batch_norm2d_act; residual may be undefined)
+  Tensor forward_act(const Tensor& x, const Tensor& residual, bool relu);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   float eps, momentum;
 };

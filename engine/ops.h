@@ -86,6 +86,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor& running_mean, Tensor& running_var, bool training,
                     float momentum = 0.1f, float eps = 1e-5f);
+// Fused relu(batch_norm2d(x, ...) + residual): residual [N,C,H,W] or undefined (none), relu
+// optional. The same values, bit for bit, as the unfused ops in that order, in one pass forward
+// and two backward (ResNet blocks: docs/performance.md).
+Tensor batch_norm2d_act(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                        Tensor& running_var, bool training, float momentum, float eps, const Tensor& residual,
+                        bool relu);
 
 // ---- convolution and pooling (ops/conv.cpp) ---------------------------------------
 // x [N,C,H,W], w [O,C,kh,kw], b [O] or undefined.

@@ -36,16 +36,18 @@ ResBlock::ResBlock(int64_t in, int64_t width, int64_t stride, bool bottleneck, R
   }
 }
 
+// relu(bn(conv(.))) and relu(bn(conv(.)) + identity) are one fused op each
+// (batch_norm2d_act: the unfused ops' values, bit for bit, with fewer passes over memory).
 Tensor ResBlock::forward(const Tensor& x) {
-  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor out = bn1_->forward_act(conv1_->forward(x), Tensor(), true);
   if (bottleneck_) {
-    out = relu(bn2_->forward(conv2_->forward(out)));
-    out = bn3_->forward(conv3_->forward(out));
+    out = bn2_->forward_act(conv2_->forward(out), Tensor(), true);
+    out = conv3_->forward(out);
   } else {
-    out = bn2_->forward(conv2_->forward(out));
+    out = conv2_->forward(out);
   }
   Tensor identity = down_conv_ ? down_bn_->forward(down_conv_->forward(x)) : x;
-  return relu(add(out, identity));
+  return (bottleneck_ ? bn3_ : bn2_)->forward_act(out, identity, true);
 }
 
 ResLayer::ResLayer(int64_t& in, int64_t width, int n, int64_t stride, bool bottleneck, Rng& init) {
@@ -88,7 +90,7 @@ Tensor ResNet::forward(const Tensor& x) {
     throw std::invalid_argument("ResNet: input must be [B,3,H,W], got " + shape_str(x.shape()));
   if (x.size(2) % 16 || x.size(3) % 16)
     throw std::invalid_argument("ResNet: image side must be divisible by 16, got " + shape_str(x.shape()));
-  Tensor h = relu(bn1_->forward(conv1_->forward(x)));  // [B,64,S/2,S/2]
+  Tensor h = bn1_->forward_act(conv1_->forward(x), Tensor(), true);  // relu(bn1(conv1 x)) [B,64,S/2,S/2]
   h = max_pool2d(h, 3, 2, 1);                           // [B,64,S/4,S/4]
   for (auto& l : layers_) h = l->forward(h);            // ... [B,C,S/16,S/16] after layer3
   if (truncated_) return h;

@@ -10,7 +10,7 @@ vectors, which changes no cost of the image side), and `einops` / `sklearn` when
 
     /usr/bin/python3 tests/bench_torch.py --repo CLONE --backbone resnet50 --batch 8
     /usr/bin/python3 tests/bench_torch.py --repo CLONE --mode infer --batch 16
-    make bench OFFICIAL=CLONE          # runs this beside medslip, step by step in alternation
+    make bench OFFICIAL=CLONE          # times this and medslip one process at a time (A/B rounds)
 
 A step is what the original training loop does per batch (zero_grad, forward with
 is_train=True, backward of the total loss, AdamW step; dropout on, BatchNorm in train
@@ -240,8 +240,19 @@ def reply(obj):
     sys.stdout.flush()
 
 
+def thread_settings():
+    """What this process runs with: torch's thread pools and the environment both sides inherit."""
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                          "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS")}
+    backend = [line.strip() for line in torch.__config__.parallel_info().splitlines() if "parallel backend" in line]
+    return {"torch": torch.__version__, "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(), "backend": backend[0] if backend else None,
+            "mkldnn": torch.backends.mkldnn.is_available(), "env": {k: v for k, v in env.items() if v is not None}}
+
+
 def serve(step, init_s, device):
-    reply({"event": "ready", "init_s": init_s, "torch": torch.__version__, "blas": blas_info()})
+    reply({"event": "ready", "init_s": init_s, "torch": torch.__version__, "blas": blas_info(),
+           "settings": thread_settings()})
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":

@@ -1,8 +1,12 @@
 // medslip bench: training-step and forward-only throughput of MeDSLIP on synthetic batches,
 // printed as one table (docs/performance.md). Each configuration runs in its own worker
 // process (`medslip bench --worker ...`), so its peak RSS is its own; with --official the
-// original PyTorch model runs in a second worker (tests/bench_torch.py) and the driver
-// steps the two in alternation, A B A B, one step each, so both see the same machine load.
+// original PyTorch model runs in a worker of its own (tests/bench_torch.py). The two sides
+// never run at the same time: each row is timed in --rounds A/B rounds, each round a whole
+// run of one side (fresh process: warm-up and timed steps, then it exits) followed by a whole
+// run of the other, the order alternating between rounds (AB, BA, AB, ...). While one side
+// runs, the other has exited and the driver waits in a blocking read, so no idle OpenMP pool
+// spins and no second working set shares the caches. The ratio is the median of the rounds'.
 //
 // Worker protocol (stdin/stdout, one line each): the driver sends "step", "phases N" or
 // "quit"; a worker answers with a line "@bench {json}" (other stdout lines are ignored, the
@@ -318,18 +322,33 @@ class Worker {
 struct Row {
   std::string backbone, mode;
   int res, batch;
-  bool original;  // also time the original in alternation
+  bool original;  // also time the original (A/B rounds)
   bool phases;    // print the phase split (main configuration)
   std::string device = "cpu";
 };
 
+// One A/B round of a row: the median seconds per step of each side's whole run.
+struct Round {
+  double ours = 0, orig = 0;  // median s/step of this round's run (orig 0: not run)
+  std::string load;           // load average when the round ended
+};
+
 struct RowResult {
   Row row;
-  std::vector<double> ours_s, ours_cpu, orig_s;
-  double flop = 0, peak_mib = 0, orig_peak_mib = 0;
-  json phases;
+  std::vector<double> ours_s, ours_cpu, orig_s, orig_cpu;  // every timed step of every round
+  std::vector<Round> rounds;
+  double flop = 0, peak_mib = 0, orig_peak_mib = 0;  // peaks: the largest of the rounds
+  json phases, orig_ready;
   std::string error;
 };
+
+// The median ratio original/ours over the rounds (0 when the original did not run).
+double median_ratio(const RowResult& r) {
+  std::vector<double> v;
+  for (const Round& d : r.rounds)
+    if (d.orig > 0 && d.ours > 0) v.push_back(d.orig / d.ours);
+  return median(v);
+}
 
 std::string self_exe() {
   char buf[4096];
@@ -366,48 +385,67 @@ std::string find_torch_driver(const std::string& exe) {
   return "";
 }
 
-RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
+// One whole run of one side: start the worker, warm-up + timed steps, (phases), quit; the
+// process has exited when this returns. Returns the median s/step of the timed steps.
+double run_side(Worker& w, bool ours_side, int warmup, int steps, bool phases, RowResult& r) {
+  const json ready = w.read();
+  if (!ours_side) r.orig_ready = ready;
+  std::vector<double> s;
+  std::fprintf(stderr, " %s", ours_side ? "ours" : "original");
+  for (int i = 0; i < warmup + steps; ++i) {
+    const json a = w.call("step");
+    const bool measured = i >= warmup;
+    std::fprintf(stderr, " %s%.2f%s", measured ? "" : "(", a["s"].get<double>(), measured ? "" : ")");
+    if (!measured) continue;
+    s.push_back(a["s"]);
+    (ours_side ? r.ours_s : r.orig_s).push_back(a["s"]);
+    (ours_side ? r.ours_cpu : r.orig_cpu).push_back(a["cpu_s"]);
+    if (ours_side) r.flop = a["flop"];
+  }
+  std::fprintf(stderr, ";");
+  if (phases) r.phases = w.call("phases " + std::to_string(std::max(2, steps / 2)));
+  const json done = w.call("quit");
+  const double peak = ours_side && r.row.device != "cpu" ? done["device_peak_mib"].get<double>()
+                                                         : done["peak_mib"].get<double>();
+  double& dst = ours_side ? r.peak_mib : r.orig_peak_mib;
+  dst = std::max(dst, peak);
+  return median(s);
+}
+
+RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps, int rounds,
                   const std::vector<std::string>& orig_cmd) {
   RowResult r;
   r.row = row;
   const std::vector<std::string> ours_cmd = {exe, "bench", "--worker", "--backbone", row.backbone, "--res",
                                              std::to_string(row.res), "--batch", std::to_string(row.batch), "--mode",
                                              row.mode, "--device", row.device};
-  std::unique_ptr<Worker> orig;
+  std::vector<std::string> c;
   if (row.original && !orig_cmd.empty()) {
-    std::vector<std::string> c = orig_cmd;
-    c.push_back("--device");
-    c.push_back(row.device);
-    for (auto s : {"--backbone", row.backbone.c_str(), "--res"}) c.push_back(s);
-    c.push_back(std::to_string(row.res));
-    c.push_back("--batch");
-    c.push_back(std::to_string(row.batch));
-    c.push_back("--mode");
-    c.push_back(row.mode);
-    orig = std::make_unique<Worker>("the original (bench_torch.py)", c);
+    c = orig_cmd;
+    for (const std::string& a : {std::string("--device"), row.device, std::string("--backbone"), row.backbone,
+                                 std::string("--res"), std::to_string(row.res), std::string("--batch"),
+                                 std::to_string(row.batch), std::string("--mode"), row.mode})
+      c.push_back(a);
   }
-  Worker ours("medslip worker", ours_cmd);
-  ours.read();  // ready
-  if (orig) orig->read();
-  std::fprintf(stderr, "  %s %d b%d %s %s (seconds per step%s):", row.backbone.c_str(), row.res, row.batch,
-               row.mode.c_str(), row.device.c_str(), orig ? ", ours|original" : "");
-  for (int i = 0; i < warmup + steps; ++i) {
-    json a = ours.call("step");
-    json b = orig ? orig->call("step") : json();
-    const bool measured = i >= warmup;
-    std::fprintf(stderr, " %s%.2f%s", measured ? "" : "(", a["s"].get<double>(), measured ? "" : ")");
-    if (orig) std::fprintf(stderr, "|%.2f", b["s"].get<double>());
-    if (!measured) continue;
-    r.ours_s.push_back(a["s"]);
-    r.ours_cpu.push_back(a["cpu_s"]);
-    r.flop = a["flop"];
-    if (orig) r.orig_s.push_back(b["s"]);
+  std::fprintf(stderr, "  %s %d b%d %s %s (seconds per step, (warm-up)):\n", row.backbone.c_str(), row.res, row.batch,
+               row.mode.c_str(), row.device.c_str());
+  for (int k = 0; k < rounds; ++k) {
+    Round d;
+    std::fprintf(stderr, "    round %d:", k + 1);
+    // AB in odd rounds, BA in even ones: a drift in machine load hits both sides alike.
+    const bool ours_first = c.empty() || k % 2 == 0;
+    for (int side = 0; side < 2; ++side) {
+      const bool ours_side = (side == 0) == ours_first;
+      if (!ours_side && c.empty()) continue;
+      // The worker object lives only for its run: its destructor waits for the process to exit.
+      Worker w(ours_side ? "medslip worker" : "the original (bench_torch.py)", ours_side ? ours_cmd : c);
+      const double m = run_side(w, ours_side, warmup, steps, ours_side && k == 0 && row.phases && row.mode == "train", r);
+      (ours_side ? d.ours : d.orig) = m;
+    }
+    d.load = loadavg();
+    std::fprintf(stderr, " load %s\n", d.load.c_str());
+    r.rounds.push_back(d);
   }
-  std::fprintf(stderr, "\n");
-  if (row.phases && row.mode == "train") r.phases = ours.call("phases " + std::to_string(std::max(2, steps / 2)));
-  const json done = ours.call("quit");
-  r.peak_mib = row.device == "cpu" ? done["peak_mib"].get<double>() : done["device_peak_mib"].get<double>();
-  if (orig) r.orig_peak_mib = orig->call("quit")["peak_mib"];
   return r;
 }
 
@@ -474,14 +512,14 @@ std::vector<Row> bench_rows(bool full, const std::string& only) {
   return rows;
 }
 
-// Every row in its own worker process (and the original's, alternating); a failed row is
+// Every row in its own worker processes (ours and the original's, one at a time); a failed row is
 // reported in the table, not fatal.
 std::vector<RowResult> run_rows(const std::vector<Row>& rows, const std::string& exe, int warmup, int steps,
-                                const std::vector<std::string>& orig_cmd) {
+                                int rounds, const std::vector<std::string>& orig_cmd) {
   std::vector<RowResult> results;
   for (const Row& row : rows) {
     try {
-      results.push_back(run_row(row, exe, warmup, steps, orig_cmd));
+      results.push_back(run_row(row, exe, warmup, steps, rounds, orig_cmd));
     } catch (const std::exception& e) {
       RowResult r;
       r.row = row;
@@ -518,32 +556,44 @@ json print_table(const std::vector<RowResult>& results, double ceiling) {
           flop = c.flop / c.row.batch * w.batch;
     const double ips = w.batch / med, gflops = flop / med / 1e9;
     const double orig_med = median(r.orig_s), orig_ips = orig_med > 0 ? w.batch / orig_med : 0;
+    const double ratio = median_ratio(r);
     const std::string ceiling_share = w.device == "cpu" ? fmt::format("{:.0f} %", 100.0 * gflops / ceiling) : "-";
     fmt::print("| {} | {} | {} | {} | {} | {:.3f} ({:.3f}-{:.3f}) | {:.2f} | {} | {} | {:.0f} | {} | {} |\n",
                w.backbone, w.res, w.batch, w.mode, w.device, med, lo, hi, ips, cell(gflops, "{:.0f}"), ceiling_share,
-               r.peak_mib, cell(orig_ips, "{:.2f}"), cell(orig_ips > 0 ? ips / orig_ips : 0, "{:.2f}x"));
+               r.peak_mib, cell(orig_ips, "{:.2f}"), cell(ratio, "{:.2f}x"));
+    json jr = json::array();
+    for (const Round& d : r.rounds) jr.push_back({{"ours_s", d.ours}, {"original_s", d.orig}, {"load", d.load}});
     jrows.push_back({{"backbone", w.backbone}, {"res", w.res}, {"batch", w.batch}, {"mode", w.mode},
                      {"device", w.device}, {"s", r.ours_s}, {"cpu_s", r.ours_cpu}, {"flop_per_step", flop},
-                     {"peak_mib", r.peak_mib}, {"original_s", r.orig_s}, {"original_peak_mib", r.orig_peak_mib}});
+                     {"peak_mib", r.peak_mib}, {"original_s", r.orig_s}, {"original_cpu_s", r.orig_cpu},
+                     {"original_peak_mib", r.orig_peak_mib}, {"rounds", jr}, {"median_ratio", ratio}});
   }
   fmt::print("\n");
   return jrows;
 }
 
-void print_cpu_and_pairs(const std::vector<RowResult>& results) {
-  // Per-pair ratios, the original's peak memory, CPU seconds (a check on machine load:
-  // on an idle machine CPU seconds are about threads x wall seconds).
-  fmt::print("Per row: CPU seconds per step (all threads) beside wall seconds; with the original, its peak and\n"
-             "the ratio original/ours of each A B pair of steps.\n");
+void print_rounds(const std::vector<RowResult>& results) {
+  // Per round: each side's median s/step of its own run and their ratio; CPU seconds (a check
+  // on machine load: on an idle machine CPU seconds are about threads x wall seconds); peaks.
+  fmt::print("Per row and round: median s/step of each side's own run (img/s), original/ours; then the median\n"
+             "ratio, CPU seconds per step (all threads; about threads x wall on an idle machine) and peak RSS.\n");
   for (const auto& r : results) {
     if (!r.error.empty()) continue;
     const Row& w = r.row;
-    std::string line = fmt::format("  {} {} b{} {} {}: cpu s/step {:.2f}, wall {:.2f}", w.backbone, w.res, w.batch,
-                                   w.mode, w.device, median(r.ours_cpu), median(r.ours_s));
-    if (!r.orig_s.empty()) {
-      line += fmt::format("; original peak {:.0f} MiB, pairs", r.orig_peak_mib);
-      for (size_t i = 0; i < r.orig_s.size(); ++i) line += fmt::format(" {:.2f}", r.orig_s[i] / r.ours_s[i]);
+    fmt::print("  {} {} b{} {} {}:\n", w.backbone, w.res, w.batch, w.mode, w.device);
+    for (size_t k = 0; k < r.rounds.size(); ++k) {
+      const Round& d = r.rounds[k];
+      std::string line = fmt::format("    round {}: ours {:.3f} ({:.2f} img/s)", k + 1, d.ours, w.batch / d.ours);
+      if (d.orig > 0)
+        line += fmt::format(", original {:.3f} ({:.2f} img/s), ratio {:.2f}x", d.orig, w.batch / d.orig, d.orig / d.ours);
+      fmt::print("{}; load {}\n", line, d.load);
     }
+    std::string line = fmt::format("    ours: cpu s/step {:.2f}, wall {:.2f}, peak {:.0f} MiB", median(r.ours_cpu),
+                                   median(r.ours_s), r.peak_mib);
+    if (!r.orig_s.empty())
+      line += fmt::format("; original: cpu s/step {:.2f}, wall {:.2f}, peak {:.0f} MiB (ours {:.0f} % of it); median ratio {:.2f}x",
+                          median(r.orig_cpu), median(r.orig_s), r.orig_peak_mib, 100.0 * r.peak_mib / r.orig_peak_mib,
+                          median_ratio(r));
     fmt::print("{}\n", line);
   }
 }
@@ -586,8 +636,21 @@ void print_phases(const std::vector<RowResult>& results, int steps) {
   }
 }
 
+std::string env_or_unset(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(name) + "=" + v : std::string(name) + " unset";
+}
+
+// The thread settings both sides inherit from this process (the workers get its environment).
+std::string thread_settings() {
+  const char* wp = std::getenv("OMP_WAIT_POLICY");
+  return fmt::format("{} per side; {}{}, {}, {}, {}", num_threads(), env_or_unset("OMP_WAIT_POLICY"),
+                     wp ? "" : " (libgomp default: a short spin, then sleep)", env_or_unset("GOMP_SPINCOUNT"),
+                     env_or_unset("OPENBLAS_NUM_THREADS"), env_or_unset("OPENBLAS_CORETYPE"));
+}
+
 int run_driver(bool full, const std::string& official, const std::string& python, int warmup, int steps,
-               const std::string& only, const std::string& json_out) {
+               int rounds, const std::string& only, const std::string& json_out) {
   const std::string exe = self_exe();
   const std::vector<Row> rows = bench_rows(full, only);  // a bad --rows fails before any output
   std::time_t now = std::time(nullptr);
@@ -603,23 +666,42 @@ int run_driver(bool full, const std::string& official, const std::string& python
   const std::vector<std::string> orig_cmd = original_command(official, python, exe, orig_note);
   if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
   fmt::print("{}\n", orig_note);
-  fmt::print("steps   {} warm-up + {} timed per row{}\n\n", warmup, steps,
-             orig_cmd.empty() ? "" : ", ours and the original alternating step by step");
+  fmt::print("threads {}\n", thread_settings());
+  fmt::print("          ours: OpenMP (libgomp) loops and OpenBLAS (OpenMP build) share one pool of OMP_NUM_THREADS threads\n");
+  if (!orig_cmd.empty())
+    fmt::print("          original: torch.set_num_threads({}) (ATen OpenMP pool; what it reports is printed below the table)\n",
+               num_threads());
+  if (orig_cmd.empty())
+    fmt::print("method  {} round(s) per row, each a whole run of a fresh worker process: {} warm-up + {} timed steps\n\n",
+               rounds, warmup, steps);
+  else
+    fmt::print("method  one process at a time: {} A/B rounds per row, each round a whole run of ours and then of the\n"
+               "        original (or the reverse: AB, BA, AB, ...), each run a fresh process doing {} warm-up + {} timed\n"
+               "        steps and exiting before the other side starts (the driver waits in a blocking read, nothing\n"
+               "        spins); img/s from the median step over all rounds, ratio = median over rounds of\n"
+               "        (original median s/step / ours), peak RSS the largest of the rounds\n\n",
+               rounds, warmup, steps);
   std::fflush(stdout);
 
-  const std::vector<RowResult> results = run_rows(rows, exe, warmup, steps, orig_cmd);
+  const std::vector<RowResult> results = run_rows(rows, exe, warmup, steps, rounds, orig_cmd);
   const double ceiling1 = sgemm_ceiling_gflops();
   const double ceiling = std::max(ceiling0, ceiling1);
 
   fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
              num_threads(), ceiling0, ceiling1, loadavg());
   const json jrows = print_table(results, ceiling);
-  print_cpu_and_pairs(results);
+  print_rounds(results);
+  for (const auto& r : results)
+    if (!r.orig_ready.is_null()) {  // what the original's process says about its threads and libraries
+      fmt::print("original's settings: {}\n", r.orig_ready.value("settings", json()).dump());
+      break;
+    }
   print_linearity(results);
   print_phases(results, steps);
   if (!json_out.empty()) {
     json j = {{"date", date}, {"version", build_version()}, {"cpu", cpu_model()}, {"threads", num_threads()},
-              {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}};
+              {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}, {"rounds", rounds},
+              {"warmup", warmup}, {"steps", steps}, {"threads_settings", thread_settings()}};
     write_file_atomic(json_out, j.dump(1) + "\n");
   }
   int failed = 0;
@@ -632,17 +714,19 @@ int run_driver(bool full, const std::string& official, const std::string& python
 int cmd_bench(int argc, char** argv) {
   CLI::App app{"Time MeDSLIP training steps and forward passes on synthetic batches and print one table\n"
                "(docs/performance.md). With --official (a clone of Shef-AIRE/MeDSLIP) and python3-torch, the\n"
-               "original model runs beside ours, step by step in alternation.",
+               "original model is timed too, one process at a time: --rounds A/B rounds of whole runs per row.",
                "medslip bench"};
   bool full = false, worker = false;
   std::string official, python = "/usr/bin/python3", only, json_out;
-  int warmup = -1, steps = -1, threads = 0;
+  int warmup = -1, steps = -1, threads = 0, rounds = 3;
   WorkerArgs w;
   app.add_flag("--full", full, "the full sweep: more steps, inference at batch 1 and 4, ResNet-18 rows");
   app.add_option("--official", official, "git clone of Shef-AIRE/MeDSLIP (a bare clone is enough)");
   app.add_option("--python", python, "python with torch, torchvision and yaml for the original");
   app.add_option("--warmup", warmup, "untimed steps per row (default 1; 2 with --full)");
   app.add_option("--steps", steps, "timed steps per row (default 3; 5 with --full)");
+  app.add_option("--rounds", rounds, "A/B rounds per row, each a whole run of each side alone (default 3)")
+      ->check(CLI::Range(1, 100));
   app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,... (none: only the --ranks rows)");
   app.add_option("--json", json_out, "also write the results as JSON");
   app.add_option("--threads", threads, "threads for ours and the original (default: OMP_NUM_THREADS or all cores)");
@@ -676,7 +760,7 @@ int cmd_bench(int argc, char** argv) {
   }
   if (warmup < 0) warmup = full ? 2 : 1;
   if (steps < 1) steps = full ? 5 : 3;
-  int rc = only == "none" ? 0 : run_driver(full, official, python, warmup, steps, only, json_out);
+  int rc = only == "none" ? 0 : run_driver(full, official, python, warmup, steps, rounds, only, json_out);
   if (ranks > 1 && rc == 0) {
     DpBenchArgs d;
     d.steps = std::max(steps, 4);

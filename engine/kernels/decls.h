@@ -67,6 +67,15 @@ void batch_norm_apply(const float* x, const float* mean, const float* rstd, cons
 // gx for train mode (batch statistics); gw, gb per channel (written, not accumulated)
 void batch_norm_backward(const float* x, const float* mean, const float* rstd, const float* w, const float* gy,
                          float* gx, float* gw, float* gb, int64_t N, int64_t C, int64_t HW, bool training);
+// fused: y = relu?(x a + b' [+ res]) (res may be null; each step rounded as the unfused ops)
+void batch_norm_act_apply(const float* x, const float* mean, const float* rstd, const float* w, const float* b,
+                          const float* res, float* y, int64_t N, int64_t C, int64_t HW, bool relu);
+// its backward from x and the output y: g = relu ? gy (y > 0) : gy; gres = g; gx, gw, gb as
+// batch_norm_backward from g. Any of gx, gw, gb, gres may be null; all are written. One of gx
+// or gres may be gy itself (written over it).
+void batch_norm_act_backward(const float* x, const float* y, const float* mean, const float* rstd, const float* w,
+                             const float* gy, float* gx, float* gw, float* gb, float* gres, int64_t N, int64_t C,
+                             int64_t HW, bool training, bool relu);
 
 // ---- convolution and pooling on [N, C, H, W] (conv.cpp / .cu) -------------------------------
 

@@ -524,6 +524,51 @@ TEST_CASE("cuda: batch_norm kernels") {
   }
 }
 
+TEST_CASE("cuda: fused batch_norm_act kernels") {
+  if (skip_without_gpu()) return;
+  const struct { int64_t N, C, HW; } shapes[] = {{4, 24, 9000}, {8, 256, 196}, {1, 3, 5}};
+  int si = 0;
+  for (const auto& s : shapes) {
+    const std::string dims = "[" + std::to_string(s.N) + "," + std::to_string(s.C) + "," + std::to_string(s.HW) + "]";
+    const int64_t n = s.N * s.C * s.HW;
+    auto x = normal(n, 180 + si);
+    for (auto& v : x) v = 1.5f * v + 0.7f;
+    const auto w = uniform(s.C, 181 + si, 0.5f, 1.5f), b = normal(s.C, 182 + si), gy = normal(n, 183 + si);
+    const auto res = normal(n, 184 + si);
+    std::vector<float> mean(static_cast<size_t>(s.C)), var(static_cast<size_t>(s.C)), rstd(static_cast<size_t>(s.C));
+    cpu::batch_norm_stats(x.data(), mean.data(), var.data(), s.N, s.C, s.HW);
+    for (int64_t c = 0; c < s.C; ++c) rstd[size_t(c)] = 1.f / std::sqrt(var[size_t(c)] + 1e-5f);
+    auto dx = up(x), dw = up(w), db = up(b), dgy = up(gy), dres = up(res), dmean = up(mean), drstd = up(rstd);
+    for (bool with_res : {true, false})
+      for (bool relu : {true, false}) {
+        const std::string name = dims + (with_res ? " +residual" : "") + (relu ? " relu" : "");
+        std::vector<float> y(static_cast<size_t>(n));
+        cpu::batch_norm_act_apply(x.data(), mean.data(), rstd.data(), w.data(), b.data(),
+                                  with_res ? res.data() : nullptr, y.data(), s.N, s.C, s.HW, relu);
+        auto dy = poisoned(n);
+        cuda::batch_norm_act_apply(dx.data(), dmean.data(), drstd.data(), dw.data(), db.data(),
+                                   with_res ? dres.data() : nullptr, dy.data(), s.N, s.C, s.HW, relu);
+        close("batch_norm_act_apply " + name, down(dy), y, kElementwise);
+        auto dyc = up(y);  // the CPU's output as the mask, so the backward is judged alone
+        for (bool training : {true, false}) {
+          std::vector<float> gx(static_cast<size_t>(n)), gr(static_cast<size_t>(n)), gw(static_cast<size_t>(s.C)),
+              gb(static_cast<size_t>(s.C));
+          cpu::batch_norm_act_backward(x.data(), y.data(), mean.data(), rstd.data(), w.data(), gy.data(), gx.data(),
+                                       gw.data(), gb.data(), gr.data(), s.N, s.C, s.HW, training, relu);
+          auto dgx = poisoned(n), dgr = poisoned(n), dgw = poisoned(s.C), dgb = poisoned(s.C);
+          cuda::batch_norm_act_backward(dx.data(), dyc.data(), dmean.data(), drstd.data(), dw.data(), dgy.data(),
+                                        dgx.data(), dgw.data(), dgb.data(), dgr.data(), s.N, s.C, s.HW, training, relu);
+          const std::string nm = "batch_norm_act_backward " + name + (training ? " train" : " eval");
+          close(nm + " gx", down(dgx), gx, kElementwise);
+          close(nm + " gres", down(dgr), gr, kElementwise);
+          close(nm + " gw", down(dgw), gw, kReduction);
+          close(nm + " gb", down(dgb), gb, kReduction);
+        }
+      }
+    ++si;
+  }
+}
+
 TEST_CASE("cuda: convolution and pooling kernels") {
   if (skip_without_gpu()) return;
   const struct {

@@ -287,6 +287,44 @@ std::vector<GradCase> grad_cases() {
                    Tensor rv = Tensor::from_vector({0.5f, 1.5f, 2.f}, {3});
                    return batch_norm2d(v[0], v[1], v[2], rm, rv, false);
                  }));
+  // Fused relu(batch_norm2d(x) + residual): kept away from relu's kink. With a residual, |res| in
+  // [3, 4] outweighs the normalised value (|w x_hat| <= 0.8 sqrt(M - 1) = 2.65 for M = 12);
+  // without one, image 1 is the negation of image 0, so the batch mean is 0 and x_hat = x rstd
+  // with |x| >= 0.2.
+  t.push_back(gc("batch_norm2d_act", "train, residual, relu",
+                 [] {
+                   return V{uniform({2, 2, 2, 3}, 240), uniform({2}, 241, 0.5f, 0.8f), uniform({2}, 242, -0.1f, 0.1f),
+                            away_from_zero({2, 2, 2, 3}, 243, 3.f, 4.f)};
+                 },
+                 [](const V& v) {
+                   Tensor rm = Tensor::zeros({2}), rv = Tensor::ones({2});
+                   return batch_norm2d_act(v[0], v[1], v[2], rm, rv, true, 0.1f, 1e-5f, v[3], true);
+                 }));
+  t.push_back(gc("batch_norm2d_act", "train, no residual, relu",
+                 [] {
+                   Tensor x = away_from_zero({2, 2, 2, 3}, 244);
+                   for (int64_t i = 0; i < 12; ++i) x.data()[12 + i] = -x.data()[i];
+                   return V{x, uniform({2}, 245, 0.5f, 1.5f)};
+                 },
+                 [](const V& v) {
+                   Tensor rm = Tensor::zeros({2}), rv = Tensor::ones({2});
+                   return batch_norm2d_act(v[0], v[1], undef(), rm, rv, true, 0.1f, 1e-5f, undef(), true);
+                 }));
+  t.push_back(gc("batch_norm2d_act", "train, residual, no relu",
+                 [] { return V{uniform({2, 3, 2, 2}, 246), uniform({3}, 247, 0.5f, 1.5f), uniform({3}, 248),
+                               uniform({2, 3, 2, 2}, 249)}; },
+                 [](const V& v) {
+                   Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+                   return batch_norm2d_act(v[0], v[1], v[2], rm, rv, true, 0.1f, 1e-5f, v[3], false);
+                 }));
+  t.push_back(gc("batch_norm2d_act", "eval, residual, relu",
+                 [] { return V{away_from_zero({2, 3, 2, 2}, 250), uniform({3}, 251, 0.5f, 1.5f),
+                               away_from_zero({2, 3, 2, 2}, 252, 3.f, 4.f)}; },
+                 [](const V& v) {
+                   Tensor rm = Tensor::from_vector({0.1f, -0.2f, 0.3f}, {3});
+                   Tensor rv = Tensor::from_vector({0.5f, 1.5f, 2.f}, {3});
+                   return batch_norm2d_act(v[0], v[1], undef(), rm, rv, false, 0.1f, 1e-5f, v[2], true);
+                 }));
   // ---- convolution and pooling ----
   struct ConvCfg { int64_t C, O, H, W, kh, kw, stride, pad; bool bias; };
   for (ConvCfg c : {ConvCfg{2, 3, 5, 5, 3, 3, 1, 0, true}, ConvCfg{2, 3, 5, 6, 3, 3, 1, 1, false},

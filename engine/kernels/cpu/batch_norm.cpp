@@ -2,6 +2,8 @@
 // thread owns a channel (or a plane) and sums in index order, in double, so results do
 // not depend on the thread count.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "engine/kernels/kernels.h"
 
@@ -46,10 +48,45 @@ inline void plane_grad_sums(const float* x, const float* gy, int64_t n, float m,
   }
 }
 
+// sg += g, sd += g (x - m) with g = gy where y > 0, else 0 (relu's backward, from its output)
+inline void plane_grad_sums_masked(const float* x, const float* y, const float* gy, int64_t n, float m, double* sg,
+                                   double* sd);
+
 inline double lanes_total(const double* acc) {
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += acc[l];
   return s;
+}
+// relu's decision and select on the bit pattern, exactly as elementwise.cpp's relu (x > 0:
+// sign clear, not zero, not NaN), so the fused kernels give the unfused ops' bits.
+inline bool positive(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b - 1u < 0x7f800000u;
+}
+inline float keep_or_zero(bool keep, float x) {  // keep ? x : +0
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  b &= 0u - uint32_t(keep);
+  float r;
+  std::memcpy(&r, &b, sizeof r);
+  return r;
+}
+
+inline void plane_grad_sums_masked(const float* x, const float* y, const float* gy, int64_t n, float m, double* sg,
+                                   double* sd) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float g = keep_or_zero(positive(y[i + l]), gy[i + l]);
+      sg[l] += double(g);
+      sd[l] += double(g) * double(x[i + l] - m);
+    }
+  for (int l = 0; i < n; ++i, ++l) {
+    const float g = keep_or_zero(positive(y[i]), gy[i]);
+    sg[l] += double(g);
+    sd[l] += double(g) * double(x[i] - m);
+  }
 }
 }  // namespace
 
@@ -113,6 +150,105 @@ void batch_norm_backward(const float* x, const float* mean, const float* rstd, c
         for (int64_t i = 0; i < HW; ++i) op[i] = (gp[i] - gmean - (xp[i] - m) * proj) * a;
       else
         for (int64_t i = 0; i < HW; ++i) op[i] = gp[i] * a;
+    }
+  }
+}
+
+// The fused batch_norm2d_act (engine/ops/batch_norm.cpp): y = x a + b' as batch_norm_apply,
+// then + res (if given), then relu (if asked), each rounded to float in that order, as the
+// three unfused ops do: one pass instead of three.
+void batch_norm_act_apply(const float* x, const float* mean, const float* rstd, const float* w, const float* b,
+                          const float* res, float* y, int64_t N, int64_t C, int64_t HW, bool relu) {
+#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
+  for (int64_t p = 0; p < N * C; ++p) {
+    const int64_t c = p % C;
+    const float a = rstd[c] * (w ? w[c] : 1.f);
+    const float sh = (b ? b[c] : 0.f) - mean[c] * a;
+    const float* xp = x + p * HW;
+    float* yp = y + p * HW;
+    if (res) {
+      const float* rp = res + p * HW;
+      if (relu)
+        for (int64_t i = 0; i < HW; ++i) {
+          const float z = xp[i] * a + sh;
+          const float t = z + rp[i];
+          yp[i] = keep_or_zero(positive(t), t);
+        }
+      else
+        for (int64_t i = 0; i < HW; ++i) {
+          const float z = xp[i] * a + sh;
+          yp[i] = z + rp[i];
+        }
+    } else if (relu) {
+      for (int64_t i = 0; i < HW; ++i) {
+        const float z = xp[i] * a + sh;
+        yp[i] = keep_or_zero(positive(z), z);
+      }
+    } else {
+      for (int64_t i = 0; i < HW; ++i) yp[i] = xp[i] * a + sh;
+    }
+  }
+}
+
+// Backward of batch_norm_act_apply: g = gy masked by y > 0 (relu) or gy; gres = g (if
+// asked); then batch_norm_backward's sums and gx from g, in the same order, without
+// writing g out first (two passes over x, y, gy instead of relu's pass + the two of BN).
+// gx or gres may point at gy (written over it), not both.
+void batch_norm_act_backward(const float* x, const float* y, const float* mean, const float* rstd, const float* w,
+                             const float* gy, float* gx, float* gw, float* gb, float* gres, int64_t N, int64_t C,
+                             int64_t HW, bool training, bool relu) {
+  const double M = double(N * HW);
+#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
+  for (int64_t c = 0; c < C; ++c) {
+    const float m = mean[c], rs = rstd[c], wc = w ? w[c] : 1.f;
+    double sg = 0.0, sd = 0.0;
+    if (gw || gb || (gx && training)) {
+      double lg[kLanes] = {}, ld[kLanes] = {};
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t o = (n * C + c) * HW;
+        if (relu) plane_grad_sums_masked(x + o, y + o, gy + o, HW, m, lg, ld);
+        else plane_grad_sums(x + o, gy + o, HW, m, lg, ld);
+      }
+      sg = lanes_total(lg);
+      sd = lanes_total(ld);
+    }
+    if (gb) gb[c] = float(sg);
+    if (gw) gw[c] = float(sd * rs);
+    if (!gx && !gres) continue;
+    const float a = wc * rs;
+    const float gmean = float(sg / M), proj = float(sd * double(rs) * double(rs) / M);
+    // gx or gres may be gy itself (the op hands on the incoming gradient's buffer): every
+    // element is read before it is written, and the in-place loops say so to the compiler
+    // through one pointer (io), so they vectorise without a runtime overlap check.
+    auto dx = [&](float g, float xv) { return training ? (g - gmean - (xv - m) * proj) * a : g * a; };
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t o = (n * C + c) * HW;
+      const float* xp = x + o;
+      const float* yp = relu ? y + o : nullptr;
+      const float* gp = gy + o;
+      float* op = gx ? gx + o : nullptr;
+      float* rp = gres ? gres + o : nullptr;
+      auto grad = [&](const float* src, int64_t i) { return relu ? keep_or_zero(positive(yp[i]), src[i]) : src[i]; };
+      if (op && op == gp) {  // gx over gy (no gres)
+        float* io = op;
+        for (int64_t i = 0; i < HW; ++i) io[i] = dx(grad(io, i), xp[i]);
+      } else if (rp && rp == gp) {  // gres over gy, gx (if any) its own buffer
+        float* io = rp;
+        if (op)
+          for (int64_t i = 0; i < HW; ++i) {
+            const float g = grad(io, i);
+            io[i] = g;
+            op[i] = dx(g, xp[i]);
+          }
+        else
+          for (int64_t i = 0; i < HW; ++i) io[i] = grad(io, i);
+      } else {
+        for (int64_t i = 0; i < HW; ++i) {
+          const float g = grad(gp, i);
+          if (rp) rp[i] = g;
+          if (op) op[i] = dx(g, xp[i]);
+        }
+      }
     }
   }
 }

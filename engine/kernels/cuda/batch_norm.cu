@@ -30,10 +30,11 @@ Pieces pieces(int64_t N, int64_t HW) {
 }
 
 // X: sum x. SqDev: sum (x - mean_d[c])^2. GradPair: sum gy and sum gy (x - mean[c]).
+// ymask (GradPair only, may be null): gy counts only where ymask > 0 (relu's backward).
 template <Sum S>
 __global__ void channel_partial_kernel(const float* x, const float* gy, const double* mean_d, const float* mean,
                                        double* part0, double* part1, int64_t C, int64_t HW, int64_t per_plane,
-                                       int64_t count) {
+                                       int64_t count, const float* ymask = nullptr) {
   __shared__ double smem[33];
   const int64_t p = blockIdx.x, c = blockIdx.y;
   const int64_t n = p / per_plane, k = p % per_plane;
@@ -51,7 +52,7 @@ __global__ void channel_partial_kernel(const float* x, const float* gy, const do
   } else {
     const float m = mean[c];
     for (int64_t i = h0 + threadIdx.x; i < h1; i += blockDim.x) {
-      const float g = gy[base + i];
+      const float g = ymask && !(ymask[base + i] > 0.f) ? 0.f : gy[base + i];
       s0 += g;
       s1 += double(g) * (x[base + i] - m);
     }
@@ -118,6 +119,33 @@ __global__ void backward_gx_kernel(const float* x, const float* mean, const floa
       gx[t] = (gy[t] - coef[c] - (x[t] - mean[c]) * coef[C + c]) * a;
     else
       gx[t] = gy[t] * a;
+  }
+}
+
+// The fused batch_norm2d_act: z = x a + b', + res, relu; each step rounded as the unfused ops.
+__global__ void apply_act_kernel(const float* x, const float* mean, const float* rstd, const float* w, const float* b,
+                                 const float* res, float* y, int64_t C, int64_t HW, int64_t n, bool relu) {
+  CUDA_FOR(t, n) {
+    const int64_t c = (t / HW) % C;
+    const float a = rstd[c] * (w ? w[c] : 1.f);
+    const float sh = (b ? b[c] : 0.f) - mean[c] * a;
+    float z = x[t] * a + sh;
+    if (res) z = z + res[t];
+    y[t] = relu ? (z > 0.f ? z : 0.f) : z;
+  }
+}
+
+// Its backward: g = relu ? (y > 0 ? gy : 0) : gy; gres = g; gx as backward_gx_kernel from g.
+__global__ void backward_act_gx_kernel(const float* x, const float* y, const float* mean, const float* rstd,
+                                       const float* w, const float* gy, const float* coef, float* gx, float* gres,
+                                       int64_t C, int64_t HW, int64_t n, bool training) {
+  CUDA_FOR(t, n) {
+    const int64_t c = (t / HW) % C;
+    const float g = y && !(y[t] > 0.f) ? 0.f : gy[t];
+    if (gres) gres[t] = g;
+    if (!gx) continue;
+    const float a = (w ? w[c] : 1.f) * rstd[c];
+    gx[t] = training ? (g - coef[c] - (x[t] - mean[c]) * coef[C + c]) * a : g * a;
   }
 }
 
@@ -202,6 +230,46 @@ void batch_norm_backward(const float* x, const float* mean, const float* rstd, c
   }
   if (gx && n > 0) {
     backward_gx_kernel<<<grid_for(n), kBlock>>>(x, mean, rstd, w, gy, coef, gx, C, HW, n, training);
+    cudaCheckLaunch();
+  }
+}
+
+void batch_norm_act_apply(const float* x, const float* mean, const float* rstd, const float* w, const float* b,
+                          const float* res, float* y, int64_t N, int64_t C, int64_t HW, bool relu) {
+  const int64_t n = N * C * HW;
+  if (n <= 0) return;
+  apply_act_kernel<<<grid_for(n), kBlock>>>(x, mean, rstd, w, b, res, y, C, HW, n, relu);
+  cudaCheckLaunch();
+}
+
+void batch_norm_act_backward(const float* x, const float* y, const float* mean, const float* rstd, const float* w,
+                             const float* gy, float* gx, float* gw, float* gb, float* gres, int64_t N, int64_t C,
+                             int64_t HW, bool training, bool relu) {
+  if (C <= 0) return;
+  check_channels(C, "batch_norm_act_backward");
+  const int64_t n = N * C * HW;
+  const Pieces pc = pieces(N, HW);
+  const double M = double(N * HW);
+  const float* mask = relu ? y : nullptr;
+  const bool sums = gw || gb || (gx && training);
+  Scratch s(size_t(2 * C * pc.count) * sizeof(double) + size_t(2 * C) * sizeof(float));
+  double* part_g = s.as<double>();
+  double* part_d = s.as<double>(size_t(C * pc.count));
+  float* coef = reinterpret_cast<float*>(s.as<double>(size_t(2 * C * pc.count)));
+  if (sums) {
+    if (pc.count > 0 && HW > 0) {
+      const dim3 grid(unsigned(pc.count), unsigned(C));
+      channel_partial_kernel<Sum::GradPair>
+          <<<grid, pc.threads>>>(x, gy, nullptr, mean, part_g, part_d, C, HW, pc.per_plane, pc.count, mask);
+      cudaCheckLaunch();
+    } else {
+      cudaCheck(cudaMemset(part_g, 0, size_t(2 * C * pc.count) * sizeof(double)));
+    }
+    backward_final_kernel<<<grid_for(C), kBlock>>>(part_g, part_d, rstd, gw, gb, coef, C, pc.count, M);
+    cudaCheckLaunch();
+  }
+  if ((gx || gres) && n > 0) {
+    backward_act_gx_kernel<<<grid_for(n), kBlock>>>(x, mask, mean, rstd, w, gy, coef, gx, gres, C, HW, n, training);
     cudaCheckLaunch();
   }
 }

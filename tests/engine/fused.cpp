@@ -1,0 +1,100 @@
+// Fused ops against the unfused ops they replace: batch_norm2d_act(x, ..., residual, relu) must
+// give relu(batch_norm2d(x, ...) + residual) bit for bit, forward and every gradient (x, weight,
+// bias, residual) and the running statistics, in training and evaluation mode, on sizes above
+// the kernels' OpenMP threshold (so 2 threads split the work) and on small ones. Bitwise because
+// the fused kernels round each step as the unfused ones do (engine/kernels/cpu/batch_norm.cpp);
+// this is what keeps `medslip verify` and the parity tests unchanged with the fused ResNet.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/rng.h"
+
+using namespace ms;
+
+namespace {
+
+Tensor normal(const Shape& s, uint64_t seed, float scale = 1.f, float shift = 0.f) {
+  Tensor t = Tensor::empty(s);
+  Rng r(seed, kStreamInit);
+  r.fill_normal(t.data(), t.numel(), shift, scale);
+  return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
+}
+
+struct Out {
+  Tensor y, gx, gw, gb, gr, rm, rv;
+};
+
+// retain: y keeps its gradient (y.retain_grad()), so the op's incoming gradient is shared and
+// the fused backward writes fresh buffers instead of reusing it.
+Out run(bool fused, const Shape& s, bool training, bool residual, bool relu, uint64_t seed, bool retain = false) {
+  const int64_t C = s[1];
+  Tensor x = normal(s, seed, 1.5f, 0.3f).requires_grad_();
+  Tensor w = normal({C}, seed + 1, 0.3f, 1.f).requires_grad_();
+  Tensor b = normal({C}, seed + 2, 0.5f).requires_grad_();
+  Tensor r = residual ? normal(s, seed + 3).requires_grad_() : Tensor();
+  Tensor rm = normal({C}, seed + 4, 0.1f), rv = add(mul(normal({C}, seed + 5), normal({C}, seed + 5)), 0.5f);
+  Tensor R = normal(s, seed + 6);  // L = sum(y * R)
+  Tensor y;
+  if (fused) {
+    y = batch_norm2d_act(x, w, b, rm, rv, training, 0.1f, 1e-5f, r, relu);
+  } else {
+    y = batch_norm2d(x, w, b, rm, rv, training, 0.1f, 1e-5f);
+    if (residual) y = add(y, r);
+    if (relu) y = ms::relu(y);
+  }
+  if (retain) y.retain_grad();
+  sum(mul(y, R)).backward();
+  return {y.detach(), x.grad(), w.grad(), b.grad(), residual ? r.grad() : Tensor(), rm, rv};
+}
+
+}  // namespace
+
+TEST_CASE("engine: batch_norm2d_act equals batch_norm2d + add + relu bit for bit") {
+  const Shape shapes[] = {{2, 3, 4, 5}, {4, 16, 24, 24}};  // the second above the OpenMP threshold
+  uint64_t seed = 300;
+  for (const Shape& s : shapes)
+    for (bool training : {true, false})
+      for (bool residual : {true, false})
+        for (bool relu : {true, false}) {
+          const std::string what = shape_str(s) + (training ? " train" : " eval") +
+                                   (residual ? " +residual" : "") + (relu ? " relu" : "");
+          CAPTURE(what);
+          const Out a = run(false, s, training, residual, relu, seed), b = run(true, s, training, residual, relu, seed);
+          seed += 10;
+          CHECK(same_bits(a.y, b.y));
+          CHECK(same_bits(a.gx, b.gx));
+          CHECK(same_bits(a.gw, b.gw));
+          CHECK(same_bits(a.gb, b.gb));
+          if (residual) CHECK(same_bits(a.gr, b.gr));
+          CHECK(same_bits(a.rm, b.rm));
+          CHECK(same_bits(a.rv, b.rv));
+          const Out c = run(true, s, training, residual, relu, seed - 10, true);  // incoming gradient shared
+          CHECK(same_bits(a.y, c.y));
+          CHECK(same_bits(a.gx, c.gx));
+          if (residual) CHECK(same_bits(a.gr, c.gr));
+          if (relu) {  // the data really exercise the mask: some outputs are 0, some are not
+            int64_t zeros = 0;
+            for (int64_t i = 0; i < b.y.numel(); ++i) zeros += b.y.data()[i] == 0.f;
+            CHECK(zeros > 0);
+            CHECK(zeros < b.y.numel());
+          }
+        }
+}
+
+TEST_CASE("engine: batch_norm2d_act rejects a residual of another shape") {
+  Tensor x = Tensor::zeros({2, 3, 4, 4}), rm = Tensor::zeros({3}), rv = Tensor::ones({3}), none;
+  CHECK_THROWS_WITH_AS(batch_norm2d_act(x, none, none, rm, rv, true, 0.1f, 1e-5f, Tensor::zeros({2, 3, 4, 5}), true),
+                       doctest::Contains("residual [2,3,4,5] for input [2,3,4,4]"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(batch_norm2d_act(Tensor::zeros({3, 4, 4}), none, none, rm, rv, true, 0.1f, 1e-5f, none, true),
+                       doctest::Contains("batch_norm2d_act: input must be 4-D"), std::invalid_argument);
+}
