@@ -101,8 +101,9 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
   auto u16 = [&](size_t o) { return (size_t(d[o]) << 8) | d[o + 1]; };
   const std::string trunc = "truncated JPEG (no end-of-image marker)";
   size_t p = 2;  // after SOI
-  bool have_sof = false;
-  std::vector<int> comp_ids;
+  bool have_sof = false, progressive = false;
+  std::vector<int> comp_ids, comp_tq;
+  bool dht[2][4] = {}, dqt[4] = {};  // tables defined so far (class/id; id)
   while (true) {
     while (p < n && d[p] != 0xFF) ++p;  // tolerate junk between segments, as libjpeg does
     while (p < n && d[p] == 0xFF) ++p;  // fill bytes
@@ -128,6 +129,7 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
         size_t count = 0;
         for (int i = 1; i <= 16; ++i) count += s[q + i];
         if (count > 256) return bad("Huffman table with " + std::to_string(count) + " codes (at most 256)");
+        dht[tc][th] = true;
         q += 17 + count;
       }
       if (q != L) return bad("Huffman tables longer than the segment");
@@ -136,12 +138,14 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
       while (q < L) {
         int pq = s[q] >> 4, tq = s[q] & 15;
         if (pq > 1 || tq > 3) return bad("quantisation table precision/id " + std::to_string(pq) + "/" + std::to_string(tq));
+        dqt[tq] = true;
         q += 1 + (pq ? 128 : 64);
       }
       if (q != L) return bad("quantisation tables longer than the segment");
     } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {  // SOF0/1/2 (Huffman)
       if (have_sof) return bad("second frame header");
       have_sof = true;
+      progressive = m == 0xC2;
       if (L < 6) return bad("frame header cut short");
       if (s[0] != 8)  // extended (SOF1) and progressive (SOF2) JPEGs may carry 12-bit samples
         return "unsupported JPEG: " + std::to_string(s[0]) + "-bit samples (only 8-bit JPEGs are decoded)";
@@ -153,6 +157,7 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
         if (tq > 3) return bad("quantisation table id " + std::to_string(tq));
         if (std::find(comp_ids.begin(), comp_ids.end(), id) != comp_ids.end()) return bad("repeated component id");
         comp_ids.push_back(id);
+        comp_tq.push_back(tq);
       }
     } else if ((m >= 0xC3 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
       // Valid JPEG processes that stb_image does not decode (PIL / libjpeg-turbo decodes the
@@ -170,9 +175,26 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
       if (L < 1) return bad("scan header cut short");
       int ns = s[0];
       if (ns < 1 || ns > 4 || L != size_t(4 + 2 * ns)) return bad(std::to_string(ns) + " scan components");
-      for (int i = 0; i < ns; ++i)
-        if (std::find(comp_ids.begin(), comp_ids.end(), int(s[1 + 2 * i])) == comp_ids.end())
-          return bad("scan component not in the frame");
+      // stb_image 2.27 decodes with whatever a table slot holds, defined or not: a scan using a
+      // Huffman table no DHT defined read h->size[16777460] (image fuzzer, UBSan). So every
+      // table a scan will use must have been defined before it: sequential scans use their DC
+      // and AC tables, progressive first DC scans (Ss = 0, Ah = 0) the DC table, AC scans
+      // (Ss > 0) the AC table, DC refinements none. Frame components' quantisation tables too.
+      // (Motion-JPEG frames that rely on the standard tables without a DHT are refused here.)
+      const int ss = s[1 + 2 * ns], ah = s[3 + 2 * ns] >> 4;
+      for (int i = 0; i < ns; ++i) {
+        auto at = std::find(comp_ids.begin(), comp_ids.end(), int(s[1 + 2 * i]));
+        if (at == comp_ids.end()) return bad("scan component not in the frame");
+        const int td = s[2 + 2 * i] >> 4, ta = s[2 + 2 * i] & 15;
+        if (td > 3 || ta > 3) return bad("Huffman table id " + std::to_string(td > 3 ? td : ta));
+        const bool need_dc = progressive ? (ss == 0 && ah == 0) : true, need_ac = progressive ? ss > 0 : true;
+        if ((need_dc && !dht[0][td]) || (need_ac && !dht[1][ta]))
+          return bad("scan uses " + std::string(need_dc && !dht[0][td] ? "DC" : "AC") + " Huffman table " +
+                     std::to_string(need_dc && !dht[0][td] ? td : ta) + ", which no DHT segment defined");
+        const int tq = comp_tq[size_t(at - comp_ids.begin())];
+        if (!dqt[tq]) return bad("frame component uses quantisation table " + std::to_string(tq) +
+                                 ", which no DQT segment defined");
+      }
     }
     p += len;
     if (m != 0xDA) continue;

@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -212,6 +213,15 @@ NpyHeader read_npy_header(const std::string& path) {
 
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) fail(path, "cannot stat .npy file");
+  {
+    // The element count must fit before it is multiplied out (npy fuzzer: a shape of
+    // (2, 1, 7777777777777771, 7777777777777774, 224) overflowed int64, undefined behaviour).
+    long double bytes = h.itemsize;
+    for (int64_t d : h.shape) bytes *= (long double)(d);
+    if (bytes > (long double)(int64_t(st.st_size)))
+      fail(path, "truncated .npy data: shape needs " + std::to_string(uint64_t(std::min(bytes, 1e19L))) +
+                     " bytes of data, file has " + std::to_string(int64_t(st.st_size)));
+  }
   int64_t need = h.data_offset + h.numel() * h.itemsize;
   if (int64_t(st.st_size) < need)
     fail(path, "truncated .npy data: shape needs " + std::to_string(need) + " bytes, file has " +

@@ -186,6 +186,11 @@ TEST_CASE("data: npy errors name the file and the problem") {
   bad("shape_huge.npy",
       npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999999,), }", eight),
       "shape value 99999999999999999999999 out of range");
+  // npy fuzzer finding (UBSan): a shape whose element count overflows int64.
+  bad("shape_overflow.npy",
+      npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (7777777777777771, 7777777777777774), }",
+                eight),
+      "truncated .npy data: shape needs");
   CHECK(contains(error_of([&] { read_npy_double((dir / "missing.npy").string()); }), "missing.npy"));
   // Version 2 with a hand-written header reads fine.
   std::string data(16, '\0');

@@ -622,6 +622,24 @@ TEST_CASE("data: image a JPEG declaring more pixels than its bytes can encode is
     CHECK_NOTHROW(read_image(image_path(f)));
 }
 
+TEST_CASE("data: image a JPEG scan using a Huffman table no DHT defined is refused (stb reads garbage tables)") {
+  // image fuzzer finding (2026-12-05, UBSan in stb_image 2.27: h->size[16777460]): a
+  // progressive JPEG whose AC scan uses AC table 0, never defined.
+  const std::string p = "tests/fuzz/corpus/image/reg_scan_undefined_huffman_table.jpg";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("scan uses AC Huffman table 0, which no DHT segment defined") != std::string::npos, msg);
+  // A valid baseline JPEG with its DHT segment renamed to a COM segment: the same refusal, for DC.
+  std::vector<uint8_t> b = slurp(image_path("grey.jpg"));
+  for (size_t i = 2; i + 1 < b.size(); ++i)
+    if (b[i] == 0xFF && b[i + 1] == 0xC4) b[i + 1] = 0xFE;
+  fs::path dir = test::scratch_dir("data_image_nodht");
+  const std::string q = (dir / "nodht.jpg").string();
+  spit(q, b.data(), b.size());
+  msg = error_of([&] { read_image(q); });
+  CHECK_MESSAGE(msg.find("DC Huffman table 0, which no DHT segment defined") != std::string::npos, msg);
+}
+
 TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame header is refused (DCMTK would hang)") {
   // dicom fuzzer finding (2026-12-05): DCMTK 3.6.7's scanJpegDataForBitDepth never advances past
   // a TEM marker (FF01), so this 2.5 KB file never returned. Refused before DCMTK decodes.
