@@ -118,6 +118,7 @@ std::string PyObj::key_text(const PyRef& k) {
 static std::string dtype_of_tensor_repr(const TorchTensorRef& t) { return t.dtype + shape_str(t.shape); }
 
 std::string PyObj::repr(size_t max_len) const {
+  if (max_len < 4) return "...";
   std::string r;
   switch (kind) {
     case Kind::None: r = "None"; break;
@@ -137,7 +138,10 @@ std::string PyObj::repr(size_t max_len) const {
       const char* open = kind == Kind::List ? "[" : kind == Kind::Tuple ? "(" : "{";
       const char* close = kind == Kind::List ? "]" : kind == Kind::Tuple ? ")" : "}";
       r = open;
-      for (size_t k = 0; k < items.size() && r.size() < max_len; ++k) r += (k ? ", " : "") + items[k]->repr(max_len);
+      // Each level gets only the room left, so a deeply nested list (pickle fuzzer: a stack
+      // overflow here) stops after at most max_len levels.
+      for (size_t k = 0; k < items.size() && r.size() < max_len; ++k)
+        r += (k ? ", " : "") + items[k]->repr(max_len - r.size());
       r += close;
       break;
     }

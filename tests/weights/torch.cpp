@@ -12,6 +12,7 @@
 #include "tests/test_util.h"
 #include "train/commands.h"
 #include "weights/state_dict.h"
+#include "tests/fuzz/fuzz.h"
 #include "weights/torch_pickle.h"
 #include "weights/zip_reader.h"
 
@@ -189,6 +190,31 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
   // shared_ptr cycle that was never freed (and would make every walk over it loop). Refused.
   require_error(error_of([&] { read_state_dict("tests/fuzz/corpus/pth/reg_dict_in_itself.pth"); }),
                 {"reg_dict_in_itself.pth", "reference cycle"});
+
+  // pickle fuzzer finding (2026-12-05, ASan stack overflow): PyObj::repr recursed without a
+  // bound into a list inside a tuple inside itself (built mid-run, printed in a VM error).
+  // Each level now gets only the room left.
+  {
+    auto l = std::make_shared<PyObj>();
+    l->kind = PyObj::Kind::List;
+    auto t = std::make_shared<PyObj>();
+    t->kind = PyObj::Kind::Tuple;
+    t->items.push_back(l);
+    l->items.push_back(t);
+    std::string r = l->repr(60);
+    CHECK(r.size() <= 60);
+    CHECK(r.rfind("[(", 0) == 0);
+    l->items.clear();  // break the cycle
+  }
+  require_error(error_of([&] {
+                  auto pk = ms::fuzz::find_target("pickle");
+                  REQUIRE(pk);
+                  std::ifstream f("tests/fuzz/corpus/pickle/reg_repr_deep_nesting.pkl", std::ios::binary);
+                  std::string b((std::istreambuf_iterator<char>(f)), {});
+                  pk->fn(reinterpret_cast<const uint8_t*>(b.data()), b.size());
+                  throw std::runtime_error("replayed: no crash");
+                }),
+                {"replayed: no crash"});
 
   // with allow_unknown_globals the numpy value becomes an inert placeholder
   TorchLoadOptions lenient;
