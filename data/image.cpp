@@ -257,7 +257,31 @@ void check_dims(int64_t w, int64_t h, const std::string& name) {
     fail(name, "image too large (" + std::to_string(w) + "x" + std::to_string(h) + " pixels, limit 2^28)");
 }
 
+// A zero-length IDAT chunk is valid PNG, but stb_image 2.27 then memcpy's 0 bytes into a
+// null buffer (undefined behaviour; image fuzzer, UBSan). Returns the file without its empty
+// IDAT chunks in `out` (true), or false when it has none. The walk stops at the first chunk
+// whose length runs past the file; stb reports such files itself.
+bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out) {
+  size_t p = 8;
+  bool found = false;
+  while (p + 12 <= n) {
+    const size_t len = (size_t(d[p]) << 24) | (size_t(d[p + 1]) << 16) | (size_t(d[p + 2]) << 8) | d[p + 3];
+    if (len > n - p - 12) break;
+    if (len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0) {
+      if (!found) out.assign(d, d + p);
+      found = true;
+    } else if (found) {
+      out.insert(out.end(), d + p, d + p + 12 + len);
+    }
+    p += 12 + len;
+  }
+  if (found) out.insert(out.end(), d + p, d + n);
+  return found;
+}
+
 Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name, const ReadOptions& opt) {
+  std::vector<uint8_t> cleaned;
+  if (fmt == Format::kPng && png_drop_empty_idat(d, n, cleaned)) d = cleaned.data(), n = cleaned.size();
   const char* kind = fmt == Format::kPng ? "PNG" : fmt == Format::kJpeg ? "JPEG" : "BMP";
   if (n > size_t(INT32_MAX)) fail(name, std::string(kind) + " file too large");
   if (fmt == Format::kJpeg) {

@@ -640,6 +640,21 @@ TEST_CASE("data: image a JPEG scan using a Huffman table no DHT defined is refus
   CHECK_MESSAGE(msg.find("DC Huffman table 0, which no DHT segment defined") != std::string::npos, msg);
 }
 
+TEST_CASE("data: image a PNG with zero-length IDAT chunks decodes as without them") {
+  // image fuzzer finding (2026-12-05, UBSan in stb_image 2.27: memcpy into a null buffer for
+  // an empty IDAT). Empty IDAT chunks are valid PNG; they are dropped before stb sees the file.
+  // (The fuzzer's input, tests/fuzz/corpus/image/reg_png_empty_idat.png, is replayed by
+  // 'io: fuzz corpus ...'; under SAN=address,undefined that replay is the check.)
+  std::vector<uint8_t> b = slurp(image_path("rgb8.png"));
+  const uint8_t empty_idat[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};  // CRC of "IDAT"
+  size_t at = 33;  // after the signature and IHDR: before the first IDAT, and again after it
+  b.insert(b.begin() + long(at), empty_idat, empty_idat + 12);
+  fs::path dir = test::scratch_dir("data_image_empty_idat");
+  const std::string q = (dir / "empty_idat.png").string();
+  spit(q, b.data(), b.size());
+  CHECK_SAME_IMAGE(read_image(q), read_image(image_path("rgb8.png")), "rgb8.png with an empty IDAT first");
+}
+
 TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame header is refused (DCMTK would hang)") {
   // dicom fuzzer finding (2026-12-05): DCMTK 3.6.7's scanJpegDataForBitDepth never advances past
   // a TEM marker (FF01), so this 2.5 KB file never returned. Refused before DCMTK decodes.
