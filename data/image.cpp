@@ -261,12 +261,21 @@ void check_dims(int64_t w, int64_t h, const std::string& name) {
 // null buffer (undefined behaviour; image fuzzer, UBSan). Returns the file without its empty
 // IDAT chunks in `out` (true), or false when it has none. The walk stops at the first chunk
 // whose length runs past the file; stb reports such files itself.
-bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out) {
+// Also refuses, by name, a chunk before IEND whose length runs past the end of the file:
+// stb 2.27 reallocates an IDAT's declared length before reading it (image fuzzer: 2 GB for a
+// 5.6 KB file, libFuzzer out-of-memory).
+bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out, const std::string& name) {
   size_t p = 8;
   bool found = false;
-  while (p + 12 <= n) {
+  while (p + 8 <= n) {
     const size_t len = (size_t(d[p]) << 24) | (size_t(d[p + 1]) << 16) | (size_t(d[p + 2]) << 8) | d[p + 3];
-    if (len > n - p - 12) break;
+    if (len > n - p - 8 || p + 12 + len > n) {
+      char type[5] = {0};
+      for (int k = 0; k < 4; ++k) type[k] = std::isprint(d[p + 4 + k]) ? char(d[p + 4 + k]) : '?';
+      fail(name, std::string("truncated or corrupt PNG (chunk '") + type + "' at byte " + std::to_string(p) +
+                     " declares " + std::to_string(len) + " bytes, the file has " + std::to_string(n) + ")");
+    }
+    const bool iend = std::memcmp(d + p + 4, "IEND", 4) == 0;
     if (len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0) {
       if (!found) out.assign(d, d + p);
       found = true;
@@ -274,6 +283,7 @@ bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out) 
       out.insert(out.end(), d + p, d + p + 12 + len);
     }
     p += 12 + len;
+    if (iend) break;
   }
   if (found) out.insert(out.end(), d + p, d + n);
   return found;
@@ -281,7 +291,7 @@ bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out) 
 
 Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name, const ReadOptions& opt) {
   std::vector<uint8_t> cleaned;
-  if (fmt == Format::kPng && png_drop_empty_idat(d, n, cleaned)) d = cleaned.data(), n = cleaned.size();
+  if (fmt == Format::kPng && png_drop_empty_idat(d, n, cleaned, name)) d = cleaned.data(), n = cleaned.size();
   const char* kind = fmt == Format::kPng ? "PNG" : fmt == Format::kJpeg ? "JPEG" : "BMP";
   if (n > size_t(INT32_MAX)) fail(name, std::string(kind) + " file too large");
   if (fmt == Format::kJpeg) {

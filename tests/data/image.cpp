@@ -655,6 +655,15 @@ TEST_CASE("data: image a PNG with zero-length IDAT chunks decodes as without the
   CHECK_SAME_IMAGE(read_image(q), read_image(image_path("rgb8.png")), "rgb8.png with an empty IDAT first");
 }
 
+TEST_CASE("data: image a PNG chunk longer than the file is refused before stb allocates it") {
+  // image fuzzer finding (2026-12-05, out-of-memory): stb 2.27 reallocates an IDAT's declared
+  // length (2 GB here, in a 5.6 KB file) before reading it.
+  const std::string p = "tests/fuzz/corpus/image/reg_png_idat_length_2gb.png";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("truncated or corrupt PNG (chunk 'IDAT'") != std::string::npos, msg);
+}
+
 TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame header is refused (DCMTK would hang)") {
   // dicom fuzzer finding (2026-12-05): DCMTK 3.6.7's scanJpegDataForBitDepth never advances past
   // a TEM marker (FF01), so this 2.5 KB file never returned. Refused before DCMTK decodes.
