@@ -6,7 +6,8 @@
 #   make MPI=1      also build build-mpi/medslip (Open MPI; + NCCL with CUDA=1): mpirun -np N ...
 #   make NATIVE=1   -march=native instead of the portable x86-64-v3 (AVX2/FMA)
 #   make deps       install the Debian packages the build needs (root)
-#   make fixtures   regenerate the PyTorch parity fixtures (needs python3-torch)
+#   make fixtures   regenerate the PyTorch parity fixtures (python3-torch; the image and resize
+#                   fixtures also python3-opencv, python3-skimage, python3-pydicom)
 #   make demo | bench | verify   see README.md
 #   make fuzz FUZZ_SECONDS=N  every libFuzzer harness for N seconds (clang; docs/reliability.md)
 #

@@ -18,13 +18,16 @@ constexpr int kCoefBits = 11;  // INTER_RESIZE_COEF_BITS
 constexpr int kCoefScale = 1 << kCoefBits;
 
 // One axis of the two-tap kernel: source index and the two fixed-point weights per output.
+// resizeGeneric clamps (index 0 / src-1, weight 0) on the x axis only; on the y axis the raw
+// index and fraction stay and the rows read are clipped to [0, src-1] (so the first and last
+// rows often blend a row with itself, with weights that are not 2048/0).
 struct Taps {
   std::vector<int> s0, s1;
   std::vector<int> a0, a1;
 };
 
-Taps linear_taps(int src, int dst, bool area) {
-  const double scale = double(src) / dst, inv = double(dst) / src;
+Taps linear_taps(int src, int dst, bool area, bool clamp) {
+  const double inv = double(dst) / src, scale = 1.0 / inv;  // OpenCV: scale_x = 1 / inv_scale_x
   Taps t;
   for (int d = 0; d < dst; ++d) {
     int s;
@@ -38,18 +41,23 @@ Taps linear_taps(int src, int dst, bool area) {
       s = int(std::floor(fx));
       f = fx - float(s);
     }
-    if (s < 0) { s = 0; f = 0; }
-    if (s >= src - 1) { s = src - 1; f = 0; }
-    t.s0.push_back(s);
-    t.s1.push_back(std::min(s + 1, src - 1));
+    if (clamp && s < 0) s = 0, f = 0;
+    if (clamp && s >= src - 1) s = src - 1, f = 0;
+    t.s0.push_back(std::clamp(s, 0, src - 1));
+    t.s1.push_back(std::clamp(s + 1, 0, src - 1));
     t.a0.push_back(int(std::lrint((1.f - f) * kCoefScale)));
     t.a1.push_back(int(std::lrint(f * kCoefScale)));
   }
   return t;
 }
 
+// The vertical pass is OpenCV's SIMD one (VResizeLinearVec_32s8u), which Debian's OpenCV 4.6
+// takes for every output byte (checked against cv2.resize on all widths 7..230): each
+// horizontal sum (<= 255 * 2048) is shifted right by 4, multiplied by its 16-bit weight keeping
+// the high 16 bits, and the two are added and rounded by a 2-bit shift. This differs by one from
+// the exact (S0 b0 + S1 b1 + 2^21) >> 22 in ~10 % of pixels.
 Image resize_linear(const Image& src, int W, int H, bool area) {
-  Taps tx = linear_taps(src.w, W, area), ty = linear_taps(src.h, H, area);
+  Taps tx = linear_taps(src.w, W, area, true), ty = linear_taps(src.h, H, area, false);
   Image out(W, H, src.c);
   const int C = src.c;
   std::vector<int> r0(size_t(W) * C), r1(size_t(W) * C);
@@ -63,11 +71,30 @@ Image resize_linear(const Image& src, int W, int H, bool area) {
     hrow(ty.s0[y], r0);
     hrow(ty.s1[y], r1);
     uint8_t* o = out.row(y);
+    const int b0 = ty.a0[y], b1 = ty.a1[y];
     for (int i = 0; i < W * C; ++i) {
-      const int64_t v = int64_t(ty.a0[y]) * r0[size_t(i)] + int64_t(ty.a1[y]) * r1[size_t(i)];
-      o[i] = uint8_t(std::clamp<int64_t>((v + (int64_t(1) << (2 * kCoefBits - 1))) >> (2 * kCoefBits), 0, 255));
+      const int v = (((r0[size_t(i)] >> 4) * b0) >> 16) + (((r1[size_t(i)] >> 4) * b1) >> 16);
+      o[i] = uint8_t(std::clamp((v + 2) >> 2, 0, 255));
     }
   }
+  return out;
+}
+
+// resizeAreaFast: both scales are integers. 2x2 (one or three channels) is (a+b+c+d+2) >> 2;
+// other factors sum the cell in int and round float(sum) * (1.f / area) half to even (cvRound).
+Image resize_area_fast(const Image& src, int W, int H) {
+  const int sx = src.w / W, sy = src.h / H, C = src.c;
+  Image out(W, H, C);
+  const float scale = 1.f / float(sx * sy);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x)
+      for (int c = 0; c < C; ++c) {
+        int sum = 0;
+        for (int dy = 0; dy < sy; ++dy)
+          for (int dx = 0; dx < sx; ++dx) sum += src.at(y * sy + dy, x * sx + dx, c);
+        out.at(y, x, c) = sx == 2 && sy == 2 ? uint8_t((sum + 2) >> 2)
+                                             : uint8_t(std::clamp<long>(std::lrint(float(sum) * scale), 0, 255));
+      }
   return out;
 }
 
@@ -123,6 +150,10 @@ Image cv_resize(const Image& src, int W, int H, CvInterp interp) {
     }
     return out;
   }
+  if (W == src.w && H == src.h) return src;  // cv::resize copies
+  // Integer shrink factors take resizeAreaFast (INTER_LINEAR too, at exactly 2x2).
+  const bool area_fast = src.w % W == 0 && src.h % H == 0;
+  if (area_fast && (interp == CvInterp::kArea || (src.w == 2 * W && src.h == 2 * H))) return resize_area_fast(src, W, H);
   if (interp == CvInterp::kArea && src.w >= W && src.h >= H) return resize_area_shrink(src, W, H);
   return resize_linear(src, W, H, interp == CvInterp::kArea);
 }
@@ -295,8 +326,12 @@ FinetuneBatch FinetuneLoader::make_batch(int64_t epoch, int64_t index) const {
   std::vector<int64_t> fresh;
   if (order_.empty()) fresh = epoch_order(ds_.size(), lopt_.seed, epoch, lopt_.shuffle);
   const auto& order = fresh.empty() ? order_ : fresh;
-  const int64_t S = topt_.size, lo = index * lopt_.batch_size, hi = std::min(lo + lopt_.batch_size, ds_.size());
-  const int64_t B = hi - lo;
+  const int64_t lo = index * lopt_.batch_size, hi = std::min(lo + lopt_.batch_size, ds_.size());
+  return make_batch_of(epoch, index, std::vector<int64_t>(order.begin() + lo, order.begin() + hi));
+}
+
+FinetuneBatch FinetuneLoader::make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const {
+  const int64_t S = topt_.size, B = int64_t(items.size());
   const bool seg = topt_.task == FinetuneTask::kSegment;
   const int64_t K = seg ? 1 : (ds_.label_names().empty() ? 1 : int64_t(ds_.label_names().size()));
   FinetuneBatch out;
@@ -307,7 +342,10 @@ FinetuneBatch FinetuneLoader::make_batch(int64_t epoch, int64_t index) const {
   float* im = out.image.data();
   float* tg = out.target.data();
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t item = order[size_t(lo + b)];
+    const int64_t item = items[size_t(b)];
+    if (item < 0 || item >= ds_.size())
+      throw std::out_of_range("FinetuneLoader: item " + std::to_string(item) + " outside the dataset's " +
+                              std::to_string(ds_.size()));
     const FinetuneItem& it = ds_.item(item);
     Rng rng = sample_rng(lopt_.seed, epoch, item, false);
     FinetuneSample s = load_finetune_sample(it, topt_, train_, rng);
@@ -329,6 +367,13 @@ void FinetuneLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   order_ = epoch_order(ds_.size(), lopt_.seed, epoch, lopt_.shuffle);
   pf_.start(size() - first_batch, lopt_.num_workers, std::max(1, lopt_.num_workers * lopt_.prefetch),
             [this, epoch, first_batch](int64_t b) { return make_batch(epoch, b + first_batch); });
+}
+
+void FinetuneLoader::start_epoch_plan(int64_t epoch, std::vector<std::vector<int64_t>> plan) {
+  pf_.stop();
+  plan_ = std::move(plan);
+  pf_.start(int64_t(plan_.size()), lopt_.num_workers, std::max(1, lopt_.num_workers * lopt_.prefetch),
+            [this, epoch](int64_t b) { return make_batch_of(epoch, b, plan_[size_t(b)]); });
 }
 
 bool FinetuneLoader::next(FinetuneBatch& out) { return pf_.next(out); }

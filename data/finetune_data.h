@@ -30,7 +30,9 @@ namespace ms {
 enum class CvInterp { kNearest, kLinear, kArea };
 // cv2.resize(src, (w, h), interpolation): INTER_NEAREST (floor(x * src/dst)), INTER_LINEAR
 // (half-pixel centres, 11-bit fixed-point weights, no antialiasing), INTER_AREA (exact area
-// averaging when shrinking both axes; OpenCV's area-weighted linear kernel otherwise).
+// averaging when shrinking both axes; OpenCV's area-weighted linear kernel otherwise), with
+// OpenCV 4.6's rounding as Debian builds it (its SIMD vertical pass, resizeAreaFast for integer
+// factors): byte-equal to cv2.resize on real radiographs (tests/data/finetune_resize.cpp).
 Image cv_resize(const Image& src, int out_w, int out_h, CvInterp interp);
 
 // ---- the csv -----------------------------------------------------------------------------------
@@ -119,8 +121,13 @@ class FinetuneLoader {
   FinetuneLoader(const FinetuneDataset& ds, FinetuneTransformOptions topt, LoaderOptions lopt, bool train);
   int64_t size() const;
   void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // The epoch's batches given by the caller: plan[j] lists the dataset items of batch j (the
+  // data-parallel sampler's micro-batches, or a rank's share of a validation set).
+  void start_epoch_plan(int64_t epoch, std::vector<std::vector<int64_t>> plan);
   bool next(FinetuneBatch& out);
   FinetuneBatch make_batch(int64_t epoch, int64_t index) const;
+  // Batch `index` of `epoch` made of these dataset items (what make_batch does after the order).
+  FinetuneBatch make_batch_of(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const;
 
  private:
   const FinetuneDataset& ds_;
@@ -128,6 +135,7 @@ class FinetuneLoader {
   LoaderOptions lopt_;
   bool train_;
   std::vector<int64_t> order_;
+  std::vector<std::vector<int64_t>> plan_;
   detail::Prefetcher<FinetuneBatch> pf_;
 };
 

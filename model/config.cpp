@@ -1,7 +1,7 @@
 #include "model/config.h"
+#include "model/config_yaml.h"
 #include "model/vocab.h"
 
-#include <yaml-cpp/yaml.h>
 
 #include <fstream>
 #include <set>
@@ -19,33 +19,37 @@ const std::set<std::string> kIgnoredOfficial = {
 
 template <class T>
 T get(const YAML::Node& n, const std::string& key, const std::string& origin) {
-  try {
-    return n.as<T>();
-  } catch (const YAML::Exception&) {
-    throw std::runtime_error(origin + ": key '" + key + "' has an invalid value '" + YAML::Dump(n) + "'");
-  }
+  return config_value<T>(n, key, origin);
 }
 
 }  // namespace
 
-MedslipConfig MedslipConfig::from_yaml(const std::string& path) {
+std::string read_config_file(const std::string& path) {
   std::ifstream f(path);
   if (!f) throw std::runtime_error("config file '" + path + "' cannot be opened");
   std::stringstream ss;
   ss << f.rdbuf();
-  return from_yaml_string(ss.str(), path);
+  return ss.str();
 }
 
-MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std::string& origin) {
+YAML::Node load_config_map(const std::string& text, const std::string& origin) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(origin + ": not valid YAML: " + e.what());
   }
+  if (!root.IsNull() && !root.IsMap())
+    throw std::runtime_error(origin + ": expected a mapping of keys to values at the top level");
+  return root;
+}
+
+MedslipConfig MedslipConfig::from_yaml(const std::string& path) { return from_yaml_string(read_config_file(path), path); }
+
+MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std::string& origin) {
+  const YAML::Node root = load_config_map(text, origin);
   MedslipConfig c;
   if (root.IsNull()) return c;
-  if (!root.IsMap()) throw std::runtime_error(origin + ": expected a mapping of keys to values at the top level");
   // yaml-cpp throws its own exceptions from a key or value that is not a scalar (e.g. a
   // mapping used as a key): they are reported with the file's name (yaml_config fuzzer).
   try {
@@ -81,48 +85,10 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
     else if (k == "test_file") c.test_file = S();
     else if (k == "label_file") c.label_file = S();
     else if (k == "image_root") c.image_root = S();
-    else if (k == "batch_size") c.batch_size = I();
-    else if (k == "test_batch_size") c.test_batch_size = I();
-    else if (k == "seed") c.seed = I();
-    else if (k == "num_workers") c.num_workers = I();
-    else if (k == "log_every") c.log_every = I();
-    else if (k == "max_steps_per_epoch") c.max_steps_per_epoch = I();
-    else if (k == "crop_scale_min") c.crop_scale_min = F();
-    else if (k == "rand_augment_n") c.rand_augment_n = I();
-    else if (k == "rand_augment_m") c.rand_augment_m = I();
-    else if (k == "accum_steps") c.accum_steps = I();
-    else if (k == "sampler_drop_last") c.sampler_drop_last = B();
-    else if (k == "sampler_set_epoch") c.sampler_set_epoch = B();
-    else if (k == "sampler_permutation") c.sampler_permutation = S();
-    else if (k == "optimizer") {
-      if (!v.IsMap()) throw std::runtime_error(origin + ": key 'optimizer' must be a mapping {opt, lr, weight_decay}");
-      for (auto o = v.begin(); o != v.end(); ++o) {
-        const std::string ok = o->first.as<std::string>();
-        if (ok == "opt") c.opt = get<std::string>(o->second, "optimizer.opt", origin);
-        else if (ok == "lr") c.lr = get<float>(o->second, "optimizer.lr", origin);
-        else if (ok == "weight_decay") c.weight_decay = get<float>(o->second, "optimizer.weight_decay", origin);
-        else c.warnings.push_back(origin + ": unknown key 'optimizer." + ok + "' ignored");
-      }
-    } else if (k == "schedular" || k == "scheduler") {
-      if (!v.IsMap()) throw std::runtime_error(origin + ": key '" + k + "' must be a mapping");
-      for (auto o = v.begin(); o != v.end(); ++o) {
-        const std::string sk = o->first.as<std::string>(), full = k + "." + sk;
-        if (sk == "sched") c.sched = get<std::string>(o->second, full, origin);
-        else if (sk == "epochs") c.epochs = get<int>(o->second, full, origin);
-        else if (sk == "min_lr") c.min_lr = get<float>(o->second, full, origin);
-        else if (sk == "warmup_lr") c.warmup_lr = get<float>(o->second, full, origin);
-        else if (sk == "warmup_epochs") c.warmup_epochs = get<int>(o->second, full, origin);
-        else if (sk == "decay_rate") c.decay_rate = get<float>(o->second, full, origin);
-        else if (sk == "warmup_iters_per_step") c.warmup_iters_per_step = get<int>(o->second, full, origin);
-        else if (sk == "lr" || sk == "cooldown_epochs")
-          c.warnings.push_back(origin + ": key '" + full + "' is unused by the reference and ignored");
-        else c.warnings.push_back(origin + ": unknown key '" + full + "' ignored");
-      }
-    } else if (kIgnoredOfficial.count(k)) {
+    else if (kIgnoredOfficial.count(k))
       c.warnings.push_back(origin + ": key '" + k + "' is unused by the reference model and ignored");
-    } else {
+    else if (!c.read_yaml_key(k, v, origin, true, c.warnings))
       c.warnings.push_back(origin + ": unknown key '" + k + "' ignored");
-    }
   }
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(origin + ": " + e.what());
@@ -153,19 +119,8 @@ void MedslipConfig::validate() const {
   if (num_neg_samples != kNumNegatives)
     bad("num_neg_samples", "only " + std::to_string(kNumNegatives) + " is supported (K = 8 ProtoCL candidates, spec C.3), got " +
                                std::to_string(num_neg_samples));
-  if (batch_size <= 0) bad("batch_size", "must be positive");
-  if (lr <= 0) bad("optimizer.lr", "must be positive");
-  if (weight_decay < 0) bad("optimizer.weight_decay", "must be >= 0");
-  if (epochs <= 0) bad("schedular.epochs", "must be positive");
-  if (!(crop_scale_min > 0 && crop_scale_min <= 1)) bad("crop_scale_min", "must be in (0,1]");
-  if (rand_augment_n < 0 || rand_augment_n > 10) bad("rand_augment_n", "must be in [0,10]");
-  if (rand_augment_m < 0 || rand_augment_m > 10) bad("rand_augment_m", "must be in [0,10]");
-  if (opt != "adamW" && opt != "adamw") bad("optimizer.opt", "only adamW is supported, got '" + opt + "'");
-  if (sched != "cosine") bad("schedular.sched", "only cosine is supported, got '" + sched + "'");
+  validate_recipe();
   if (text_max_length < 2 || text_max_length > 512) bad("text_max_length", "must be in [2,512]");
-  if (accum_steps <= 0) bad("accum_steps", "must be positive, got " + std::to_string(accum_steps));
-  if (sampler_permutation != "medslip" && sampler_permutation != "torch")
-    bad("sampler_permutation", "expected medslip or torch, got '" + sampler_permutation + "'");
 }
 
 std::string MedslipConfig::to_yaml() const {
@@ -193,6 +148,61 @@ std::string MedslipConfig::to_yaml() const {
   e << YAML::Key << "test_file" << YAML::Value << test_file;
   e << YAML::Key << "label_file" << YAML::Value << label_file;
   e << YAML::Key << "image_root" << YAML::Value << image_root;
+  write_yaml(e, true);
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+// ---- TrainingRecipe: the keys pretraining and fine-tuning share ---------------------------
+
+bool TrainingRecipe::read_yaml_key(const std::string& k, const YAML::Node& v, const std::string& origin,
+                                   bool use_decay_rate, std::vector<std::string>& warnings) {
+  if (k == "batch_size") batch_size = get<int>(v, k, origin);
+  else if (k == "test_batch_size") test_batch_size = get<int>(v, k, origin);
+  else if (k == "seed") seed = get<int>(v, k, origin);
+  else if (k == "num_workers") num_workers = get<int>(v, k, origin);
+  else if (k == "log_every") log_every = get<int>(v, k, origin);
+  else if (k == "max_steps_per_epoch") max_steps_per_epoch = get<int>(v, k, origin);
+  else if (k == "crop_scale_min") crop_scale_min = get<float>(v, k, origin);
+  else if (k == "rand_augment_n") rand_augment_n = get<int>(v, k, origin);
+  else if (k == "rand_augment_m") rand_augment_m = get<int>(v, k, origin);
+  else if (k == "accum_steps") accum_steps = get<int>(v, k, origin);
+  else if (k == "sampler_drop_last") sampler_drop_last = get<bool>(v, k, origin);
+  else if (k == "sampler_set_epoch") sampler_set_epoch = get<bool>(v, k, origin);
+  else if (k == "sampler_permutation") sampler_permutation = get<std::string>(v, k, origin);
+  else if (k == "optimizer") {
+    if (!v.IsMap()) throw std::runtime_error(origin + ": key 'optimizer' must be a mapping {opt, lr, weight_decay}");
+    for (auto o = v.begin(); o != v.end(); ++o) {
+      const std::string ok = o->first.as<std::string>();
+      const YAML::Node ov = o->second;  // a copy (see MedslipConfig::from_yaml_string)
+      if (ok == "opt") opt = get<std::string>(ov, "optimizer.opt", origin);
+      else if (ok == "lr") lr = get<float>(ov, "optimizer.lr", origin);
+      else if (ok == "weight_decay") weight_decay = get<float>(ov, "optimizer.weight_decay", origin);
+      else warnings.push_back(origin + ": unknown key 'optimizer." + ok + "' ignored");
+    }
+  } else if (k == "schedular" || k == "scheduler") {
+    if (!v.IsMap()) throw std::runtime_error(origin + ": key '" + k + "' must be a mapping");
+    for (auto o = v.begin(); o != v.end(); ++o) {
+      const std::string sk = o->first.as<std::string>(), full = k + "." + sk;
+      const YAML::Node ov = o->second;
+      if (sk == "sched") sched = get<std::string>(ov, full, origin);
+      else if (sk == "epochs") epochs = get<int>(ov, full, origin);
+      else if (sk == "min_lr") min_lr = get<float>(ov, full, origin);
+      else if (sk == "warmup_lr") warmup_lr = get<float>(ov, full, origin);
+      else if (sk == "warmup_epochs") warmup_epochs = get<int>(ov, full, origin);
+      else if (sk == "decay_rate" && use_decay_rate) decay_rate = get<float>(ov, full, origin);
+      else if (sk == "warmup_iters_per_step") warmup_iters_per_step = get<int>(ov, full, origin);
+      else if (sk == "lr" || sk == "cooldown_epochs" || sk == "decay_rate")
+        warnings.push_back(origin + ": key '" + full + "' is unused by the reference and ignored");
+      else warnings.push_back(origin + ": unknown key '" + full + "' ignored");
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void TrainingRecipe::write_yaml(YAML::Emitter& e, bool with_decay_rate) const {
   e << YAML::Key << "batch_size" << YAML::Value << batch_size;
   e << YAML::Key << "test_batch_size" << YAML::Value << test_batch_size;
   e << YAML::Key << "seed" << YAML::Value << seed;
@@ -212,10 +222,39 @@ std::string MedslipConfig::to_yaml() const {
   e << YAML::Key << "schedular" << YAML::Value << YAML::BeginMap << YAML::Key << "sched" << YAML::Value << sched
     << YAML::Key << "epochs" << YAML::Value << epochs << YAML::Key << "min_lr" << YAML::Value << min_lr
     << YAML::Key << "warmup_lr" << YAML::Value << warmup_lr << YAML::Key << "warmup_epochs" << YAML::Value
-    << warmup_epochs << YAML::Key << "decay_rate" << YAML::Value << decay_rate << YAML::Key
-    << "warmup_iters_per_step" << YAML::Value << warmup_iters_per_step << YAML::EndMap;
-  e << YAML::EndMap;
-  return std::string(e.c_str()) + "\n";
+    << warmup_epochs;
+  if (with_decay_rate) e << YAML::Key << "decay_rate" << YAML::Value << decay_rate;
+  e << YAML::Key << "warmup_iters_per_step" << YAML::Value << warmup_iters_per_step << YAML::EndMap;
+}
+
+void TrainingRecipe::validate_recipe() const {
+  auto bad = [](const std::string& key, const std::string& why) {
+    throw std::runtime_error("key '" + key + "': " + why);
+  };
+  if (batch_size <= 0) bad("batch_size", "must be positive");
+  if (test_batch_size <= 0) bad("test_batch_size", "must be positive");
+  if (!(crop_scale_min > 0 && crop_scale_min <= 1)) bad("crop_scale_min", "must be in (0,1]");
+  if (rand_augment_n < 0 || rand_augment_n > 10) bad("rand_augment_n", "must be in [0,10]");
+  if (rand_augment_m < 0 || rand_augment_m > 10) bad("rand_augment_m", "must be in [0,10]");
+  if (lr <= 0) bad("optimizer.lr", "must be positive");
+  if (weight_decay < 0) bad("optimizer.weight_decay", "must be >= 0");
+  if (epochs <= 0) bad("schedular.epochs", "must be positive");
+  if (opt != "adamW" && opt != "adamw") bad("optimizer.opt", "only adamW is supported, got '" + opt + "'");
+  if (sched != "cosine") bad("schedular.sched", "only cosine is supported, got '" + sched + "'");
+  if (accum_steps <= 0) bad("accum_steps", "must be positive, got " + std::to_string(accum_steps));
+  if (sampler_permutation != "medslip" && sampler_permutation != "torch")
+    bad("sampler_permutation", "expected medslip or torch, got '" + sampler_permutation + "'");
+}
+
+LrSchedule TrainingRecipe::schedule() const {
+  LrSchedule s;
+  s.lr = lr;
+  s.lr_min = min_lr;
+  s.warmup_lr_init = warmup_lr;
+  s.t_initial = epochs;
+  s.warmup_t = warmup_epochs;
+  s.iters_per_warmup_step = warmup_iters_per_step;
+  return s;
 }
 
 }  // namespace ms

@@ -18,11 +18,27 @@ temp dir and imported; `einops` is stubbed when absent):
    takes the official loss (nn.BCEWithLogitsLoss, or utils.py DiceBCELoss on a disc mask) and
    backpropagates it. Stored: the official key list, logits, loss, and per parameter the
    gradient norm plus 48 evenly spaced entries (full gradients of a ResNet-50 U-Net: 160 MB).
-   Cases: classify ResNet-50 64 px (use_base=True); classify ResNet-18 224 px use_base=False
+   Cases: classify ResNet-50 128 px (use_base=True); classify ResNet-18 224 px use_base=False
    (the official forward hard-codes a 14x14 grid); segment ResNet-50 64 px (the reference
    exactly); segment ResNet-18 64 px, for which the official file is patched in one place —
    `resnet18` added to its resnet_dict and its channel table `self.d` set from ResNet-18's
    widths (bridge 256, up 128/64/32/16) — since the reference only builds ResNet-50.
+   Ambiguous ReLU decisions (why the trunk tier is judged against float64 "up to flips"): a
+   ReLU whose input is within float32 rounding of zero (|x| < ~1e-5 x its channel's rms) may
+   go either way in any float32 run. A run that takes one the other way routes (or stops) one
+   upstream gradient entry, and everything below that layer moves: measured on the ResNet-18
+   pathology branch at 224 px, ours took two the other way, one in the stem (|x| = 1.0e-6 rms:
+   conv1's gradient 2.6e-2 from float64) and one in layer3.1 (5.5e-6 rms: every layer2/layer3
+   gradient ~2e-3); a float64 run with those two flipped is within 4.5e-5 of ours everywhere.
+   Torch float32 takes other decisions (its own flips) and lands elsewhere. With 1-6 million
+   ReLU inputs per case a few such flips are certain, and which ones depends on summation
+   order, so no input avoids them. So per case the float64 run also
+   yields, for every ReLU input within FLIP_DELTA of zero (at most FLIP_MAX), the change of
+   every sampled gradient entry when that input's sign is flipped (a float64 rerun with that
+   one value's sign flipped in the forward only: mask and maxpool routing follow, the forward
+   moves by 2|x|); the C++ test
+   adds the flips that bring the float64 reference closer to ours (nearest to zero first) and
+   then holds every gradient to its tier against that reference.
 3. metric.py's dice() and mIoU() on 7 predicted/true mask pairs (empty truths with empty and
    non-empty predictions, partial overlaps, soft truth values): inputs and outputs.
 4. The strict-load check: `medslip finetune` (2 steps, one epoch, validation, best checkpoint)
@@ -50,7 +66,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FT = "Sample_Finetuning_SIIMACR"
 GRAD_SAMPLES = 48
-FIXTURE_VERSION = "1"
+FIXTURE_VERSION = "2"
+# ReLU decisions a float32 run may take the other way: relu inputs within FLIP_DELTA x (their
+# channel's rms) of zero in the float64 run (measured: our float32 flips were at 1e-7..9e-6 x rms;
+# see the docstring), at most FLIP_MAX per case, the nearest to zero first.
+FLIP_DELTA = 1.5e-5
+FLIP_MAX = 48
 
 CASES = [
     # name, task, arch, use_base, size
@@ -128,6 +149,38 @@ def formula_mask(b, size):
         cy, cx, r = size / 2 + 4 * k, size / 2 - 3 * k, size / 4
         out.append(((x - cx) ** 2 + (y - cy) ** 2 < r * r).astype(np.float32))
     return np.stack(out)[:, None]
+
+
+class RecordingReLU(torch.nn.Module):
+    """nn.ReLU that records its input per call and can negate one entry of it (a flipped decision)."""
+    negate = {}   # (name, call) -> flat index
+    record = None  # dict (name, call) -> input, or None
+
+    def __init__(self, name):
+        super().__init__()
+        self.name, self.calls = name, 0
+
+    def forward(self, x):
+        key = (self.name, self.calls)
+        self.calls += 1
+        if RecordingReLU.record is not None:
+            RecordingReLU.record[key] = x.detach().clone()
+        if key in RecordingReLU.negate:
+            i = RecordingReLU.negate[key]
+            # the value's sign flips, its gradient's does not (a forward-only offset of -2x)
+            offset = torch.zeros(x.numel(), dtype=x.dtype)
+            offset[i] = -2 * x.detach().reshape(-1)[i]
+            x = x + offset.reshape(x.shape)
+        return torch.relu(x)
+
+
+def use_recording_relus(model):
+    """Every nn.ReLU module becomes a RecordingReLU (the pathology branch's F.relu: see run_case)."""
+    for mname, mod in list(model.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if isinstance(child, torch.nn.ReLU):
+                setattr(mod, cname, RecordingReLU(f"{mname}.{cname}".lstrip(".")))
+    return model
 
 
 def build_official(mods, task, arch, use_base):
@@ -230,8 +283,9 @@ def run_case(mods, a, work, name, task, arch, use_base, size, out, meta):
     subprocess.run([a.bin, "finetune", "--config", cfg, "--out", os.path.join(work, name), "--export-init", wpath, "--quiet"],
                    check=True)
     meta[f"{name}.keys"] = ""
-    results = {}
-    for dtype in (torch.float32, torch.float64):
+    B = 2
+
+    def one_run(dtype, recording=False):
         model = build_official(mods, task, arch, use_base)
         load_ours_into(model, wpath, strict=True)  # ours -> official, strict key and shape match
         meta[f"{name}.keys"] = "\n".join(model.state_dict().keys())
@@ -239,10 +293,13 @@ def run_case(mods, a, work, name, task, arch, use_base, size, out, meta):
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
+        if recording:
+            use_recording_relus(model)
+            mods["resnet"].F = types.SimpleNamespace(relu=RecordingReLU("pathology.F.relu"))
         model.train()
-        B = 2
         x = torch.from_numpy(formula_input(B, size)).to(dtype)
         logits = model(x)
+        mods["resnet"].F = torch.nn.functional
         if task == "classify":
             logits = logits.reshape(B, 1)
             target = torch.tensor([[1.0], [0.0]], dtype=dtype)
@@ -251,7 +308,12 @@ def run_case(mods, a, work, name, task, arch, use_base, size, out, meta):
             target = torch.from_numpy(formula_mask(B, size)).to(dtype)
             loss = mods["utils"].DiceBCELoss()(logits, target)
         loss.backward()
-        results[dtype] = (logits.detach(), loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        return logits.detach(), loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    results = {torch.float32: one_run(torch.float32)}
+    RecordingReLU.record, RecordingReLU.negate = {}, {}
+    results[torch.float64] = one_run(torch.float64, recording=True)
+    recorded, RecordingReLU.record = RecordingReLU.record, None
     (l32, s32, g32), (l64, s64, g64) = results[torch.float32], results[torch.float64]
     # float64 runs of the same model: the judge of the ill-conditioned trunk gradients (BatchNorm in
     # train mode over few values per channel amplifies float32 summation-order noise).
@@ -271,6 +333,38 @@ def run_case(mods, a, work, name, task, arch, use_base, size, out, meta):
         out[f"{key}.torch32_err64"] = np.array([d], np.float64)
         worst = max(worst, d)
     print(f"{name}: loss {s32.item():.6f} (float64 {s64.item():.6f}), {len(g32)} gradients, torch float32 vs float64 worst {worst:.2e}")
+    # Ambiguous ReLU decisions (docstring): the inputs nearest to zero relative to their channel's rms.
+    cands = []
+    for key, x in recorded.items():
+        rms = x.pow(2).mean(dim=(0, 2, 3), keepdim=True).sqrt() if x.dim() == 4 else x.pow(2).mean().sqrt()
+        r = (x.abs() / rms.clamp_min(1e-300)).reshape(-1)
+        for i in torch.nonzero(r < FLIP_DELTA).reshape(-1).tolist():
+            cands.append((r[i].item(), key, i))
+    cands = sorted(cands)[:FLIP_MAX]
+    pnames = list(g32)
+    # Stored sparsely: per (flip, parameter) block whose full-tensor change exceeds 1e-6 of the
+    # gradient's norm, the changes of the sampled entries (float32); flip_dnorm has every block's norm.
+    blocks, values, dnorms = [], [], []
+    for k, (r, key, i) in enumerate(cands):
+        RecordingReLU.negate = {key: i}
+        _, _, gf = one_run(torch.float64, recording=True)
+        nrow = []
+        for p, pname in enumerate(pnames):
+            d = (gf[pname] - g64[pname]).reshape(-1)
+            nrow.append(d.norm().item())
+            if nrow[-1] > 1e-6 * g64[pname].norm().item():
+                blocks.append([k, p])
+                values.append(d[torch.from_numpy(out[f"{name}.{pname}.gradidx"])].numpy().astype(np.float32))
+        dnorms.append(nrow)
+    RecordingReLU.negate = {}
+    meta[f"{name}.flip_params"] = "\n".join(pnames)
+    meta[f"{name}.flip_sites"] = "\n".join(f"{k[0]}#{k[1]}[{i}]" for _, k, i in cands)
+    out[f"{name}.flip_r"] = np.array([c[0] for c in cands], np.float64).reshape(len(cands))
+    out[f"{name}.flip_blocks"] = np.array(blocks, np.int64).reshape(len(blocks), 2)
+    out[f"{name}.flip_values"] = (np.concatenate(values) if values else np.zeros(0)).astype(np.float32)
+    out[f"{name}.flip_dnorm"] = np.array(dnorms, np.float64).reshape(len(cands), len(pnames))
+    print(f"{name}: {len(cands)} ReLU inputs within {FLIP_DELTA} x rms of zero (of {sum(x.numel() for x in recorded.values())}),"
+          f" a float64 rerun with each flipped")
 
 
 def metric_case(mods, out):
@@ -353,6 +447,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "fixtures", "finetune_ref.safetensors"))
     ap.add_argument("--only-check", action="store_true", help="run only the strict-load check")
     ap.add_argument("--cases", default="", help="comma-separated case names (development; the fixture needs all)")
+    ap.add_argument("--skip-check", action="store_true", help="skip the strict-load check (development)")
     a = ap.parse_args()
     if not a.repo or not os.path.exists(a.repo):
         sys.exit("need --repo PATH (a clone of github.com/Shef-AIRE/MeDSLIP) or MEDSLIP_OFFICIAL_REPO")
@@ -371,7 +466,8 @@ def main():
         metric_case(mods, out)
         st_write(a.out, out, meta)
         print(f"wrote {a.out} ({os.path.getsize(a.out) / 1e3:.0f} kB)")
-    strict_check(mods, a, work)
+    if not a.skip_check:
+        strict_check(mods, a, work)
 
 
 if __name__ == "__main__":

@@ -36,42 +36,25 @@ int cmd_finetune(int argc, char** argv) {
                "checkpoint_best.safetensors, reproducibility.json, test/ (metrics.json, predictions.csv, PNGs).\n"
                "Ctrl-C saves a checkpoint and stops; --resume continues with bit-identical losses.",
                "medslip finetune"};
-  std::string config, resume, out, init, init_encoder, device = "cpu";
-  bool tf32 = false;
-  int threads = 0, seed = -1, epochs = -1;
-  int64_t max_steps = -1;
-  app.add_option("--config", config, "config YAML (task, data, recipe; see README)")->required()->check(CLI::ExistingFile);
+  RunCli f;
+  add_run_flags(app, f, "config YAML (task, data, recipe; see README)");
+  std::string init, init_encoder, export_init;
   app.add_option("--init", init, "MeDSLIP checkpoint to start from (.safetensors, .pth, .bin): tensors with equal names load");
   app.add_option("--init-encoder", init_encoder, "a torchvision ResNet state_dict for the encoder (the reference's ImageNet base)");
-  app.add_option("--resume", resume, "a run folder (or its checkpoint_last.safetensors) to continue");
-  app.add_option("--out", out, "run folder (default runs/<config name>)");
-  add_device_options(app, device, tf32);
-  app.add_option("--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
-  app.add_option("--seed", seed, "override the config's seed");
-  app.add_option("--epochs", epochs, "stop after this many epochs (the schedule keeps the config's length)");
-  app.add_option("--max-steps", max_steps, "stop (with a checkpoint) after this many steps");
-  std::string export_init;
-  bool quiet = false;
-  app.add_flag("--quiet", quiet, "no progress lines");
   app.add_option("--export-init", export_init, "write the initialised weights (after --init) to this file and stop");
-  CLI11_PARSE(app, argc, argv);
-  if (threads > 0) set_num_threads(threads);
-  if (!resume.empty() && (!init.empty() || !init_encoder.empty()))
-    throw std::runtime_error("--resume continues a run: --init / --init-encoder apply only to a new one");
+  MS_PARSE_ARGS(app, argc, argv);
+  if (!f.resume.empty() && (!init.empty() || !init_encoder.empty()))
+    throw UsageError("--resume continues a run: --init / --init-encoder apply only to a new one");
   FinetuneOptions o;
-  o.config_path = config;
-  o.cfg = FinetuneConfig::from_yaml(config);
-  for (const auto& w : o.cfg.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  if (seed >= 0) o.cfg.seed = seed;
-  o.resume = resume;
+  std::unique_ptr<Communicator> comm = start_run(f, o);
+  o.config_path = f.config;
+  o.cfg = FinetuneConfig::from_yaml(f.config);
+  if (o.comm->is_root())
+    for (const auto& w : o.cfg.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (f.seed >= 0) o.cfg.seed = f.seed;
   o.init = init;
   o.init_encoder = init_encoder;
-  o.out_dir = !out.empty() ? out : !resume.empty() ? resume : "runs/" + std::filesystem::path(config).stem().string();
-  o.device = select_device(device, tf32);
-  o.max_epochs = epochs;
-  o.stop_after_steps = max_steps;
   o.export_init = export_init;
-  o.quiet = quiet;
   run_finetune(o);
   return 0;
 }
@@ -105,10 +88,10 @@ int cmd_finetune_eval(int argc, char** argv) {
   app.add_option("--samples", samples, "segmentation: mask PNGs + overlays for this many images");
   add_device_options(app, device, tf32);
   app.add_option("--threads", threads, "threads");
-  CLI11_PARSE(app, argc, argv);
+  MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) set_num_threads(threads);
   if (!label_columns.empty() && !mask_column.empty())
-    throw std::runtime_error("give --label-columns or --mask-column, not both");
+    throw UsageError("give --label-columns or --mask-column, not both");
 
   FinetuneConfig cfg;
   std::map<std::string, std::string> meta;

@@ -26,6 +26,20 @@
 
 namespace ms {
 
+std::vector<double> Communicator::allgatherv(const std::vector<double>& v, const std::string& what) {
+  if (world_ == 1) return v;
+  const std::vector<double> sizes = allgather({double(v.size())}, what);
+  const size_t longest = size_t(*std::max_element(sizes.begin(), sizes.end()));
+  if (longest == 0) return {};
+  std::vector<double> padded = v;
+  padded.resize(longest, 0.0);
+  const std::vector<double> all = allgather(padded, what);
+  std::vector<double> out;
+  for (int r = 0; r < world_; ++r)
+    out.insert(out.end(), all.begin() + ptrdiff_t(size_t(r) * longest), all.begin() + ptrdiff_t(size_t(r) * longest + size_t(sizes[size_t(r)])));
+  return out;
+}
+
 std::string Communicator::describe() const {
   return fmt::format("rank {} of {} on {} (local rank {})", rank_, world_, hosts_.empty() ? "?" : hosts_[size_t(rank_)],
                      local_rank_);

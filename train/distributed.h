@@ -50,6 +50,9 @@ class Communicator {
   virtual void allreduce_sum(Tensor& t, const std::string& what) = 0;
   // Every rank's `v` (same length everywhere), concatenated in rank order.
   virtual std::vector<double> allgather(const std::vector<double>& v, const std::string& what) = 0;
+  // The same for `v` of any length on each rank (an allgather of the lengths, then of `v`
+  // padded to the longest).
+  std::vector<double> allgatherv(const std::vector<double>& v, const std::string& what);
   virtual void barrier(const std::string& what) = 0;
 
  protected:

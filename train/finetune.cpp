@@ -1,7 +1,6 @@
 #include "train/finetune.h"
 
 #include <fmt/core.h>
-#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <cmath>
@@ -20,6 +19,7 @@
 #include "engine/io.h"
 #include "engine/optim.h"
 #include "engine/threads.h"
+#include "model/config_yaml.h"
 #include "model/finetune_unet.h"
 #include "engine/nn_state.h"
 #include "train/hash.h"
@@ -39,11 +39,7 @@ namespace {
 
 template <class T>
 T get(const YAML::Node& n, const std::string& key, const std::string& origin) {
-  try {
-    return n.as<T>();
-  } catch (const YAML::Exception&) {
-    throw std::runtime_error(origin + ": key '" + key + "' has an invalid value '" + YAML::Dump(n) + "'");
-  }
+  return config_value<T>(n, key, origin);
 }
 
 // Keys of the reference's Res_train.yaml that have no effect there either.
@@ -51,28 +47,16 @@ const std::set<std::string> kIgnored = {"temp", "mlm_probability", "queue_size",
 
 }  // namespace
 
-FinetuneConfig FinetuneConfig::from_yaml(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error("config file '" + path + "' cannot be opened");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return from_yaml_string(ss.str(), path);
-}
+FinetuneConfig FinetuneConfig::from_yaml(const std::string& path) { return from_yaml_string(read_config_file(path), path); }
 
 FinetuneConfig FinetuneConfig::from_yaml_string(const std::string& text, const std::string& origin) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(origin + ": not valid YAML: " + e.what());
-  }
+  const YAML::Node root = load_config_map(text, origin);
   FinetuneConfig c;
   if (root.IsNull()) return c;
-  if (!root.IsMap()) throw std::runtime_error(origin + ": expected a mapping of keys to values at the top level");
-  const std::string base = parent_dir(origin);
+  try {  // yaml-cpp's own exceptions (a mapping used as a key, ...) are reported with the file's name
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string k = it->first.as<std::string>();
-    const YAML::Node& v = it->second;
+    const YAML::Node v = it->second;  // a copy: it-> returns a proxy by value (see model/config.cpp)
     auto S = [&] { return get<std::string>(v, k, origin); };
     auto I = [&] { return get<int>(v, k, origin); };
     auto F = [&] { return get<float>(v, k, origin); };
@@ -102,45 +86,15 @@ FinetuneConfig FinetuneConfig::from_yaml_string(const std::string& text, const s
     else if (k == "valid_fraction") c.valid_fraction = F();
     else if (k == "percentage") c.percentage = F();
     else if (k == "split_seed") c.split_seed = I();
-    else if (k == "batch_size") c.batch_size = I();
-    else if (k == "test_batch_size") c.test_batch_size = I();
-    else if (k == "crop_scale_min") c.crop_scale_min = F();
-    else if (k == "rand_augment_n") c.rand_augment_n = I();
-    else if (k == "rand_augment_m") c.rand_augment_m = I();
     else if (k == "hflip") c.hflip = B();
-    else if (k == "seed") c.seed = I();
-    else if (k == "num_workers") c.num_workers = I();
-    else if (k == "log_every") c.log_every = I();
-    else if (k == "max_steps_per_epoch") c.max_steps_per_epoch = I();
     else if (k == "sample_outputs") c.sample_outputs = I();
-    else if (k == "optimizer") {
-      if (!v.IsMap()) throw std::runtime_error(origin + ": key 'optimizer' must be a mapping {opt, lr, weight_decay}");
-      for (auto o = v.begin(); o != v.end(); ++o) {
-        const std::string ok = o->first.as<std::string>();
-        if (ok == "opt") c.opt = get<std::string>(o->second, "optimizer.opt", origin);
-        else if (ok == "lr") c.lr = get<float>(o->second, "optimizer.lr", origin);
-        else if (ok == "weight_decay") c.weight_decay = get<float>(o->second, "optimizer.weight_decay", origin);
-        else c.warnings.push_back(origin + ": unknown key 'optimizer." + ok + "' ignored");
-      }
-    } else if (k == "schedular" || k == "scheduler") {
-      if (!v.IsMap()) throw std::runtime_error(origin + ": key '" + k + "' must be a mapping");
-      for (auto o = v.begin(); o != v.end(); ++o) {
-        const std::string sk = o->first.as<std::string>(), full = k + "." + sk;
-        if (sk == "sched") c.sched = get<std::string>(o->second, full, origin);
-        else if (sk == "epochs") c.epochs = get<int>(o->second, full, origin);
-        else if (sk == "min_lr") c.min_lr = get<float>(o->second, full, origin);
-        else if (sk == "warmup_lr") c.warmup_lr = get<float>(o->second, full, origin);
-        else if (sk == "warmup_epochs") c.warmup_epochs = get<int>(o->second, full, origin);
-        else if (sk == "warmup_iters_per_step") c.warmup_iters_per_step = get<int>(o->second, full, origin);
-        else if (sk == "lr" || sk == "cooldown_epochs" || sk == "decay_rate")
-          c.warnings.push_back(origin + ": key '" + full + "' is unused by the reference and ignored");
-        else c.warnings.push_back(origin + ": unknown key '" + full + "' ignored");
-      }
-    } else if (kIgnored.count(k)) {
+    else if (kIgnored.count(k))
       c.warnings.push_back(origin + ": key '" + k + "' is unused by the reference and ignored");
-    } else {
+    else if (!c.read_yaml_key(k, v, origin, false, c.warnings))
       c.warnings.push_back(origin + ": unknown key '" + k + "' ignored");
-    }
+  }
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(origin + ": " + e.what());
   }
   try {
     c.validate();
@@ -161,18 +115,9 @@ void FinetuneConfig::validate() const {
   if (task == "segment" && !use_base) bad("use_base", "the U-Net has no pathology-branch variant in the reference's forward");
   if (task == "classify" && label_columns.empty() && mask_column.empty() && mask_root.empty())
     bad("label_columns", "classification needs label columns (or masks: label = mask not empty)");
-  if (batch_size <= 0) bad("batch_size", "must be positive");
-  if (test_batch_size <= 0) bad("test_batch_size", "must be positive");
-  if (lr <= 0) bad("optimizer.lr", "must be positive");
-  if (weight_decay < 0) bad("optimizer.weight_decay", "must be >= 0");
-  if (epochs <= 0) bad("schedular.epochs", "must be positive");
+  validate_recipe();
   if (!(percentage > 0 && percentage <= 1)) bad("percentage", "must be in (0,1]");
   if (!(valid_fraction >= 0 && valid_fraction < 1)) bad("valid_fraction", "must be in [0,1)");
-  if (!(crop_scale_min > 0 && crop_scale_min <= 1)) bad("crop_scale_min", "must be in (0,1]");
-  if (rand_augment_n < 0 || rand_augment_n > 10) bad("rand_augment_n", "must be in [0,10]");
-  if (rand_augment_m < 0 || rand_augment_m > 10) bad("rand_augment_m", "must be in [0,10]");
-  if (opt != "adamW" && opt != "adamw") bad("optimizer.opt", "only adamW is supported, got '" + opt + "'");
-  if (sched != "cosine") bad("schedular.sched", "only cosine is supported, got '" + sched + "'");
 }
 
 std::string FinetuneConfig::to_yaml() const {
@@ -199,24 +144,9 @@ std::string FinetuneConfig::to_yaml() const {
   kv("valid_fraction", valid_fraction);
   kv("percentage", percentage);
   kv("split_seed", split_seed);
-  kv("batch_size", batch_size);
-  kv("test_batch_size", test_batch_size);
-  kv("crop_scale_min", crop_scale_min);
-  kv("rand_augment_n", rand_augment_n);
-  kv("rand_augment_m", rand_augment_m);
   kv("hflip", hflip);
-  kv("seed", seed);
-  kv("num_workers", num_workers);
-  kv("log_every", log_every);
-  kv("max_steps_per_epoch", max_steps_per_epoch);
   kv("sample_outputs", sample_outputs);
-  e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "opt" << YAML::Value << opt
-    << YAML::Key << "lr" << YAML::Value << lr << YAML::Key << "weight_decay" << YAML::Value << weight_decay
-    << YAML::EndMap;
-  e << YAML::Key << "schedular" << YAML::Value << YAML::BeginMap << YAML::Key << "sched" << YAML::Value << sched
-    << YAML::Key << "epochs" << YAML::Value << epochs << YAML::Key << "min_lr" << YAML::Value << min_lr << YAML::Key
-    << "warmup_lr" << YAML::Value << warmup_lr << YAML::Key << "warmup_epochs" << YAML::Value << warmup_epochs
-    << YAML::Key << "warmup_iters_per_step" << YAML::Value << warmup_iters_per_step << YAML::EndMap;
+  write_yaml(e, false);
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }
@@ -370,8 +300,20 @@ double headline_metric(const nlohmann::json& m) {
   return 0;
 }
 
-nlohmann::json evaluate_finetune(FinetuneModel& model, const FinetuneDataset& ds, const FinetuneTransformOptions& topt,
-                                 const FinetuneEvalOptions& eo) {
+namespace {
+
+// What a model predicts on batches of dataset items (the test transform), in the batches' order.
+struct Predictions {
+  int64_t n = 0;
+  std::vector<double> scores;      // classify: [n, K] sigmoid scores
+  std::vector<int> labels;         // classify: [n, K]
+  std::vector<float> prob, truth;  // segment: [n, S*S]
+  double loss_sum = 0;             // batch mean losses times the batch sizes
+  int64_t loss_n = 0;
+};
+
+Predictions predict(FinetuneModel& model, const FinetuneDataset& ds, const FinetuneTransformOptions& topt,
+                    const std::vector<std::vector<int64_t>>& batches, const FinetuneEvalOptions& eo) {
   const bool seg = topt.task == FinetuneTask::kSegment;
   LoaderOptions lo;
   lo.batch_size = eo.batch_size;
@@ -380,52 +322,106 @@ nlohmann::json evaluate_finetune(FinetuneModel& model, const FinetuneDataset& ds
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
-  std::vector<double> scores;
-  std::vector<int> labels;
-  std::vector<float> prob, truth;
-  double loss_sum = 0;
-  int64_t loss_n = 0, K = 0;
-  loader.start_epoch(0);
+  Predictions p;
+  loader.start_epoch_plan(0, batches);
   FinetuneBatch b;
-  const auto t0 = std::chrono::steady_clock::now();
   while (loader.next(b)) {
     Tensor logits = model.forward(b.image.to(eo.device));
     Tensor target = b.target.to(logits.device());
     const float bl = finetune_loss(topt.task, logits, target).item();
     if (eo.batch_losses) eo.batch_losses(bl);
-    loss_sum += double(bl) * double(b.size());
-    loss_n += b.size();
-    auto p = sigmoid(logits).to_vector();
+    p.loss_sum += double(bl) * double(b.size());
+    p.loss_n += b.size();
+    p.n += b.size();
+    auto prob = sigmoid(logits).to_vector();
     auto t = b.target.to_vector();
     if (seg) {
-      prob.insert(prob.end(), p.begin(), p.end());
-      truth.insert(truth.end(), t.begin(), t.end());
+      p.prob.insert(p.prob.end(), prob.begin(), prob.end());
+      p.truth.insert(p.truth.end(), t.begin(), t.end());
     } else {
-      K = logits.size(1);
-      for (float v : p) scores.push_back(double(v));
-      for (float v : t) labels.push_back(int(v));
+      for (float v : prob) p.scores.push_back(double(v));
+      for (float v : t) p.labels.push_back(int(v));
     }
-    if (!eo.quiet && loader.size() > 4 && (b.index % 10 == 9))
-      fmt::print("  evaluated {}/{} batches\n", b.index + 1, loader.size());
+    if (!eo.quiet && batches.size() > 4 && (b.index % 10 == 9))
+      fmt::print("  evaluated {}/{} batches\n", b.index + 1, batches.size());
   }
   if (was_training) model.train();
+  return p;
+}
+
+// Items [0, n) in order, in batches of `batch_size` (the last one short).
+std::vector<std::vector<int64_t>> batches_in_order(int64_t lo, int64_t hi, int64_t batch_size) {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t i = lo; i < hi; i += batch_size) {
+    out.emplace_back();
+    for (int64_t j = i; j < std::min(hi, i + batch_size); ++j) out.back().push_back(j);
+  }
+  return out;
+}
+
+// Per image the numbers the metrics are made of, rows of equal length (what data-parallel
+// validation gathers over ranks): classify the K scores then the K labels, segment the six
+// Dice/IoU counts of segmentation_counts.
+std::vector<double> image_rows(const Predictions& p, bool seg, int64_t K) {
+  if (seg) return p.n ? segmentation_counts(p.prob, p.truth, p.n) : std::vector<double>{};
+  std::vector<double> rows;
+  for (int64_t i = 0; i < p.n; ++i) {
+    rows.insert(rows.end(), p.scores.begin() + i * K, p.scores.begin() + (i + 1) * K);
+    for (int64_t k = 0; k < K; ++k) rows.push_back(double(p.labels[size_t(i * K + k)]));
+  }
+  return rows;
+}
+
+// The metrics of image_rows (of one rank or of all): loss, classification AUROC / max-F1 / ACC
+// per class or segmentation Dice / mIoU (and the per-image Dice and IoU in `sr`).
+nlohmann::json metrics_of_rows(bool seg, const std::vector<std::string>& names, const std::vector<double>& rows,
+                               double loss_sum, int64_t loss_n, bool print, SegmentationResult* sr) {
   nlohmann::json out;
-  out["images"] = ds.size();
-  out["csv"] = ds.csv_path();
   out["loss"] = loss_n ? loss_sum / double(loss_n) : 0.0;
-  out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<std::string> names = ds.label_names();
-  if (names.empty()) names = {"mask_not_empty"};
-  SegmentationResult sr;
   if (seg) {
-    sr = segmentation_scores(prob, truth, ds.size());
-    out.update(to_json(sr));
-    if (!eo.quiet) fmt::print("{}", format_table(sr));
+    SegmentationResult r = segmentation_from_counts(rows);
+    out.update(to_json(r));
+    if (print) fmt::print("{}", format_table(r));
+    if (sr) *sr = std::move(r);
   } else {
+    const size_t K = names.size();
+    std::vector<double> scores;
+    std::vector<int> labels;
+    for (size_t i = 0; i + 2 * K <= rows.size(); i += 2 * K)
+      for (size_t k = 0; k < K; ++k) {
+        scores.push_back(rows[i + k]);
+        labels.push_back(int(rows[i + K + k]));
+      }
     ClassificationResult cr = evaluate_classes(names, scores, labels);
     out.update(to_json(cr));
-    if (!eo.quiet) fmt::print("{}", format_table(cr));
+    if (print) fmt::print("{}", format_table(cr));
   }
+  return out;
+}
+
+std::vector<std::string> output_names(const FinetuneDataset& ds) {
+  std::vector<std::string> names = ds.label_names();
+  if (names.empty()) names = {"mask_not_empty"};
+  return names;
+}
+
+}  // namespace
+
+nlohmann::json evaluate_finetune(FinetuneModel& model, const FinetuneDataset& ds, const FinetuneTransformOptions& topt,
+                                 const FinetuneEvalOptions& eo) {
+  const bool seg = topt.task == FinetuneTask::kSegment;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Predictions p = predict(model, ds, topt, batches_in_order(0, ds.size(), eo.batch_size), eo);
+  const std::vector<std::string> names = output_names(ds);
+  const int64_t K = int64_t(names.size());
+  const std::vector<float>& prob = p.prob;
+  const std::vector<float>& truth = p.truth;
+  const std::vector<double>& scores = p.scores;
+  const std::vector<int>& labels = p.labels;
+  SegmentationResult sr;
+  nlohmann::json out = {{"images", ds.size()}, {"csv", ds.csv_path()}};
+  out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.update(metrics_of_rows(seg, names, image_rows(p, seg, K), p.loss_sum, p.loss_n, !eo.quiet, &sr));
   if (eo.out_dir.empty()) return out;
   fs::create_directories(eo.out_dir);
   save_json(eo.out_dir + "/metrics.json", out);
@@ -540,12 +536,12 @@ class FinetuneJob : public TrainingJob {
     steps_per_epoch_ = cfg.max_steps_per_epoch > 0 ? std::min<int64_t>(cfg.max_steps_per_epoch, loader_->size()) : loader_->size();
 
     model_ = make_finetune_model(cfg, uint64_t(cfg.seed));
-    if (opt.resume.empty()) init_weights();
+    if (opt.resume.empty() && root_) init_weights();  // other ranks receive rank 0's weights
     model_->to(opt.device);
     model_->train();
     optim_ = std::make_unique<AdamW>(decay_groups(*model_, cfg.weight_decay), cfg.lr);
     const std::string bf = opt.out_dir + "/" + kBestFile;
-    if (!opt.resume.empty() && fs::exists(bf)) {
+    if (!opt.resume.empty() && root_ && fs::exists(bf)) {  // only rank 0's choice of the best is written
       std::ifstream f(bf);
       nlohmann::json j = nlohmann::json::parse(f);
       best_value_ = j.at("best_value").get<double>();
@@ -576,29 +572,57 @@ class FinetuneJob : public TrainingJob {
     j["train_csv_sha256"] = sha256_file(cfg_.train_file);
     if (!init_info_.is_null()) j["init"] = init_info_;
   }
-  void start_epoch(int epoch, int64_t first_batch) override { loader_->start_epoch(epoch, first_batch); }
-  bool train_step(LossValues& losses) override {
+  // Data-parallel training and accumulation (train/run.h): the loop's sampler plans the
+  // micro-batches; validation scores every image once over the ranks.
+  int64_t train_size() const override { return train_->size(); }
+  int64_t valid_size() const override { return valid_ ? valid_->size() : 0; }
+  void start_epoch_plan(int epoch, std::vector<std::vector<int64_t>> plan) override {
+    loader_->start_epoch_plan(epoch, std::move(plan));
+  }
+  bool forward_backward(LossValues& losses) override {
     FinetuneBatch fb;
     if (!loader_->next(fb)) return false;
-    optim_->zero_grad();
-    Tensor logits = model_->forward(fb.image.to(opt_.device));                           // [B,K] or [B,1,S,S]
+    Tensor logits = model_->forward(fb.image.to(opt_.device));  // [B,K] or [B,1,S,S]
     Tensor loss = finetune_loss(topt_.task, logits, fb.target.to(opt_.device));
     loss.backward();
-    optim_->step();
     losses = {loss.item()};
     return true;
+  }
+  // With W ranks rank r scores the r-th of W contiguous chunks of the validation set (every
+  // image once, no padding), so the gathered rows come in csv order.
+  std::vector<std::vector<int64_t>> validation_batches(int epoch, int rank, const SamplerOptions& sampler) const override {
+    const int64_t n = valid_size(), W = sampler.replicas;
+    return batches_in_order(n * rank / W, n * (rank + 1) / W, cfg_.test_batch_size);
   }
   // Every validation image with the test transform; the best checkpoint is chosen on its mean
   // AUROC / Dice here (the reference chooses on the test set).
   bool validate(int epoch, LossMeter& meter) override {
-    if (!valid_) {  // no validation: the last epoch is the one kept
-      best_epoch_ = epoch;
-      save_best();
-      return false;
-    }
+    return valid_ && validate_items(epoch, batches_in_order(0, valid_->size(), cfg_.test_batch_size), meter);
+  }
+  // This rank's batches; the metrics are computed over the predictions of every rank (gathered
+  // in rank order), never as a mean of per-rank AUROCs or Dice scores.
+  bool validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) override {
+    if (!valid_) return false;
+    const bool seg = topt_.task == FinetuneTask::kSegment;
     FinetuneEvalOptions eo = eval_options();
     eo.batch_losses = [&](float l) { meter.add({l}); };
-    nlohmann::json v = evaluate_finetune(*model_, *valid_, topt_, eo);
+    const Predictions p = predict(*model_, *valid_, topt_, batches, eo);
+    const std::vector<std::string> names = output_names(*valid_);
+    std::vector<double> rows = image_rows(p, seg, int64_t(names.size()));
+    double loss_sum = p.loss_sum;
+    int64_t loss_n = p.loss_n;
+    if (opt_.comm && opt_.comm->world() > 1) {
+      const std::string what = "validation at epoch " + std::to_string(epoch);
+      rows = opt_.comm->allgatherv(rows, what);
+      const std::vector<double> sums = opt_.comm->allgather({p.loss_sum, double(p.loss_n)}, what);
+      loss_sum = 0;
+      loss_n = 0;
+      for (size_t r = 0; r < sums.size(); r += 2) {
+        loss_sum += sums[r];
+        loss_n += int64_t(sums[r + 1]);
+      }
+    }
+    nlohmann::json v = metrics_of_rows(seg, names, rows, loss_sum, loss_n, false, nullptr);
     const double h = headline_metric(v);
     const bool better = h > best_value_;
     if (better) {
@@ -606,21 +630,28 @@ class FinetuneJob : public TrainingJob {
       best_epoch_ = epoch;
       save_best();
     }
-    nlohmann::json line = {{"epoch", epoch}, {"metric", topt_.task == FinetuneTask::kSegment ? "dice" : "mean_auc"},
-                           {"value", h}, {"best", better}, {"loss", v["loss"]}};
+    nlohmann::json line = {{"epoch", epoch}, {"metric", seg ? "dice" : "mean_auc"}, {"value", h}, {"best", better},
+                           {"loss", v["loss"]}};
     if (v.contains("miou")) line["miou"] = v["miou"];
-    std::ofstream(opt_.out_dir + "/valid.jsonl", std::ios::app) << line.dump() << "\n";
+    if (root_) std::ofstream(opt_.out_dir + "/valid.jsonl", std::ios::app) << line.dump() << "\n";
     last_metrics_ = {{line["metric"].get<std::string>(), h}};  // TensorBoard valid/<metric>, metrics.jsonl
     if (v.contains("miou") && v["miou"].is_number()) last_metrics_["miou"] = v["miou"].get<double>();
-    if (!opt_.quiet)
-      fmt::print("epoch {} validation ({} images): {} {:.4f}{}\n", epoch, valid_->size(),
-                 topt_.task == FinetuneTask::kSegment ? "Dice" : "mean AUROC", h, better ? " (best so far, saved)" : "");
+    if (!quiet_)
+      fmt::print("epoch {} validation ({} images): {} {:.4f}{}\n", epoch, valid_->size(), seg ? "Dice" : "mean AUROC", h,
+                 better ? " (best so far, saved)" : "");
     return true;
   }
 
   // The validation metric of this epoch (mean AUROC or Dice, and mIoU): metrics.jsonl's epoch line
-  // and TensorBoard's valid/<name>, through train/run.h.
-  std::map<std::string, double> epoch_metrics(int epoch) override { return std::exchange(last_metrics_, {}); }
+  // and TensorBoard's valid/<name>, through train/run.h. Without validation the last epoch is
+  // the one kept.
+  std::map<std::string, double> epoch_metrics(int epoch) override {
+    if (!valid_) {
+      best_epoch_ = epoch;
+      save_best();
+    }
+    return std::exchange(last_metrics_, {});
+  }
 
   FinetuneEvalOptions eval_options() const {
     FinetuneEvalOptions eo;
@@ -629,16 +660,6 @@ class FinetuneJob : public TrainingJob {
     eo.device = opt_.device;
     eo.quiet = true;
     return eo;
-  }
-  LrSchedule schedule() const {
-    LrSchedule s;
-    s.lr = cfg_.lr;
-    s.lr_min = cfg_.min_lr;
-    s.warmup_lr_init = cfg_.warmup_lr;
-    s.t_initial = cfg_.epochs;
-    s.warmup_t = cfg_.warmup_epochs;
-    s.iters_per_warmup_step = cfg_.warmup_iters_per_step;
-    return s;
   }
   const FinetuneDataset* test_set() const { return test_.get(); }
   int best_epoch() const { return best_epoch_; }
@@ -650,25 +671,27 @@ class FinetuneJob : public TrainingJob {
   void init_weights() {
     if (!opt_.init_encoder.empty()) {
       InitReport r = init_encoder_from_torchvision(*model_, opt_.init_encoder);
-      if (!opt_.quiet)
+      if (!quiet_)
         fmt::print("init-encoder {}: {} tensors loaded: {}\n", opt_.init_encoder, r.loaded.size(), summarize_keys(r.loaded));
       init_info_["encoder"] = {{"file", opt_.init_encoder}, {"sha256", sha256_file(opt_.init_encoder)}, {"loaded", r.loaded.size()}};
     }
     if (!opt_.init.empty()) {
       InitReport r = init_from_checkpoint(*model_, opt_.init);
-      if (!opt_.quiet) {
+      if (!quiet_) {
         fmt::print("init {}: {} tensors from the checkpoint: {}\n", opt_.init, r.loaded.size(), summarize_keys(r.loaded));
         fmt::print("  {} stay as initialised: {}\n", r.random.size(), summarize_keys(r.random));
         fmt::print("  {} checkpoint tensors unused: {}\n", r.ignored.size(), summarize_keys(r.ignored));
       }
       init_info_["checkpoint"] = {{"file", opt_.init}, {"sha256", sha256_file(opt_.init)}, {"loaded", r.loaded},
                                   {"random", r.random}, {"unused", r.ignored.size()}};
-    } else if (!opt_.quiet) {
+    } else if (!quiet_) {
       fmt::print("init: no --init checkpoint, every tensor{} is random\n", opt_.init_encoder.empty() ? "" : " outside the encoder");
     }
   }
   // checkpoint_best.safetensors (model + config), then best.json; both through tmp + rename.
+  // Rank 0 alone writes.
   void save_best() {
+    if (!root_) return;
     save_module(opt_.out_dir + "/" + kFinetuneBest, *model_,
                 {{"finetune_config", cfg_.to_yaml()}, {"task", cfg_.task}, {"image_res", std::to_string(cfg_.image_res)},
                  {"res_base_model", cfg_.res_base_model}, {"best_epoch", std::to_string(best_epoch_)},
@@ -678,6 +701,8 @@ class FinetuneJob : public TrainingJob {
   }
 
   const FinetuneOptions& opt_;
+  const bool root_ = !opt_.comm || opt_.comm->is_root();  // rank 0 (or one process): writes the run folder
+  const bool quiet_ = opt_.quiet || !root_;
   FinetuneConfig cfg_;
   FinetuneTransformOptions topt_;
   std::unique_ptr<FinetuneDataset> train_, valid_, test_;
@@ -697,28 +722,20 @@ FinetuneResult run_finetune(const FinetuneOptions& opt) {
   cfg.validate();
   if (cfg.train_file.empty()) throw std::runtime_error("config key 'train_file' is not set (the training csv)");
   if (opt.out_dir.empty()) throw std::runtime_error("finetune needs an output folder (--out)");
-  fs::create_directories(opt.out_dir);
-  if (opt.resume.empty()) std::remove((opt.out_dir + "/valid.jsonl").c_str());
+  const bool root = !opt.comm || opt.comm->is_root();  // rank 0 alone writes (data-parallel)
+  if (root) {
+    fs::create_directories(opt.out_dir);
+    if (opt.resume.empty()) std::remove((opt.out_dir + "/valid.jsonl").c_str());
+  }
   FinetuneJob job(opt);
   if (!opt.export_init.empty()) {
+    if (!root) return {};
     save_module(opt.export_init, job.model(), {{"finetune_config", cfg.to_yaml()}, {"task", cfg.task}, {"producer", build_version()}});
     if (!opt.quiet) fmt::print("wrote the initial weights to {}\n", opt.export_init);
     return {};
   }
-  TrainingOptions t;
-  t.name = "finetune";
-  t.out_dir = opt.out_dir;
-  t.resume = opt.resume;
-  t.device = opt.device;
-  t.config_yaml = cfg.to_yaml();
-  t.seed = cfg.seed;
-  t.epochs = cfg.epochs;
-  t.schedule = job.schedule();
-  t.max_epochs = opt.max_epochs;
-  t.stop_after_steps = opt.stop_after_steps;
-  t.log_every = cfg.log_every;
-  t.quiet = opt.quiet;
-  TrainingResult r = run_training(job, t);
+  TrainingResult r = run_training(job, training_options("finetune", opt, cfg, cfg.to_yaml(), cfg.seed, cfg.log_every,
+                                                       cfg.max_steps_per_epoch));
 
   FinetuneResult res;
   for (const LossValues& v : r.losses) res.losses.push_back(v.at(0));
@@ -729,6 +746,7 @@ FinetuneResult run_finetune(const FinetuneOptions& opt) {
   res.checkpoint_best = fs::exists(best_path) ? best_path : "";
   res.best_valid = job.best_value();
   res.best_epoch = job.best_epoch();
+  if (!root) return res;  // the test at the end and its files are rank 0's
   // Test once at the end, with the best checkpoint.
   if (r.finished && job.test_set() && fs::exists(best_path)) {
     auto best = make_finetune_model(cfg, uint64_t(cfg.seed));

@@ -15,11 +15,25 @@
 
 #include "data/finetune_data.h"
 #include "engine/device.h"
+#include "model/config.h"
 #include "model/finetune.h"
+#include "train/run.h"
 
 namespace ms {
 
-struct FinetuneConfig {
+// The optimiser, schedule and data-parallel keys (optimizer:, schedular:, accum_steps,
+// sampler_*) are TrainingRecipe's (model/config.h), with the fine-tuning reference's defaults.
+struct FinetuneConfig : TrainingRecipe {
+  FinetuneConfig() {
+    test_batch_size = 64;
+    lr = 1e-5f;  // = min_lr = warmup_lr: the reference's lr is constant
+    weight_decay = 0.02f;
+    epochs = 200;
+    warmup_epochs = 20;
+    min_lr = warmup_lr = 1e-5f;
+    warmup_iters_per_step = 100;
+  }
+
   // --- task and model ------------------------------------------------------------------
   std::string task = "classify";            // classify | segment
   std::string res_base_model = "resnet50";  // resnet50 (the reference) | resnet18
@@ -38,17 +52,9 @@ struct FinetuneConfig {
   float percentage = 1.f;       // share of the training rows used (label-efficiency protocol)
   int split_seed = 0;           // seeds the subset and the carve-out (the reference's is unseeded)
   // --- recipe --------------------------------------------------------------------------------
-  int batch_size = 64, test_batch_size = 64;
-  std::string opt = "adamW";
-  float lr = 1e-5f, weight_decay = 0.02f;
-  std::string sched = "cosine";
-  int epochs = 200, warmup_epochs = 20;
-  float min_lr = 1e-5f, warmup_lr = 1e-5f;  // = lr: the reference's lr is constant
-  int warmup_iters_per_step = 100;
-  float crop_scale_min = 0.2f;
-  int rand_augment_n = 2, rand_augment_m = 7;  // classify only (segment: albumentations, none)
+  // (batch_size, test_batch_size = 64, seed, num_workers, log_every, max_steps_per_epoch,
+  // crop_scale_min, rand_augment_n/m: TrainingRecipe's; RandAugment is classify only)
   bool hflip = true;                           // segment: HorizontalFlip(0.5)
-  int seed = 42, num_workers = 2, log_every = 10, max_steps_per_epoch = 0;
   int sample_outputs = 8;  // segment: predicted-mask PNGs + overlays for this many test images
 
   std::vector<std::string> warnings;
@@ -81,17 +87,15 @@ InitReport init_encoder_from_torchvision(nn::Module& model, const std::string& p
 // "res_features.4.* (30 tensors), ..." one line per module prefix (2 levels).
 std::string summarize_keys(const std::vector<std::string>& keys);
 
-struct FinetuneOptions {
+// The run's flags (out_dir, resume, device, stop_after_steps, max_epochs, checkpoint_every,
+// skip_nonfinite, quiet, comm: train/run.h) and the fine-tuning ones. With a communicator of
+// several ranks (mpirun) the run is data-parallel (docs/distributed.md): only rank 0 reads
+// --init, writes the run folder and runs the test at the end.
+struct FinetuneOptions : RunFlags {
   FinetuneConfig cfg;
   std::string config_path;
-  std::string out_dir;
-  std::string resume;        // a run folder or its checkpoint_last.safetensors
   std::string init;          // MeDSLIP checkpoint (any format convert reads)
   std::string init_encoder;  // torchvision ResNet state_dict
-  Device device = Device::CPU;
-  int64_t stop_after_steps = -1;
-  int max_epochs = -1;
-  bool quiet = false;
   std::string export_init;  // write the initialised model (after --init) here and stop (audits, parity fixtures)
 };
 

@@ -352,16 +352,15 @@ nlohmann::json to_json(const GroundingResult& r) {
           {"hit_per_image", r.hit_per_image}};
 }
 
-SegmentationResult segmentation_scores(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
-                                       float threshold) {
+std::vector<double> segmentation_counts(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
+                                        float threshold) {
   if (n <= 0) throw std::invalid_argument("segmentation_scores: no images");
   if (prob.size() != truth.size() || prob.size() % size_t(n))
     throw std::invalid_argument(fmt::format("segmentation_scores: {} predictions, {} mask values for {} images", prob.size(),
                                             truth.size(), n));
   const size_t P = prob.size() / size_t(n);
-  SegmentationResult r;
-  r.images = n;
-  double sum_pos = 0, sum_neg = 0, sum_iou = 0;
+  std::vector<double> out;
+  out.reserve(size_t(n) * kSegmentationCounts);
   for (int64_t i = 0; i < n; ++i) {
     const float* p = prob.data() + size_t(i) * P;
     const float* t = truth.data() + size_t(i) * P;
@@ -376,13 +375,28 @@ SegmentationResult segmentation_scores(const std::vector<float>& prob, const std
       if (pb) { sp += 1; spt += t[k]; }
       st += t[k];
     }
+    out.insert(out.end(), {double(np), double(nt), double(inter), sp, st, spt});
+  }
+  return out;
+}
+
+SegmentationResult segmentation_from_counts(const std::vector<double>& counts) {
+  const int64_t n = int64_t(counts.size() / kSegmentationCounts);
+  if (n <= 0 || counts.size() % kSegmentationCounts)
+    throw std::invalid_argument(fmt::format("segmentation_scores: {} counts, expected {} per image", counts.size(), kSegmentationCounts));
+  SegmentationResult r;
+  r.images = n;
+  double sum_pos = 0, sum_neg = 0, sum_iou = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* c = counts.data() + size_t(i) * kSegmentationCounts;
+    const double np = c[0], nt = c[1], inter = c[2], sp = c[3], st = c[4], spt = c[5];
     double d;
     if (nt == 0) {
       d = np == 0 ? 1.0 : 0.0;
       ++r.num_neg;
       sum_neg += d;
     } else {
-      d = 2.0 * double(inter) / double(np + nt);
+      d = 2.0 * inter / (np + nt);
       ++r.num_pos;
       sum_pos += d;
     }
@@ -396,6 +410,11 @@ SegmentationResult segmentation_scores(const std::vector<float>& prob, const std
   r.dice_neg = r.num_neg ? sum_neg / double(r.num_neg) : 0.0;
   r.miou = sum_iou / double(n);
   return r;
+}
+
+SegmentationResult segmentation_scores(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
+                                       float threshold) {
+  return segmentation_from_counts(segmentation_counts(prob, truth, n, threshold));
 }
 
 std::string format_table(const SegmentationResult& r) {

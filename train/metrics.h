@@ -156,6 +156,14 @@ struct SegmentationResult {
 };
 SegmentationResult segmentation_scores(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
                                        float threshold = 0.5f);
+// The same in two halves, for images scored in different places (data-parallel validation
+// gathers the counts over ranks): per image six numbers (predicted pixels, mask pixels, their
+// intersection as thresholded counts; the predicted pixels, the raw truth sum and the truth
+// sum over predicted pixels for the IoU), then the scores of the images in order.
+std::vector<double> segmentation_counts(const std::vector<float>& prob, const std::vector<float>& truth, int64_t n,
+                                        float threshold = 0.5f);
+constexpr size_t kSegmentationCounts = 6;
+SegmentationResult segmentation_from_counts(const std::vector<double>& counts);
 std::string format_table(const SegmentationResult& r);
 nlohmann::json to_json(const SegmentationResult& r);
 

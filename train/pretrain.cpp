@@ -90,17 +90,6 @@ PretrainJob::PretrainJob(const MedslipConfig& cfg, const std::string& out_dir, D
   optim_ = std::make_unique<AdamW>(decay_groups(*model_, cfg_.weight_decay), cfg_.lr);
 }
 
-LrSchedule PretrainJob::schedule() const {
-  LrSchedule s;
-  s.lr = cfg_.lr;
-  s.lr_min = cfg_.min_lr;
-  s.warmup_lr_init = cfg_.warmup_lr;
-  s.t_initial = cfg_.epochs;
-  s.warmup_t = cfg_.warmup_epochs;
-  s.iters_per_warmup_step = cfg_.warmup_iters_per_step;
-  return s;
-}
-
 std::string PretrainJob::describe() const {
   return fmt::format("{} images, {} steps/epoch of {} at {} px", train_set_->size(), steps_per_epoch_, cfg_.batch_size,
                      cfg_.image_res);
@@ -113,26 +102,6 @@ void PretrainJob::describe_record(nlohmann::json& j) const {
   j["train_images_sha256"] = sha256_hex(list);
   j["label_matrix_sha256"] = sha256_file(cfg_.label_file);
   j["books"] = books_.metadata;
-}
-
-void PretrainJob::start_epoch(int epoch, int64_t first_batch) { loader_->start_epoch(epoch, first_batch); }
-
-bool PretrainJob::train_step(LossValues& losses) {
-  MedslipBatch mb;
-  if (!loader_->next(mb)) return false;
-  mb.image = mb.image.to(device_);
-  optim_->zero_grad();
-  MedslipOutput o = model_->forward(mb.image);
-  MedslipLosses L = model_->losses(o, mb);
-  L.total.backward();
-  losses = loss_values(step_losses(L));
-  const std::string why = check_update_finite(loss_names(), losses, *model_, step_index);
-  if (!why.empty()) {
-    optim_->zero_grad();
-    throw NonFiniteStep(why);
-  }
-  optim_->step();
-  return true;
 }
 
 void PretrainJob::start_epoch_plan(int epoch, std::vector<std::vector<int64_t>> plan) {
@@ -195,36 +164,8 @@ PretrainResult run_pretrain(const PretrainOptions& opt) {
   const bool root = !opt.comm || opt.comm->is_root();
   if (root) fs::create_directories(opt.out_dir);  // obtain_books may cache the books there
   PretrainJob job(cfg, opt.out_dir, opt.device, opt.quiet || !root, opt.comm);
-  std::unique_ptr<Communicator> single;
-  Communicator* comm = opt.comm;
-  if (!comm) {
-    single = single_process_communicator();
-    comm = single.get();
-  }
-  DataParallel dp(*comm, job.model(), cfg.accum_steps);
-
-  TrainingOptions t;
-  t.name = "pretrain";
-  t.out_dir = opt.out_dir;
-  t.resume = opt.resume;
-  t.device = opt.device;
-  t.config_yaml = cfg.to_yaml();
-  t.seed = cfg.seed;
-  t.epochs = cfg.epochs;
-  t.schedule = job.schedule();
-  t.max_epochs = opt.max_epochs;
-  t.stop_after_steps = opt.stop_after_steps;
-  t.log_every = cfg.log_every;
-  t.checkpoint_every = opt.checkpoint_every;
-  t.skip_nonfinite = opt.skip_nonfinite;
-  t.quiet = opt.quiet;
-  t.dp = &dp;
-  t.sampler.seed = uint64_t(cfg.seed);
-  t.sampler.drop_last = cfg.sampler_drop_last;
-  t.sampler.set_epoch = cfg.sampler_set_epoch;
-  t.sampler.permutation = cfg.sampler_permutation;
-  t.max_steps_per_epoch = cfg.max_steps_per_epoch;
-  TrainingResult r = run_training(job, t);
+  TrainingResult r = run_training(job, training_options("pretrain", opt, cfg, cfg.to_yaml(), cfg.seed, cfg.log_every,
+                                                       cfg.max_steps_per_epoch));
 
   PretrainResult res;
   for (const LossValues& v : r.losses) res.losses.push_back(to_step_losses(v));

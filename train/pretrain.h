@@ -24,19 +24,12 @@
 
 namespace ms {
 
-struct PretrainOptions {
+// The run's flags (out_dir, resume, device, stop_after_steps, max_epochs, checkpoint_every,
+// skip_nonfinite, quiet, comm: train/run.h) and the config. With a communicator of several
+// ranks the run is data-parallel (docs/distributed.md): only rank 0 prints and writes.
+struct PretrainOptions : RunFlags {
   MedslipConfig cfg;
   std::string config_path;  // for the record; cfg is what runs
-  std::string out_dir;
-  std::string resume;       // a run folder or its checkpoint_last.safetensors
-  Device device = Device::CPU;
-  int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many steps in this call: tests, --max-steps
-  int max_epochs = -1;            // stop after this many epochs (the schedule still assumes cfg.epochs)
-  int64_t checkpoint_every = 0;   // --checkpoint-every: also a checkpoint every this many steps
-  int skip_nonfinite = 0;         // --skip-nonfinite: skip up to this many non-finite updates
-  bool quiet = false;
-  // Data-parallel (docs/distributed.md): null = one process. Only rank 0 prints and writes.
-  Communicator* comm = nullptr;
 };
 
 struct PretrainResult {
@@ -73,8 +66,6 @@ class PretrainJob : public TrainingJob {
   int64_t steps_per_epoch() const override { return steps_per_epoch_; }
   std::string describe() const override;
   void describe_record(nlohmann::json& record) const override;
-  void start_epoch(int epoch, int64_t first_batch) override;
-  bool train_step(LossValues& losses) override;
   bool validate(int epoch, LossMeter& meter) override;
   int64_t train_size() const override { return train_set_->size(); }
   int64_t valid_size() const override { return valid_set_ ? valid_set_->size() : 0; }
@@ -85,7 +76,6 @@ class PretrainJob : public TrainingJob {
   std::vector<std::pair<std::string, Image>> epoch_images(int epoch) override;
 
   Medslip& medslip() { return *model_; }
-  LrSchedule schedule() const;  // the reference's warmup + cosine over cfg.epochs
 
  private:
   MedslipConfig cfg_;

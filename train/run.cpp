@@ -1,5 +1,6 @@
 #include "train/run.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
 #include <atomic>
@@ -16,6 +17,8 @@
 #include "engine/io.h"
 #include "engine/threads.h"
 #include "engine/nn_state.h"
+#include "model/config.h"
+#include "train/common.h"
 #include "train/hash.h"
 #include "train/data_parallel.h"
 #include "train/platform.h"
@@ -235,6 +238,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 struct Loop {
   TrainingJob& job;
   const TrainingOptions& opt;
+  DataParallel* dp;          // over opt.comm (or one process), opt.accum_steps
   RunPosition pos;           // where the run is
   int last_epoch = 0;        // exclusive
   int64_t steps_this_call = 0;
@@ -250,7 +254,7 @@ struct Loop {
   bool root = true;
 
   std::string checkpoint_path() const { return opt.out_dir + "/" + kCheckpointLast; }
-  int64_t replicas() const { return opt.dp ? opt.dp->replicas() : 1; }
+  int64_t replicas() const { return dp->replicas(); }
 
   void save(int epoch, int64_t batch) {
     if (!root) return;  // only rank 0 writes the run folder
@@ -258,8 +262,8 @@ struct Loop {
     if (planned) {
       meta["epoch_sample"] = std::to_string(batch == 0 ? 0 : epoch_sample);
       meta["replicas"] = std::to_string(replicas());
-      meta["world_size"] = std::to_string(opt.dp ? opt.dp->world() : 1);
-      meta["accum_steps"] = std::to_string(opt.dp ? opt.dp->accum_steps() : 1);
+      meta["world_size"] = std::to_string(dp->world());
+      meta["accum_steps"] = std::to_string(dp->accum_steps());
     }
     save_checkpoint(opt.out_dir, job.model(), job.optimizer(), {epoch, batch, pos.global_step}, meta);
   }
@@ -267,8 +271,10 @@ struct Loop {
   // Fresh or resumed; then the record, config.yaml and metrics.jsonl.
   void open_run() {
     planned = job.train_size() >= 0;
-    root = !opt.dp || opt.dp->comm().is_root();
-    const bool world = opt.dp && opt.dp->world() > 1;
+    if (!planned && dp->active())
+      throw std::runtime_error(opt.name + ": this job runs in one process only (no data-parallel training, accum_steps 1)");
+    root = dp->comm().is_root();
+    const bool world = dp->world() > 1;
     if (root) {
       fs::create_directories(opt.out_dir);
       for (auto& e : fs::directory_iterator(opt.out_dir)) {  // a write killed half-way leaves NAME.tmp
@@ -298,13 +304,13 @@ struct Loop {
         info = resumed.dump();
       }
       if (world) {
-        opt.dp->comm().broadcast(info, "resume (position)");
+        dp->comm().broadcast(info, "resume (position)");
         resumed = nlohmann::json::parse(info);
         pos = {resumed["epoch"].get<int>(), resumed["batch"].get<int64_t>(), resumed["global_step"].get<int64_t>()};
         job.model().rng().set_offset(resumed["dropout_rng_offset"].get<uint64_t>());
-        opt.dp->broadcast_state("resume (model)");
+        dp->broadcast_state("resume (model)");
         auto st = job.optimizer().state();
-        for (auto& [name, t] : st) opt.dp->comm().broadcast(t, "resume (optimiser " + name + ")");
+        for (auto& [name, t] : st) dp->comm().broadcast(t, "resume (optimiser " + name + ")");
         job.optimizer().load_state(st);
       }
       epoch_sample = resumed["epoch_sample"].get<int64_t>();
@@ -312,7 +318,7 @@ struct Loop {
         fmt::print("resumed from {}: epoch {}, batch {}, step {}\n", resumed["checkpoint"].get<std::string>(), pos.epoch,
                    pos.batch, pos.global_step);
     } else if (world) {
-      opt.dp->broadcast_state("start (rank 0's parameters and buffers)");
+      dp->broadcast_state("start (rank 0's parameters and buffers)");
     }
     if (root) {
       // The record: written at the start, extended every epoch.
@@ -321,15 +327,13 @@ struct Loop {
       record_build_and_config(j, opt.device, opt.config_yaml, opt.seed);
       job.describe_record(j);
       if (!j.contains("epochs")) j["epochs"] = nlohmann::json::array();
-      if (opt.dp) {
-        const Communicator& c = opt.dp->comm();
-        j["distributed"] = {{"world_size", c.world()}, {"launcher", c.launcher()}, {"hosts", c.hosts()},
-                            {"accum_steps", opt.dp->accum_steps()}, {"allreduce", c.backend(opt.device)}};
-      }
+      const Communicator& c = dp->comm();
+      j["distributed"] = {{"world_size", c.world()}, {"launcher", c.launcher()}, {"hosts", c.hosts()},
+                          {"accum_steps", dp->accum_steps()}, {"allreduce", c.backend(opt.device)}};
       if (resuming) {
         nlohmann::json note = {{"at_step", pos.global_step}, {"epoch", pos.epoch}, {"epoch_sample", epoch_sample},
                                {"world_size_before", resumed["world_size"]}, {"accum_steps_before", resumed["accum_steps"]},
-                               {"world_size", opt.dp ? opt.dp->world() : 1}, {"accum_steps", opt.dp ? opt.dp->accum_steps() : 1}};
+                               {"world_size", dp->world()}, {"accum_steps", dp->accum_steps()}};
         if (note["world_size_before"] != note["world_size"] || note["accum_steps_before"] != note["accum_steps"])
           note["note"] = "world size or accum_steps changed: the rest of the epoch continues from global sample " +
                          std::to_string(epoch_sample) + ", re-split over the new slots";
@@ -372,7 +376,7 @@ struct Loop {
         fresh = "1";
       }
     }
-    if (world) opt.dp->comm().broadcast(fresh, "resume (fresh start?)");
+    if (world) dp->comm().broadcast(fresh, "resume (fresh start?)");
     return fresh == "1";
   }
 
@@ -440,11 +444,11 @@ struct Loop {
     SamplerOptions so = opt.sampler;
     so.replicas = replicas();
     DistributedSampler sampler(job.train_size(), so);
-    const int64_t B = job.batch_size(), K = opt.dp ? opt.dp->accum_steps() : 1;
+    const int64_t B = job.batch_size(), K = dp->accum_steps();
     int64_t steps = sampler.num_samples(start) / B;  // drop_last batches, as the reference's loader
     if (opt.max_steps_per_epoch > 0) steps = std::min(steps, std::max<int64_t>(0, opt.max_steps_per_epoch - first));
     std::vector<std::vector<int64_t>> slots;
-    for (int64_t k = 0; k < K; ++k) slots.push_back(sampler.indices(epoch, opt.dp ? opt.dp->slot(int(k)) : 0, start));
+    for (int64_t k = 0; k < K; ++k) slots.push_back(sampler.indices(epoch, dp->slot(int(k)), start));
     std::vector<std::vector<int64_t>> plan;
     for (int64_t t = 0; t < steps; ++t)
       for (int64_t k = 0; k < K; ++k)
@@ -455,10 +459,9 @@ struct Loop {
 
   // One update of K micro-batches on every rank; false when the plan ran out.
   bool planned_step(LossValues& s) {
-    DataParallel* dp = opt.dp;
-    const int K = dp ? dp->accum_steps() : 1;
-    const bool active = dp && dp->active();
-    if (dp && dp->world() > 1) dp->broadcast_buffers("step " + std::to_string(pos.global_step) + " (buffers)");
+    const int K = dp->accum_steps();
+    const bool active = dp->active();
+    if (dp->world() > 1) dp->broadcast_buffers("step " + std::to_string(pos.global_step) + " (buffers)");
     job.optimizer().zero_grad();
     std::vector<LossValues> rows;
     for (int k = 0; k < K; ++k) {
@@ -468,15 +471,11 @@ struct Loop {
         if (k == 0 && !active) return false;
         throw std::logic_error("training plan ran out in the middle of a step");
       }
-      if (dp) dp->add_micro_gradients(k);
+      dp->add_micro_gradients(k);
       rows.push_back(v);
     }
-    if (dp) {
-      res.comm_seconds += dp->reduce_gradients("gradient all-reduce at step " + std::to_string(pos.global_step));
-      s = dp->mean_over_micro_batches(rows, "loss reduction at step " + std::to_string(pos.global_step));
-    } else {
-      s = rows[0];
-    }
+    res.comm_seconds += dp->reduce_gradients("gradient all-reduce at step " + std::to_string(pos.global_step));
+    s = dp->mean_over_micro_batches(rows, "loss reduction at step " + std::to_string(pos.global_step));
     // After the reduction every rank holds the same losses and gradients, so every rank takes
     // the same decision here (stop, or skip the update under --skip-nonfinite).
     const std::string why = check_update_finite(job.loss_names(), s, job.model(), pos.global_step);
@@ -533,7 +532,7 @@ struct Loop {
                double(train_meter.count() * job.batch_size() * replicas()) / std::max(seconds_since(t_epoch), 1e-9));
       const bool budget = opt.stop_after_steps >= 0 && steps_this_call >= opt.stop_after_steps;
       bool stop = sigint.requested() || budget;
-      if (opt.dp && opt.dp->world() > 1) stop = opt.dp->any_rank(stop, "stop check at step " + std::to_string(pos.global_step));
+      if (dp->world() > 1) stop = dp->any_rank(stop, "stop check at step " + std::to_string(pos.global_step));
       if (!stop && opt.checkpoint_every > 0 && pos.global_step % opt.checkpoint_every == 0 && b + 1 < spe)
         save(epoch, b + 1);  // periodic, for preemptible machines; the epoch's end saves anyway
       if (stop) {
@@ -552,8 +551,8 @@ struct Loop {
   // as the reference's validation loader) and the sums and counts are added over ranks.
   void validate(int epoch, nlohmann::json& ep) {
     LossMeter meter;
-    const bool world = opt.dp && opt.dp->world() > 1;
-    if (world) opt.dp->broadcast_buffers("validation at epoch " + std::to_string(epoch) + " (buffers)");  // rank 0's running statistics
+    const bool world = dp->world() > 1;
+    if (world) dp->broadcast_buffers("validation at epoch " + std::to_string(epoch) + " (buffers)");  // rank 0's running statistics
     job.model().eval();
     bool has;
     {
@@ -561,19 +560,14 @@ struct Loop {
       if (world && planned) {
         has = job.valid_size() > 0;
         SamplerOptions so = opt.sampler;
-        so.replicas = opt.dp->world();
-        so.shuffle = true;
-        DistributedSampler sampler(job.valid_size(), so);
-        const std::vector<int64_t> mine = sampler.indices(epoch, opt.dp->comm().rank());
-        std::vector<std::vector<int64_t>> batches;
-        for (int64_t t = 0; t + job.batch_size() <= int64_t(mine.size()); t += job.batch_size())
-          batches.emplace_back(mine.begin() + t, mine.begin() + t + job.batch_size());
+        so.replicas = dp->world();
+        const std::vector<std::vector<int64_t>> batches = job.validation_batches(epoch, dp->comm().rank(), so);
         if (has) job.validate_items(epoch, batches, meter);
         // Sums and counts over ranks, in rank order.
         std::vector<double> v(job.loss_names().keys.size() + 1, 0.0);
         for (size_t k = 0; k < meter.sum().size(); ++k) v[k] = meter.sum()[k];
         v.back() = double(meter.count());
-        v = opt.dp->sum_over_ranks(v, "validation at epoch " + std::to_string(epoch));
+        v = dp->sum_over_ranks(v, "validation at epoch " + std::to_string(epoch));
         LossValues sum(v.size() - 1);
         for (size_t k = 0; k < sum.size(); ++k) sum[k] = float(v[k]);
         meter.set(sum, int64_t(v.back()));
@@ -611,9 +605,9 @@ struct Loop {
     if (!opt.quiet && root)
       fmt::print("{}: {}, epochs {}..{}, {} params, out {}{}\n", opt.name, job.describe(), pos.epoch, last_epoch - 1,
                  job.model().num_parameters(), opt.out_dir,
-                 opt.dp && opt.dp->active()
-                     ? fmt::format("; data-parallel: {} ranks x {} micro-batches of {} = {} images per update", opt.dp->world(),
-                                   opt.dp->accum_steps(), job.batch_size(), replicas() * job.batch_size())
+                 dp->active()
+                     ? fmt::format("; data-parallel: {} ranks x {} micro-batches of {} = {} images per update", dp->world(),
+                                   dp->accum_steps(), job.batch_size(), replicas() * job.batch_size())
                      : "");
     const int start_epoch = pos.epoch;
     for (int epoch = start_epoch; epoch < last_epoch; ++epoch) {
@@ -645,9 +639,26 @@ struct Loop {
 
 }  // namespace
 
+std::vector<std::vector<int64_t>> TrainingJob::validation_batches(int epoch, int rank, const SamplerOptions& sampler) const {
+  SamplerOptions so = sampler;
+  so.shuffle = true;
+  const std::vector<int64_t> mine = DistributedSampler(valid_size(), so).indices(epoch, rank);
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t t = 0; t + batch_size() <= int64_t(mine.size()); t += batch_size())
+    batches.emplace_back(mine.begin() + t, mine.begin() + t + batch_size());
+  return batches;
+}
+
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt) {
   if (opt.out_dir.empty()) throw std::runtime_error(opt.name + " needs an output folder (--out)");
-  Loop loop{job, opt, {}, 0, 0, 0, nullptr, nullptr, nullptr, {}, false, 0, true};
+  std::unique_ptr<Communicator> single;
+  Communicator* comm = opt.comm;
+  if (!comm) {
+    single = single_process_communicator();
+    comm = single.get();
+  }
+  DataParallel dp(*comm, job.model(), opt.accum_steps);
+  Loop loop{job, opt, &dp, {}, 0, 0, 0, nullptr, nullptr, nullptr, {}, false, 0, true};
   loop.open_run();
   const auto t_start = std::chrono::steady_clock::now();
   const bool completed = loop.run();
@@ -658,6 +669,77 @@ TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt) {
     fmt::print("{} done: {} steps in {}, checkpoint {}\n", opt.name, loop.steps_this_call, fmt_duration(seconds_since(t_start)),
                loop.res.checkpoint);
   return loop.res;
+}
+
+// ---- what every training command shares -----------------------------------------------------
+
+TrainingOptions training_options(const std::string& name, const RunFlags& run, const TrainingRecipe& recipe,
+                                 const std::string& config_yaml, int64_t seed, int log_every, int max_steps_per_epoch) {
+  TrainingOptions t;
+  t.name = name;
+  t.out_dir = run.out_dir;
+  t.resume = run.resume;
+  t.device = run.device;
+  t.config_yaml = config_yaml;
+  t.seed = seed;
+  t.epochs = recipe.epochs;
+  t.schedule = recipe.schedule();
+  t.max_epochs = run.max_epochs;
+  t.stop_after_steps = run.stop_after_steps;
+  t.log_every = log_every;
+  t.checkpoint_every = run.checkpoint_every;
+  t.skip_nonfinite = run.skip_nonfinite;
+  t.quiet = run.quiet;
+  t.comm = run.comm;
+  t.accum_steps = recipe.accum_steps;
+  t.sampler.seed = uint64_t(seed);
+  t.sampler.drop_last = recipe.sampler_drop_last;
+  t.sampler.set_epoch = recipe.sampler_set_epoch;
+  t.sampler.permutation = recipe.sampler_permutation;
+  t.max_steps_per_epoch = max_steps_per_epoch;
+  return t;
+}
+
+void add_run_flags(CLI::App& app, RunCli& f, const std::string& config_help) {
+  app.add_option("--config", f.config, config_help)->required()->check(CLI::ExistingFile);
+  app.add_option("--resume", f.resume,
+                 "a run folder (or its checkpoint_last.safetensors) to continue; when it is the run's own folder and "
+                 "holds no checkpoint yet, the run starts from the beginning (so a preemptible job reruns one command)");
+  app.add_option("--out", f.out, "run folder (default runs/<config name>)");
+  add_device_options(app, f.device, f.tf32);
+  app.add_option("--threads", f.threads, "threads (default: OMP_NUM_THREADS or all cores)");
+  app.add_option("--seed", f.seed, "override the config's seed");
+  app.add_option("--epochs", f.epochs, "stop after this many epochs (the schedule keeps the config's length)");
+  app.add_option("--max-steps", f.max_steps, "stop (with a checkpoint) after this many steps");
+  app.add_option("--checkpoint-every", f.checkpoint_every,
+                 "also save a checkpoint every N steps within an epoch (for preemptible machines; default: epoch ends)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--skip-nonfinite", f.skip_nonfinite,
+                 "skip up to N updates whose loss or gradient is NaN/inf (default 0: stop with an error naming the "
+                 "step and the loss term, keeping the last good checkpoint)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--quiet", f.quiet, "no progress lines");
+  app.add_option("--dist-timeout", f.dist.timeout_s,
+                 "data-parallel (mpirun): seconds a rank waits for the others in one collective before it stops "
+                 "the job naming the silent ranks (default 300)");
+  app.add_option("--dist-backend", f.dist.backend, "data-parallel gradient all-reduce of CUDA tensors: auto | nccl | mpi (host)");
+  app.footer("Data-parallel: mpirun -np N " + app.get_name() + " ... (a build with make MPI=1) trains one model on N ranks;\n"
+             "accum_steps: K in the config runs K micro-batches per update. See docs/distributed.md.");
+}
+
+std::unique_ptr<Communicator> start_run(const RunCli& f, RunFlags& run) {
+  if (f.threads > 0) set_num_threads(f.threads);
+  std::unique_ptr<Communicator> comm = make_communicator(f.dist, parse_device(f.device));
+  run.comm = comm.get();
+  run.resume = f.resume;
+  run.out_dir = !f.out.empty() ? f.out : !f.resume.empty() ? f.resume : "runs/" + fs::path(f.config).stem().string();
+  run.device = select_device(f.device, f.tf32);
+  run.max_epochs = f.epochs;
+  run.stop_after_steps = f.max_steps;
+  run.checkpoint_every = f.checkpoint_every;
+  run.skip_nonfinite = f.skip_nonfinite;
+  run.quiet = f.quiet;
+  return comm;
 }
 
 }  // namespace ms

@@ -31,9 +31,16 @@
 #include "data/image.h"
 #include "engine/nn.h"
 #include "engine/optim.h"
+#include "train/distributed.h"
 #include "train/run_record.h"
 
+namespace CLI {
+class App;
+}
+
 namespace ms {
+
+struct TrainingRecipe;  // model/config.h
 
 constexpr const char* kCheckpointLast = "checkpoint_last.safetensors";
 constexpr const char* kMetricsFile = "metrics.jsonl";
@@ -163,11 +170,14 @@ class TrainingJob {
   virtual std::string describe() const = 0;
   // Adds the job's own fields to reproducibility.json (data hashes, books).
   virtual void describe_record(nlohmann::json& record) const {}
+  // A job without the planned hooks below (train_size() < 0) implements these two:
   // Positions the training data at batch `first_batch` of `epoch` (non-zero on resume).
-  virtual void start_epoch(int epoch, int64_t first_batch) = 0;
+  virtual void start_epoch(int epoch, int64_t first_batch) {}
   // One update on the next batch (zero_grad, forward, losses, backward, optimiser step) and its
   // losses; false, doing nothing, when the epoch has no more batches.
-  virtual bool train_step(LossValues& losses) = 0;
+  virtual bool train_step(LossValues& losses) {
+    throw std::logic_error("this training job has neither train_step nor the planned (data-parallel) hooks");
+  }
   // Validation at the end of `epoch`: add every batch's losses to `meter`. The loop has put the
   // model in eval mode under NoGradGuard. Return false when the job has no validation set.
   virtual bool validate(int epoch, LossMeter& meter) { return false; }
@@ -183,7 +193,13 @@ class TrainingJob {
   // The next planned micro-batch: forward, losses, backward (grads add up; no zero_grad, no
   // optimiser step); false when the plan is exhausted.
   virtual bool forward_backward(LossValues& losses) { return false; }
-  // Validation on these batches of validation set items (this rank's share).
+  // This rank's validation batches (lists of validation set items) with several ranks;
+  // `sampler` is the run's, replicas = the world size. Default: the rank's DistributedSampler
+  // share, shuffled, in drop_last batches of batch_size (the reference's pretraining validation
+  // loader). A job whose metrics need every item once (fine-tuning) overrides it.
+  virtual std::vector<std::vector<int64_t>> validation_batches(int epoch, int rank, const SamplerOptions& sampler) const;
+  // Validation on these batches of validation set items (this rank's share); the loop adds the
+  // meters over ranks. Collectives inside (gathering predictions) run on every rank.
   virtual bool validate_items(int epoch, const std::vector<std::vector<int64_t>>& batches, LossMeter& meter) { return false; }
   // Numbers beyond the losses after `epoch` (fine-tuning: Dice, AUROC, ...): written to the epoch
   // line of metrics.jsonl under "metrics" and to TensorBoard as "valid/<name>".
@@ -196,8 +212,6 @@ class TrainingJob {
   // check_update_finite's messages and fault injection).
   int64_t step_index = 0;
 };
-
-class DataParallel;
 
 struct TrainingOptions {
   std::string name = "train";  // progress prefix: "<name>: ...", "<name> done: ..."
@@ -214,9 +228,11 @@ struct TrainingOptions {
   int64_t checkpoint_every = 0;   // also a checkpoint every this many updates mid-epoch (0: epoch ends only)
   int skip_nonfinite = 0;      // skip up to this many non-finite updates (NonFiniteStep); 0: stop at the first
   bool quiet = false;
-  // Data-parallel / accumulation (when the job supports it: train_size() >= 0). Null: one
-  // process, accum_steps 1. Only rank 0 prints and writes the run folder.
-  DataParallel* dp = nullptr;
+  // Data-parallel / accumulation (when the job supports it: train_size() >= 0): the ranks
+  // (null: one process) and micro-batches per rank and update. Only rank 0 prints and writes
+  // the run folder.
+  Communicator* comm = nullptr;
+  int accum_steps = 1;
   SamplerOptions sampler;         // seed, drop_last, set_epoch, permutation (replicas set by the loop)
   int64_t max_steps_per_epoch = 0;  // 0: the whole epoch
 };
@@ -240,5 +256,42 @@ struct TrainingResult {
 // before its first one) starts from the beginning with a line saying so, so a preemptible job
 // reruns one command; stale *.tmp files of a killed write are removed.
 TrainingResult run_training(TrainingJob& job, const TrainingOptions& opt);
+
+// ---- what every training command shares -----------------------------------------------------
+
+// The run's settings that come from the command line (PretrainOptions, FinetuneOptions).
+struct RunFlags {
+  std::string out_dir;
+  std::string resume;             // a run folder or its checkpoint_last.safetensors; empty: a fresh run
+  Device device = Device::CPU;
+  int64_t stop_after_steps = -1;  // stop (saving a checkpoint) after this many updates in this call (--max-steps)
+  int max_epochs = -1;            // stop after this many epochs (the schedule keeps the config's length)
+  int64_t checkpoint_every = 0;   // --checkpoint-every: also a checkpoint every this many updates
+  int skip_nonfinite = 0;         // --skip-nonfinite: skip up to this many non-finite updates
+  bool quiet = false;
+  Communicator* comm = nullptr;   // data-parallel (docs/distributed.md); null: one process
+};
+
+// TrainingOptions from the flags and a config's shared keys (epochs, schedule, accum_steps,
+// sampler_*) plus its seed, log_every and max_steps_per_epoch.
+TrainingOptions training_options(const std::string& name, const RunFlags& run, const TrainingRecipe& recipe,
+                                 const std::string& config_yaml, int64_t seed, int log_every, int max_steps_per_epoch);
+
+// The flags of `medslip pretrain` and `medslip finetune`, as parsed.
+struct RunCli {
+  std::string config, resume, out, device = "cpu";
+  bool tf32 = false, quiet = false;
+  int threads = 0, seed = -1, epochs = -1, skip_nonfinite = 0;
+  int64_t max_steps = -1, checkpoint_every = 0;
+  DistOptions dist;
+};
+// Registers --config (required; `config_help`), --resume, --out, --device, --tf32, --threads,
+// --seed, --epochs, --max-steps, --checkpoint-every, --skip-nonfinite, --quiet, --dist-timeout,
+// --dist-backend and the data-parallel footer.
+void add_run_flags(CLI::App& app, RunCli& f, const std::string& config_help);
+// After parsing: sets the threads, makes the communicator (before the device: under mpirun the
+// local rank picks the GPU) and fills `run` (out_dir: --out, else --resume, else
+// runs/<config name>). The communicator must outlive the run.
+std::unique_ptr<Communicator> start_run(const RunCli& f, RunFlags& run);
 
 }  // namespace ms

@@ -59,7 +59,7 @@ TEST_CASE("train: cli bad arguments exit 2 with one line saying what to do") {
   const std::string cfg = "train/configs/demo.yaml";
   const std::vector<std::string> commands = {"inspect", "convert", "books",   "pretrain", "verify",     "zeroshot",
                                              "ground",  "predict", "synth",   "step",     "preprocess", "bench",
-                                             "triplets", "report"};
+                                             "triplets", "report",  "finetune", "finetune-eval"};
   std::vector<std::string> cases = {"", "no-such-command"};
   for (const auto& c : commands) cases.push_back(c + " --no-such-flag");
   // Missing required arguments (verify and bench have none: they would run).

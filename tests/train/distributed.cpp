@@ -22,14 +22,13 @@
 #include <sstream>
 #include <thread>
 
-#include "data/synth.h"
 #include "engine/io.h"
-#include "engine/rng.h"
-#include "model/books.h"
+#include "engine/nn_state.h"
 #include "model/config.h"
 #include "tests/test_util.h"
 #include "train/data_parallel.h"
 #include "train/distributed.h"
+#include "train/finetune.h"
 
 using namespace ms;
 namespace fs = std::filesystem;
@@ -63,58 +62,36 @@ const char* kMpirun =
     "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none "
     "--mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo ";
 
-// Runs a shell command; returns its exit status, output (stdout + stderr) in `out`.
-int sh(const std::string& cmd, std::string* out = nullptr) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = popen(full.c_str(), "r");
-  REQUIRE(p);
-  std::string text;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
-  int st = pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
+using test::sh;
 
-// Data (synthetic, 32 px), random books, and a config of `steps` steps per epoch.
+// Data (synthetic, 32 px) and random books in a folder per set size.
 fs::path setup(int n = 40) {
   const fs::path dir = fs::temp_directory_path() / ("medslip_test_dist_" + std::to_string(n));
-  if (!fs::exists(dir / "books.safetensors")) {
-    fs::create_directories(dir);
-    SynthOptions so;
-    so.out_dir = (dir / "data").string();
-    so.n = n;
-    so.size = 32;
-    so.seed = 5;
-    write_synth_dataset(so);
-    Books b;
-    Rng r(3, 11);
-    b.pathology = Tensor::empty({75, 16});
-    b.anatomy = Tensor::empty({51, 16});
-    r.fill_normal(b.pathology.data(), b.pathology.numel());
-    r.fill_normal(b.anatomy.data(), b.anatomy.numel());
-    save_books((dir / "books.safetensors").string(), b);
-  }
+  test::write_tiny_pretrain_set(dir, n, 32, 16);
   return dir;
 }
 
 std::string write_config(const fs::path& dir, const std::string& name, int accum, int max_steps, int epochs = 2) {
-  MedslipConfig c;
-  c.res_base_model = "resnet18";
-  c.image_res = 32;
-  c.N = 1;
-  c.batch_size = 2;
-  c.train_file = (dir / "data/train.json").string();
-  c.valid_file = (dir / "data/valid.json").string();
-  c.label_file = (dir / "data/landmark_observation_adj_mtx.npy").string();
-  c.books = (dir / "books.safetensors").string();
+  MedslipConfig c = test::tiny_pretrain_config(dir, 32, 2);
   c.epochs = epochs;
-  c.warmup_epochs = 1;
-  c.warmup_iters_per_step = 2;
   c.max_steps_per_epoch = max_steps;
-  c.num_workers = 1;
-  c.seed = 9;
   c.accum_steps = accum;
+  const fs::path p = dir / (name + ".yaml");
+  std::ofstream(p) << c.to_yaml();
+  return p.string();
+}
+
+// Fine-tuning on the tiny set at 32 px: its 16 training rows, its 8 test rows as the validation
+// set (one image per validation batch), batch 2.
+std::string write_finetune_config(const std::string& root, const fs::path& dir, const std::string& task,
+                                  const std::string& name, int accum, int max_steps, int epochs) {
+  FinetuneConfig c = test::tiny_finetune_config(root, task, 32);
+  c.valid_split = "test";
+  c.test_batch_size = 1;
+  c.num_workers = 1;
+  c.accum_steps = accum;
+  c.max_steps_per_epoch = max_steps;
+  c.epochs = epochs;
   const fs::path p = dir / (name + ".yaml");
   std::ofstream(p) << c.to_yaml();
   return p.string();
@@ -367,4 +344,98 @@ TEST_CASE("train: distributed across two network namespaces (two hosts over TCP)
   } else {
     CHECK(metrics(run, "step").size() == 4);
   }
+}
+
+TEST_CASE("train: distributed finetune on 2 ranks equals accum_steps 2 bit for bit; validation over every rank's images") {
+  SKIP_WITHOUT_MPI();
+  const std::string bin = mpi_bin();
+  for (const std::string task : {"classify", "segment"}) {
+    CAPTURE(task);
+    const std::string root = test::write_tiny_finetune_set("dist_ft_data_" + task, 24, 32);
+    const fs::path dir = test::scratch_dir("dist_ft_" + task);
+    const std::string c1 = write_finetune_config(root, dir, task, "dp", 1, 2, 2);
+    const std::string c2 = write_finetune_config(root, dir, task, "accum", 2, 2, 2);
+    for (const char* w : {"a0", "a1"}) fs::create_directories(dir / w);
+    // Two ranks in different working folders with a relative run folder: what rank 1 wrote
+    // would land in its own folder.
+    std::string out;
+    const std::string args = " finetune --config " + c1 + " --out run --threads 1";
+    int rc = sh(std::string(kMpirun) + "-np 1 -wdir " + (dir / "a0").string() + " " + bin + args + " : -np 1 -wdir " +
+                    (dir / "a1").string() + " " + bin + args,
+                &out);
+    INFO(out);
+    REQUIRE(rc == 0);
+    rc = sh(bin + " finetune --config " + c2 + " --out " + (dir / "one").string() + " --threads 1 --quiet", &out);
+    REQUIRE(rc == 0);
+
+    const fs::path A = dir / "a0/run", one = dir / "one";
+    auto steps = metrics(A, "step");
+    REQUIRE(steps.size() == 4);
+    CHECK(steps == metrics(one, "step"));  // every loss, lr and step, bit for bit
+    auto ep = metrics(A, "epoch"), ep_one = metrics(one, "epoch");
+    REQUIRE(ep.size() == 2);
+    REQUIRE(ep_one.size() == 2);
+    for (size_t e = 0; e < 2; ++e) CHECK(ep[e]["train"] == ep_one[e]["train"]);
+    CHECK(differing(A, one, true).empty());    // every parameter
+    CHECK(!differing(A, one, false).empty());  // BatchNorm statistics: rank 0's (DDP) vs every micro-batch's
+    // Rank 0 alone wrote (the run folder, the best checkpoint, valid.jsonl, the test at the end).
+    CHECK(fs::is_empty(dir / "a1"));
+    CHECK(fs::exists(A / "checkpoint_best.safetensors"));
+    CHECK(fs::exists(A / "test/metrics.json"));
+    CHECK(nlohmann::json::parse(read(A / "reproducibility.json"))["distributed"]["world_size"] == 2);
+
+    // The last epoch's validation metric is that of the whole validation set scored by one
+    // process with the final weights (rank 0's BatchNorm statistics, in checkpoint_last): the
+    // ranks' predictions were gathered, not their metrics averaged.
+    std::vector<nlohmann::json> valid;
+    {
+      std::ifstream f(A / "valid.jsonl");
+      for (std::string line; std::getline(f, line);) valid.push_back(nlohmann::json::parse(line));
+    }
+    REQUIRE(valid.size() == 2);
+    FinetuneConfig cfg = FinetuneConfig::from_yaml(c1);
+    auto model = make_finetune_model(cfg, 0);
+    load_module_state(*model, load_safetensors((A / "checkpoint_last.safetensors").string()), true, "checkpoint_last");
+    FinetuneDataset vs(cfg.train_file, cfg.csv_options({"test"}));
+    REQUIRE(vs.size() == 8);
+    FinetuneEvalOptions eo;
+    eo.batch_size = 1;
+    eo.quiet = true;
+    const nlohmann::json whole = evaluate_finetune(*model, vs, cfg.transform_options(), eo);
+    const nlohmann::json half = evaluate_finetune(*model, FinetuneDataset(vs, {0, 1, 2, 3}), cfg.transform_options(), eo);
+    MESSAGE(task << ": validation " << valid[1]["value"] << ", one process on the whole set " << headline_metric(whole)
+                 << ", on rank 0's half " << headline_metric(half));
+    CHECK(valid[1]["value"].get<double>() == doctest::Approx(headline_metric(whole)).epsilon(1e-12));
+    CHECK(valid[1]["loss"].get<double>() == doctest::Approx(whole["loss"].get<double>()).epsilon(1e-6));
+    if (task == "segment") CHECK(valid[1]["miou"].get<double>() == doctest::Approx(whole["miou"].get<double>()).epsilon(1e-12));
+    CHECK(ep[1]["metrics"][task == "segment" ? "dice" : "mean_auc"] == valid[1]["value"]);
+  }
+}
+
+TEST_CASE("train: distributed finetune checkpoint of 2 ranks resumes on 1 rank") {
+  SKIP_WITHOUT_MPI();
+  const std::string root = test::write_tiny_finetune_set("dist_ft_resume_data", 24, 32);
+  const fs::path dir = test::scratch_dir("dist_ft_resume");
+  const std::string cfg = write_finetune_config(root, dir, "classify", "c", 1, 3, 2);
+  const fs::path run = dir / "run";
+  std::string out;
+  int rc = sh(std::string(kMpirun) + "-np 2 " + mpi_bin() + " finetune --config " + cfg + " --out " + run.string() +
+                  " --threads 1 --max-steps 2",
+              &out);
+  INFO(out);
+  REQUIRE(rc == 0);
+  auto meta = safetensors_metadata((run / "checkpoint_last.safetensors").string());
+  CHECK(meta["world_size"] == "2");
+  CHECK(meta["epoch_sample"] == "8");  // 2 steps x 2 ranks x batch 2
+  rc = sh(mpi_bin() + " finetune --config " + cfg + " --resume " + run.string() + " --threads 1", &out);
+  REQUIRE(rc == 0);
+  auto steps = metrics(run, "step");
+  REQUIRE(steps.size() == 6);  // epoch 0: 2 steps on 2 ranks, 1 on 1 rank; epoch 1: 3
+  CHECK(steps[2]["batch"] == 2);
+  CHECK(steps[5]["step"] == 6);
+  auto rec = nlohmann::json::parse(read(run / "reproducibility.json"));
+  REQUIRE(rec["resumes"].size() == 1);
+  CHECK(rec["resumes"][0]["world_size_before"] == 2);
+  CHECK(rec["resumes"][0]["world_size"] == 1);
+  CHECK(fs::exists(run / "test/metrics.json"));
 }

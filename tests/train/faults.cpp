@@ -25,11 +25,11 @@
 #include <thread>
 #include <vector>
 
-#include "data/synth.h"
 #include "engine/io.h"
 #include "engine/rng.h"
-#include "model/books.h"
+#include "model/config.h"
 #include "tests/test_util.h"
+#include "train/finetune.h"
 #include "train/hash.h"
 
 using namespace ms;
@@ -110,27 +110,10 @@ fs::path setup() {
   if (!dir.empty()) return dir;
   dir = fs::temp_directory_path() / "medslip_test_faults";
   fs::remove_all(dir);
-  fs::create_directories(dir);
-  SynthOptions so;
-  so.out_dir = (dir / "data").string();
-  so.n = 40;
-  so.size = 64;
-  so.seed = 5;
-  write_synth_dataset(so);
-  Books b;
-  Rng r(3, 11);
-  b.pathology = Tensor::empty({75, 32});
-  b.anatomy = Tensor::empty({51, 32});
-  r.fill_normal(b.pathology.data(), b.pathology.numel());
-  r.fill_normal(b.anatomy.data(), b.anatomy.numel());
-  save_books((dir / "books.safetensors").string(), b);
-  std::ofstream(dir / "tiny.yaml") << "res_base_model: resnet18\nimage_res: 64\nN: 1\nbatch_size: 4\nnum_workers: 1\nseed: 9\n"
-                                   << "train_file: " << (dir / "data/train.json").string() << "\n"
-                                   << "valid_file: " << (dir / "data/valid.json").string() << "\n"
-                                   << "label_file: " << (dir / "data/landmark_observation_adj_mtx.npy").string() << "\n"
-                                   << "books: " << (dir / "books.safetensors").string() << "\n"
-                                   << "max_steps_per_epoch: 3\n"
-                                   << "schedular: {sched: cosine, epochs: 2, warmup_epochs: 1, warmup_iters_per_step: 2}\n";
+  test::write_tiny_pretrain_set(dir, 40, 64, 32);
+  MedslipConfig c = test::tiny_pretrain_config(dir, 64, 4);
+  c.max_steps_per_epoch = 3;
+  std::ofstream(dir / "tiny.yaml") << c.to_yaml();
   return dir;
 }
 
@@ -374,4 +357,33 @@ TEST_CASE("train: faults a corrupt or truncated checkpoint is a named error for 
       CHECK_MESSAGE(z.err.find(c.expect) != std::string::npos, z.err);
     }
   }
+}
+
+TEST_CASE("train: faults finetune takes --checkpoint-every and --skip-nonfinite as pretrain does") {
+  const std::string root = test::write_tiny_finetune_set("faults_ft_data", 24, 32);
+  const fs::path dir = test::scratch_dir("faults_ft");
+  FinetuneConfig c = test::tiny_finetune_config(root, "classify", 32);
+  c.epochs = 1;  // 16 training rows less the 25 % validation carve-out: 6 steps of 2
+  c.test_batch_size = 8;
+  std::ofstream(dir / "ft.yaml") << c.to_yaml();
+  SpawnOptions nan3;
+  nan3.env["MEDSLIP_FAULT_INJECT"] = "nan_grad@3";
+  auto args = [&](const std::string& run, const std::string& flag, const std::string& n) {
+    return std::vector<std::string>{"finetune", "--config", (dir / "ft.yaml").string(), "--out", (dir / run).string(), flag, n};
+  };
+  // A NaN gradient at update 3 stops the run; the periodic checkpoint of update 2 is the last good one.
+  Result r = run(args("stop", "--checkpoint-every", "2"), dir, "stop", nan3);
+  INFO(r.out << r.err);
+  CHECK(r.rc == 1);
+  CHECK(r.err.find("step 3 (epoch 0 batch 3): the gradient of '") != std::string::npos);
+  CHECK(r.err.find("the last good checkpoint " + (dir / "stop").string() + "/checkpoint_last.safetensors is kept") != std::string::npos);
+  CHECK(safetensors_metadata((dir / "stop/checkpoint_last.safetensors").string())["global_step"] == "2");
+  // --skip-nonfinite 1 skips it and finishes the epoch.
+  r = run(args("skip", "--skip-nonfinite", "1"), dir, "skip", nan3);
+  CHECK(r.rc == 0);
+  CHECK(r.err.find("step 3 (epoch 0 batch 3): the gradient of") != std::string::npos);
+  CHECK(r.err.find("update skipped (1 of at most 1)") != std::string::npos);
+  const std::string m = slurp_text(dir / "skip/metrics.jsonl");
+  CHECK(m.find("\"type\":\"skipped\"") != std::string::npos);
+  CHECK(safetensors_metadata((dir / "skip/checkpoint_last.safetensors").string())["global_step"] == "5");
 }

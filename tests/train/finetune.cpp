@@ -4,7 +4,11 @@
 #include <doctest/doctest.h>
 #include <map>
 
+#include <sys/wait.h>
+
+#include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -24,56 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// 12 grey 64x64 PNGs (a vertical gradient, a bright disc on every other one), disc masks, and
-// tiny.csv: image_path, mask_path, finding (0/1), split (8 train, 4 test).
-std::string write_tiny_set(const std::string& name) {
-  const fs::path root = test::scratch_dir(name);
-  fs::create_directories(root / "images");
-  fs::create_directories(root / "masks");
-  std::ofstream csv(root / "tiny.csv");
-  csv << "image_path,mask_path,finding,split\n";
-  Rng rng(3, 0);
-  for (int k = 0; k < 12; ++k) {
-    Image img(64, 64, 1), mask(64, 64, 1);
-    const bool has = k % 2 == 0;
-    const int cy = 20 + 2 * k, cx = 24 + k, r = 9 + k % 3;
-    for (int y = 0; y < 64; ++y)
-      for (int x = 0; x < 64; ++x) {
-        float v = 60.f + 80.f * float(y) / 63.f + 20.f * rng.uniform();
-        if (has && (x - cx) * (x - cx) + (y - cy) * (y - cy) < r * r) {
-          v += 90.f;
-          mask.at(y, x, 0) = 255;
-        }
-        img.at(y, x, 0) = uint8_t(std::min(255.f, v));
-      }
-    const std::string n = "im" + std::to_string(k) + ".png";
-    write_png((root / "images" / n).string(), img);
-    write_png((root / "masks" / n).string(), mask);
-    csv << "images/" << n << ",masks/" << n << "," << (has ? 1 : 0) << "," << (k < 8 ? "train" : "test") << "\n";
-  }
-  return root.string();
-}
-
-FinetuneConfig tiny_config(const std::string& root, const std::string& task) {
-  FinetuneConfig c;
-  c.task = task;
-  c.res_base_model = "resnet18";
-  c.image_res = 64;
-  c.train_file = root + "/tiny.csv";
-  c.split_column = "split";
-  c.valid_fraction = 0.25f;
-  if (task == "classify") c.label_columns = {"finding"};
-  else c.mask_column = "mask_path";
-  c.batch_size = 2;
-  c.test_batch_size = 4;
-  c.num_workers = 0;
-  c.seed = 5;
-  c.lr = c.min_lr = c.warmup_lr = 1e-4f;
-  c.warmup_epochs = 0;
-  c.epochs = 2;
-  c.sample_outputs = 2;
-  return c;
-}
+std::string write_tiny_set(const std::string& name) { return test::write_tiny_finetune_set(name); }
+FinetuneConfig tiny_config(const std::string& root, const std::string& task) { return test::tiny_finetune_config(root, task); }
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -295,4 +251,68 @@ TEST_CASE("train: finetune bad input gives one-line errors naming the file, key 
   CHECK(e.find("c.yaml: key 'task'") != std::string::npos);
   e = error_of([&] { FinetuneConfig::from_yaml_string("task: classify\nlabel_columns: [a]\nimage_res: 100\n", "c.yaml"); });
   CHECK(e.find("key 'image_res': must be a positive multiple of 32") != std::string::npos);
+}
+
+TEST_CASE("train: finetune CLI bad input: one line on stderr naming the file or row, exit 1") {
+  const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path() / "medslip";
+  if (!fs::exists(exe)) {
+    MESSAGE("skipping: " << exe << " is not built");
+    return;
+  }
+  const std::string root = write_tiny_set("ft_cli_bad");
+  auto edit_csv = [&](const std::string& name, int row, int col, const std::string& value) {
+    std::ifstream in(root + "/tiny.csv");
+    std::ofstream out(root + "/" + name);
+    std::string line;
+    for (int r = -1; std::getline(in, line); ++r) {
+      if (r == row) {
+        std::vector<std::string> f;
+        std::stringstream ss(line);
+        for (std::string c; std::getline(ss, c, ',');) f.push_back(c);
+        f[size_t(col)] = value;
+        line = f[0] + "," + f[1] + "," + f[2] + "," + f[3];
+      }
+      out << line << "\n";
+    }
+  };
+  edit_csv("badlabel.csv", 3, 2, "2");                    // csv line 5
+  edit_csv("missing.csv", 5, 0, "images/nope.png");       // csv line 7
+  write_png(root + "/masks/small.png", Image(32, 32, 1));
+  edit_csv("badmask.csv", 9, 1, "masks/small.png");       // a test row: found when the test loads it
+  save_safetensors(root + "/unrelated.safetensors",
+                   std::map<std::string, FileTensor>{{"foo.weight", FileTensor::from_float(Tensor::zeros({2}))}});
+  auto config = [&](const std::string& csv, const std::string& task) {
+    const std::string p = root + "/" + csv + "." + task + ".yaml";
+    std::ofstream f(p);
+    f << "task: " << task << "\nres_base_model: resnet18\nimage_res: 64\ntrain_file: " << root << "/" << csv
+      << "\nsplit_column: split\nvalid_fraction: 0.25\n"
+      << (task == "classify" ? "label_columns: [finding]\n" : "mask_column: mask_path\n")
+      << "batch_size: 2\ntest_batch_size: 4\nnum_workers: 0\nmax_steps_per_epoch: 1\n"
+         "schedular: {sched: cosine, epochs: 1}\n";
+    return p;
+  };
+  struct Case {
+    std::string args, want;
+  };
+  const std::vector<Case> cases = {
+      {"--config " + config("badlabel.csv", "classify"), "badlabel.csv: line 5, column 'finding': label '2' is not 0 or 1"},
+      {"--config " + config("missing.csv", "classify"), "missing.csv: line 7: image '"},
+      {"--config " + config("badmask.csv", "segment"), "small.png' is 32x32, its image '"},
+      {"--config " + config("tiny.csv", "classify") + " --init " + root + "/unrelated.safetensors",
+       "unrelated.safetensors: no tensor name matches the model"},
+  };
+  int k = 0;
+  for (const auto& c : cases) {
+    CAPTURE(c.args);
+    const std::string err = root + "/err" + std::to_string(k) + ".txt";
+    const std::string cmd = exe.string() + " finetune " + c.args + " --out " + root + "/run" + std::to_string(k++) +
+                            " --quiet >/dev/null 2>" + err;
+    const int st = std::system(cmd.c_str());
+    std::ifstream f(err);
+    const std::string text((std::istreambuf_iterator<char>(f)), {});
+    CHECK(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 1);
+    CHECK_MESSAGE(std::count(text.begin(), text.end(), '\n') == 1, "not one line: " << text);
+    CHECK_MESSAGE(text.find(c.want) != std::string::npos, text);
+  }
 }

@@ -12,6 +12,8 @@
 #include "train/pretrain.h"
 #include "train/report.h"
 
+#include "tests/test_util.h"
+
 using namespace ms;
 namespace fs = std::filesystem;
 
@@ -27,14 +29,9 @@ TEST_CASE("train: pipeline smoke run (synth -> pretrain -> zeroshot -> ground)")
   SynthReport sr = write_synth_dataset(so);
   REQUIRE(sr.n_test > 0);
 
-  Books b;  // random books keep the test independent of the installed text encoder
-  Rng r(1, 11);
-  b.pathology = Tensor::empty({75, 32});
-  b.anatomy = Tensor::empty({51, 32});
-  r.fill_normal(b.pathology.data(), b.pathology.numel());
-  r.fill_normal(b.anatomy.data(), b.anatomy.numel());
+  // random books keep the test independent of the installed text encoder
   const std::string books = (dir / "books.safetensors").string();
-  save_books(books, b);
+  test::write_random_books(books, 32, 1);
 
   PretrainOptions po;
   po.cfg.res_base_model = "resnet18";

@@ -6,9 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "data/synth.h"
 #include "engine/io.h"
-#include "model/books.h"
+#include "model/config.h"
 #include "tests/test_util.h"
 #include "train/pretrain.h"
 #include "train/run_record.h"
@@ -25,38 +24,11 @@ namespace {
 
 // A small synthetic set, random books and a config that runs a step in well under a second.
 MedslipConfig tiny_setup(const fs::path& dir) {
-  static bool made = false;
-  if (!made) {
-    SynthOptions so;
-    so.out_dir = (dir / "data").string();
-    so.n = 40;
-    so.size = 64;
-    so.seed = 5;
-    write_synth_dataset(so);
-    Books b;
-    Rng r(3, 11);
-    b.pathology = Tensor::empty({75, 32});
-    b.anatomy = Tensor::empty({51, 32});
-    r.fill_normal(b.pathology.data(), b.pathology.numel());
-    r.fill_normal(b.anatomy.data(), b.anatomy.numel());
-    save_books((dir / "books.safetensors").string(), b);
-    made = true;
-  }
-  MedslipConfig c;
-  c.res_base_model = "resnet18";
-  c.image_res = 64;
-  c.N = 1;
-  c.batch_size = 4;
-  c.train_file = (dir / "data/train.json").string();
-  c.valid_file = (dir / "data/valid.json").string();
-  c.label_file = (dir / "data/landmark_observation_adj_mtx.npy").string();
-  c.books = (dir / "books.safetensors").string();
+  test::write_tiny_pretrain_set(dir, 40, 64, 32);
+  MedslipConfig c = test::tiny_pretrain_config(dir, 64, 4);
   c.epochs = 3;
-  c.warmup_epochs = 1;
-  c.warmup_iters_per_step = 2;
   c.max_steps_per_epoch = 3;
   c.num_workers = 2;
-  c.seed = 9;
   return c;
 }
 

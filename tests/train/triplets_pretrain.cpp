@@ -66,13 +66,7 @@ TEST_CASE("train: IU reports -> medslip triplets -> pretrain loads and trains (s
       fs::copy_file(dir / "synth" / src, dir / "iu" / it.key());
     }
   }
-  Books b;
-  Rng r(3, 11);
-  b.pathology = Tensor::empty({75, 32});
-  b.anatomy = Tensor::empty({51, 32});
-  r.fill_normal(b.pathology.data(), b.pathology.numel());
-  r.fill_normal(b.anatomy.data(), b.anatomy.numel());
-  save_books((dir / "books.safetensors").string(), b);
+  test::write_random_books(dir / "books.safetensors", 32, 3);
 
   PretrainOptions p;
   p.cfg.res_base_model = "resnet18";
