@@ -286,7 +286,7 @@ FinetuneSample load_finetune_sample(const FinetuneItem& it, const FinetuneTransf
   if (!it.mask.empty()) {
     Image m = read_image(it.mask, ro);
     if (m.w != img.w || m.h != img.h)
-      throw std::runtime_error("mask '" + it.mask + "' is " + std::to_string(m.w) + "x" + std::to_string(m.h) +
+      throw std::runtime_error("csv line " + std::to_string(it.row + 2) + ": mask '" + it.mask + "' is " + std::to_string(m.w) + "x" + std::to_string(m.h) +
                                ", its image '" + it.image + "' is " + std::to_string(img.w) + "x" + std::to_string(img.h));
     if (m.c == 3) {  // an RGB mask: its first channel (masks are grey in practice)
       Image g(m.w, m.h, 1);

@@ -227,6 +227,7 @@ TEST_CASE("train: finetune bad input gives one-line errors naming the file, key 
     FinetuneItem it;
     it.image = root + "/images/im0.png";
     it.mask = root + "/masks/small.png";
+    it.row = 4;
     Rng rng(1, 0);
     FinetuneTransformOptions t;
     t.task = FinetuneTask::kSegment;
@@ -234,6 +235,7 @@ TEST_CASE("train: finetune bad input gives one-line errors naming the file, key 
     e = error_of([&] { load_finetune_sample(it, t, false, rng); });
     CHECK(e.find("small.png' is 32x32, its image '") != std::string::npos);
     CHECK(e.find("im0.png' is 64x64") != std::string::npos);
+    CHECK(e.find("csv line 6: ") == 0);
   }
   // A checkpoint with no matching keys: the file.
   {

@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/cpu/winograd.h"
 
 namespace ms::cpu {
 
@@ -219,9 +220,14 @@ static void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
 }
 
 // Images spread over the threads, each with its own im2col scratch; a pointwise convolution
-// (1x1, stride 1, no padding) is one batched GEMM on x itself.
+// (1x1, stride 1, no padding) is one batched GEMM on x itself; a 3x3 stride-1 one may take the
+// Winograd path (winograd.cpp) where winograd_tile says it pays (MEDSLIP_CONV_ALGO=im2col: never).
 void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s) {
   const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
+  if (const int m = winograd_tile(s, ConvPass::Forward)) {
+    winograd_conv2d_forward(x, w, y, s, m);
+    return;
+  }
   if (s.pointwise()) {  // y[n] = W x[n]
     gemm_batched(false, false, s.N, s.O, L, K, 1.f, w, 0, x, s.C * s.H * s.W, 0.f, y, s.O * L);
     return;
@@ -238,7 +244,9 @@ void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape&
 
 // dW = sum_n dW_n with each image's dW_n computed on its own (in parallel) and the sum taken
 // in image order (sum_parts), so the bits do not depend on the thread count.
-void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw, const Conv2dShape& s) {
+static void conv2d_backward_im2col(const float* x, const float* w, const float* g, float* gx, float* gw,
+                                   const Conv2dShape& s) {
+  if (!gx && !gw) return;
   const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
   std::unique_ptr<Scratch> parts = gw && s.N > 1 ? std::make_unique<Scratch>(s.N * s.O * K) : nullptr;
   float* gw_parts = parts ? parts->data : gw;  // [N, O, K], or gw itself for one image
@@ -267,6 +275,15 @@ void conv2d_backward(const float* x, const float* w, const float* g, float* gx, 
   }
   if (parts) sum_parts(parts->data, gw, s.N, s.O * K);
   if (gw && s.N == 0) std::fill(gw, gw + s.O * K, 0.f);
+}
+
+// Each of dx and dW by Winograd where winograd_tile picks it for that pass, else by im2col.
+void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw, const Conv2dShape& s) {
+  const int mx = gx ? winograd_tile(s, ConvPass::BackwardData) : 0;
+  const int mw = gw ? winograd_tile(s, ConvPass::BackwardWeight) : 0;
+  if (mx) winograd_conv2d_backward_data(w, g, gx, s, mx);
+  if (mw) winograd_conv2d_backward_weight(x, g, gw, s, mw);
+  conv2d_backward_im2col(x, w, g, mx ? nullptr : gx, mw ? nullptr : gw, s);
 }
 
 }  // namespace ms::cpu
