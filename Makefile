@@ -36,7 +36,7 @@ BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 CXXFLAGS ?= -O3
 CXXFLAGS += -std=c++17 $(ARCHFLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -isystem $(BLAS_INC) -MMD -MP
-LDLIBS := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -lyaml-cpp -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -lpthread
+LDLIBS := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -lyaml-cpp -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -lpthread
 LDFLAGS := -fopenmp
 
 ifneq ($(SAN),)

@@ -26,8 +26,10 @@
 #include <stb/stb_image.h>
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 #include <zlib.h>
 
@@ -99,8 +101,9 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
   auto u16 = [&](size_t o) { return (size_t(d[o]) << 8) | d[o + 1]; };
   const std::string trunc = "truncated JPEG (no end-of-image marker)";
   size_t p = 2;  // after SOI
-  bool have_sof = false;
-  std::vector<int> comp_ids;
+  bool have_sof = false, progressive = false;
+  std::vector<int> comp_ids, comp_tq;
+  bool dht[2][4] = {}, dqt[4] = {};  // tables defined so far (class/id; id)
   while (true) {
     while (p < n && d[p] != 0xFF) ++p;  // tolerate junk between segments, as libjpeg does
     while (p < n && d[p] == 0xFF) ++p;  // fill bytes
@@ -126,6 +129,7 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
         size_t count = 0;
         for (int i = 1; i <= 16; ++i) count += s[q + i];
         if (count > 256) return bad("Huffman table with " + std::to_string(count) + " codes (at most 256)");
+        dht[tc][th] = true;
         q += 17 + count;
       }
       if (q != L) return bad("Huffman tables longer than the segment");
@@ -134,13 +138,17 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
       while (q < L) {
         int pq = s[q] >> 4, tq = s[q] & 15;
         if (pq > 1 || tq > 3) return bad("quantisation table precision/id " + std::to_string(pq) + "/" + std::to_string(tq));
+        dqt[tq] = true;
         q += 1 + (pq ? 128 : 64);
       }
       if (q != L) return bad("quantisation tables longer than the segment");
     } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {  // SOF0/1/2 (Huffman)
       if (have_sof) return bad("second frame header");
       have_sof = true;
+      progressive = m == 0xC2;
       if (L < 6) return bad("frame header cut short");
+      if (s[0] != 8)  // extended (SOF1) and progressive (SOF2) JPEGs may carry 12-bit samples
+        return "unsupported JPEG: " + std::to_string(s[0]) + "-bit samples (only 8-bit JPEGs are decoded)";
       int nc = s[5];
       if (nc < 1 || nc > 4 || L != size_t(6 + 3 * nc)) return bad(std::to_string(nc) + " components");
       for (int i = 0; i < nc; ++i) {
@@ -149,9 +157,17 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
         if (tq > 3) return bad("quantisation table id " + std::to_string(tq));
         if (std::find(comp_ids.begin(), comp_ids.end(), id) != comp_ids.end()) return bad("repeated component id");
         comp_ids.push_back(id);
+        comp_tq.push_back(tq);
       }
     } else if ((m >= 0xC3 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-      return bad("unsupported frame type (lossless, hierarchical or arithmetic-coded)");
+      // Valid JPEG processes that stb_image does not decode (PIL / libjpeg-turbo decodes the
+      // arithmetic-coded ones): a named refusal, not "corrupt".
+      const char* what = m == 0xC3 ? "lossless (SOF3)"
+                         : m <= 0xC7 ? "hierarchical (differential)"
+                         : m <= 0xCB ? (m == 0xCB ? "arithmetic-coded lossless" : "arithmetic-coded")
+                                     : "hierarchical arithmetic-coded";
+      return std::string("unsupported JPEG: ") + what + " frame (" + mk +
+             "); only baseline, extended and progressive Huffman-coded JPEGs are decoded";
     } else if (m == 0xDD) {  // DRI
       if (L != 2) return bad("restart interval length");
     } else if (m == 0xDA) {  // SOS
@@ -159,9 +175,26 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
       if (L < 1) return bad("scan header cut short");
       int ns = s[0];
       if (ns < 1 || ns > 4 || L != size_t(4 + 2 * ns)) return bad(std::to_string(ns) + " scan components");
-      for (int i = 0; i < ns; ++i)
-        if (std::find(comp_ids.begin(), comp_ids.end(), int(s[1 + 2 * i])) == comp_ids.end())
-          return bad("scan component not in the frame");
+      // stb_image 2.27 decodes with whatever a table slot holds, defined or not: a scan using a
+      // Huffman table no DHT defined read h->size[16777460] (image fuzzer, UBSan). So every
+      // table a scan will use must have been defined before it: sequential scans use their DC
+      // and AC tables, progressive first DC scans (Ss = 0, Ah = 0) the DC table, AC scans
+      // (Ss > 0) the AC table, DC refinements none. Frame components' quantisation tables too.
+      // (Motion-JPEG frames that rely on the standard tables without a DHT are refused here.)
+      const int ss = s[1 + 2 * ns], ah = s[3 + 2 * ns] >> 4;
+      for (int i = 0; i < ns; ++i) {
+        auto at = std::find(comp_ids.begin(), comp_ids.end(), int(s[1 + 2 * i]));
+        if (at == comp_ids.end()) return bad("scan component not in the frame");
+        const int td = s[2 + 2 * i] >> 4, ta = s[2 + 2 * i] & 15;
+        if (td > 3 || ta > 3) return bad("Huffman table id " + std::to_string(td > 3 ? td : ta));
+        const bool need_dc = progressive ? (ss == 0 && ah == 0) : true, need_ac = progressive ? ss > 0 : true;
+        if ((need_dc && !dht[0][td]) || (need_ac && !dht[1][ta]))
+          return bad("scan uses " + std::string(need_dc && !dht[0][td] ? "DC" : "AC") + " Huffman table " +
+                     std::to_string(need_dc && !dht[0][td] ? td : ta) + ", which no DHT segment defined");
+        const int tq = comp_tq[size_t(at - comp_ids.begin())];
+        if (!dqt[tq]) return bad("frame component uses quantisation table " + std::to_string(tq) +
+                                 ", which no DQT segment defined");
+      }
     }
     p += len;
     if (m != 0xDA) continue;
@@ -201,13 +234,21 @@ void check_bmp_size(const uint8_t* d, size_t n, const std::string& name) {
     if (n < 34) fail(name, "truncated BMP (" + std::to_string(n) + " bytes, header incomplete)");
     w = int32_t(u32(18)), h = int32_t(u32(22)), bpp = u16(28), comp = u32(30);
   }
-  if (comp != 0 && comp != 3 && comp != 6) return;  // RLE etc.: stb refuses them itself
+  if (comp == 1 || comp == 2 || comp == 4 || comp == 5) {  // stb_image decodes none of these
+    static const char* kind[] = {"", "RLE8", "RLE4", "", "JPEG", "PNG"};
+    fail(name, std::string("unsupported BMP compression ") + kind[comp] + " (" + std::to_string(comp) +
+                   "): only uncompressed and bit-field BMPs are read; save it uncompressed or as PNG");
+  }
+  if (comp != 0 && comp != 3 && comp != 6) return;  // unknown: stb reports a bad header
   if (w <= 0 || h == 0 || bpp <= 0) return;         // stb reports a bad header
+  // w < 2^31 and bpp < 2^16, so the stride fits; stride * |h| may not (UBSan, image fuzzer:
+  // a 114-byte BMP claiming 471466032 x 117440512 pixels of 6144 bits), so compare in long double.
   int64_t stride = ((bpp * w + 31) / 32) * 4;
-  int64_t need = int64_t(off) + stride * std::llabs(h);
-  if (int64_t(n) < need)
+  long double need = (long double)(off) + (long double)(stride) * (long double)(std::llabs(h));
+  if ((long double)(n) < need)
     fail(name, "truncated BMP (" + std::to_string(n) + " bytes, the " + std::to_string(w) + "x" +
-                   std::to_string(std::llabs(h)) + " pixel array needs " + std::to_string(need) + ")");
+                   std::to_string(std::llabs(h)) + " pixel array needs " +
+                   std::to_string(uint64_t(std::min(need, 1e19L))) + ")");
 }
 
 void check_dims(int64_t w, int64_t h, const std::string& name) {
@@ -216,7 +257,41 @@ void check_dims(int64_t w, int64_t h, const std::string& name) {
     fail(name, "image too large (" + std::to_string(w) + "x" + std::to_string(h) + " pixels, limit 2^28)");
 }
 
+// A zero-length IDAT chunk is valid PNG, but stb_image 2.27 then memcpy's 0 bytes into a
+// null buffer (undefined behaviour; image fuzzer, UBSan). Returns the file without its empty
+// IDAT chunks in `out` (true), or false when it has none. The walk stops at the first chunk
+// whose length runs past the file; stb reports such files itself.
+// Also refuses, by name, a chunk before IEND whose length runs past the end of the file:
+// stb 2.27 reallocates an IDAT's declared length before reading it (image fuzzer: 2 GB for a
+// 5.6 KB file, libFuzzer out-of-memory).
+bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out, const std::string& name) {
+  size_t p = 8;
+  bool found = false;
+  while (p + 8 <= n) {
+    const size_t len = (size_t(d[p]) << 24) | (size_t(d[p + 1]) << 16) | (size_t(d[p + 2]) << 8) | d[p + 3];
+    if (len > n - p - 8 || p + 12 + len > n) {
+      char type[5] = {0};
+      for (int k = 0; k < 4; ++k) type[k] = std::isprint(d[p + 4 + k]) ? char(d[p + 4 + k]) : '?';
+      fail(name, std::string("truncated or corrupt PNG (chunk '") + type + "' at byte " + std::to_string(p) +
+                     " declares " + std::to_string(len) + " bytes, the file has " + std::to_string(n) + ")");
+    }
+    const bool iend = std::memcmp(d + p + 4, "IEND", 4) == 0;
+    if (len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0) {
+      if (!found) out.assign(d, d + p);
+      found = true;
+    } else if (found) {
+      out.insert(out.end(), d + p, d + p + 12 + len);
+    }
+    p += 12 + len;
+    if (iend) break;
+  }
+  if (found) out.insert(out.end(), d + p, d + n);
+  return found;
+}
+
 Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name, const ReadOptions& opt) {
+  std::vector<uint8_t> cleaned;
+  if (fmt == Format::kPng && png_drop_empty_idat(d, n, cleaned, name)) d = cleaned.data(), n = cleaned.size();
   const char* kind = fmt == Format::kPng ? "PNG" : fmt == Format::kJpeg ? "JPEG" : "BMP";
   if (n > size_t(INT32_MAX)) fail(name, std::string(kind) + " file too large");
   if (fmt == Format::kJpeg) {
@@ -227,7 +302,16 @@ Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(d, int(n), &w, &h, &comp))
     fail(name, std::string("cannot decode ") + kind + ": " + stbi_failure_reason());
+  // stb 2.27's BMP info gives a top-down BMP's height as stored (negative); its loader flips.
+  if (fmt == Format::kBmp && h < 0 && h > INT32_MIN) h = -h;
   check_dims(w, h, name);
+  // A JPEG codes every 8x8 block of every component with at least one bit (its DC difference,
+  // in baseline and in a progressive file's first DC scan), so no valid file holds more than
+  // 512 pixels per byte. The image fuzzer found a 1.3 KB JPEG declaring 49456 x 255 pixels
+  // (10 s under ASan for a picture of zeros; 2^28 pixels would take minutes and 800 MB).
+  if (fmt == Format::kJpeg && double(w) * double(h) > 1024.0 * double(n) + 65536.0)
+    fail(name, "JPEG declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than its " +
+                   std::to_string(n) + " bytes can encode (corrupt header or a decompression bomb)");
   bool grey = comp <= 2;
   // PNG IHDR: bit depth at byte 24, colour type at 25 (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA).
   bool grey16 = fmt == Format::kPng && n > 25 && d[24] == 16 && d[25] == 0;
@@ -267,7 +351,52 @@ void register_dicom_codecs() {
     OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
     DJDecoderRegistration::registerCodecs();  // JPEG baseline / extended / lossless
     DcmRLEDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();  // JPEG-LS lossless / near-lossless
   });
+}
+
+// DCMTK 3.6.7 (Debian 12) walks each JPEG fragment's marker segments to find the frame
+// header's bit depth (DJCodecDecoder::scanJpegDataForBitDepth) and does not advance past a TEM
+// marker (FF01): a fragment with FF01 before its SOF loops forever (found by the dicom fuzzer:
+// a 2.5 KB file, over 30 s under ASan, never returns). This is the same walk; true when it
+// would reach a TEM.
+bool dcmtk_jpeg_walk_hangs(const Uint8* d, Uint32 n) {
+  if (!d) return false;
+  Uint32 off = 0;
+  while (off + 4 < n) {
+    const unsigned m = (unsigned(d[off]) << 8) | d[off + 1];
+    if (m == 0xFF01) return true;
+    if ((m >= 0xFFC0 && m <= 0xFFCF && m != 0xFFC4 && m != 0xFFC8 && m != 0xFFCC)) return false;  // SOFn: found
+    if ((m >= 0xFFD0 && m <= 0xFFD9)) {
+      off += 2;  // RSTn, SOI, EOI
+    } else if (m == 0xFFC4 || m == 0xFFCC || (m >= 0xFFDA && m <= 0xFFDF) || (m >= 0xFFE0 && m <= 0xFFFE)) {
+      off += ((unsigned(d[off + 2]) << 8) | d[off + 3]) + 2;  // a segment with a length
+    } else if (d[off] == 0xFF && d[off + 1] > 2 && d[off + 1] <= 0xBF) {
+      off += 2;  // reserved markers
+    } else {
+      return false;  // DCMTK stops here (syntax error)
+    }
+  }
+  return false;
+}
+
+// Refuses, naming the file, an encapsulated JPEG (DCMTK's dcmjpeg codec) whose fragments
+// would hang DCMTK's header walk.
+void check_dcmtk_jpeg_fragments(DcmDataset* ds, E_TransferSyntax xs, const std::string& path) {
+  if (xs < EXS_JPEGProcess1 || xs > EXS_JPEGProcess14SV1) return;
+  DcmElement* pe = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, pe).bad() || !pe || pe->ident() != EVR_PixelData) return;
+  DcmPixelSequence* seq = nullptr;
+  const DcmRepresentationParameter* rp = nullptr;
+  if (static_cast<DcmPixelData*>(pe)->getEncapsulatedRepresentation(xs, rp, seq).bad() || !seq) return;
+  for (unsigned long i = 0; i < seq->card(); ++i) {
+    DcmPixelItem* item = nullptr;
+    Uint8* bytes = nullptr;
+    if (seq->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) continue;
+    if (dcmtk_jpeg_walk_hangs(bytes, item->getLength()))
+      fail(path, "corrupt JPEG in DICOM fragment " + std::to_string(i) +
+                     ": a TEM marker (FF01) before the frame header (DCMTK's decoder would never return)");
+  }
 }
 
 template <class T>
@@ -313,6 +442,21 @@ DicomPixels read_dicom_pixels(const std::string& path) {
     if (!ec && samples > 256.0 * double(bytes) + double(1 << 20))
       fail(path, "DICOM declares " + std::to_string(c) + "x" + std::to_string(r) + " pixels, more than its " +
                      std::to_string(bytes) + " bytes can hold (corrupt Rows/Columns or a decompression bomb)");
+  }
+  {
+    // Encapsulated syntaxes with a registered decoder: DCMTK's dcmjpeg (JPEG processes 1, 2&4,
+    // 6&8, 10&12, 14, 14 SV1), RLE and JPEG-LS. Anything else (JPEG 2000, arithmetic or
+    // hierarchical JPEG, MPEG, HEVC, ...) gets its name, not DCMTK's "Pixel representation
+    // cannot be changed".
+    const E_TransferSyntax xs = ds->getOriginalXfer();
+    static const E_TransferSyntax kDecodable[] = {
+        EXS_JPEGProcess1,  EXS_JPEGProcess2_4, EXS_JPEGProcess6_8,   EXS_JPEGProcess10_12, EXS_JPEGProcess14,
+        EXS_JPEGProcess14SV1, EXS_RLELossless, EXS_JPEGLSLossless, EXS_JPEGLSLossy};
+    if (xfer.isEncapsulated() && std::find(std::begin(kDecodable), std::end(kDecodable), xs) == std::end(kDecodable))
+      fail(path, "unsupported DICOM transfer syntax " + d.transfer_syntax + " (" + xfer.getXferID() +
+                     "): medslip decodes uncompressed, deflated, RLE, JPEG (baseline, extended, progressive, "
+                     "lossless) and JPEG-LS pixel data; convert the file first (e.g. gdcmconv --raw)");
+    check_dcmtk_jpeg_fragments(ds, xs, path);
   }
   st = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
   if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))

@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -70,6 +71,7 @@ struct DictParser {
       size_t j = i;
       while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
       if (j == i) fail(path, "malformed .npy header: expected a non-negative integer in shape " + s);
+      if (j - i > 18) fail(path, "malformed .npy header: shape value " + s.substr(i, j - i) + " out of range");
       out.push_back(std::stoll(s.substr(i, j - i)));
       i = j;
       if (i < s.size() && s[i] == 'L') ++i;  // Python 2 long suffix
@@ -86,6 +88,8 @@ void parse_descr(const std::string& path, const std::string& descr, NpyHeader& h
   std::string size = descr.substr(2);
   for (char c : size)
     if (!std::isdigit(static_cast<unsigned char>(c))) fail(path, "unsupported .npy dtype '" + descr + "'");
+  if (size.size() > 2)  // std::stoi would throw a bare "stoi"
+    fail(path, "unsupported .npy dtype '" + descr + "' (item size out of range)");
   h.itemsize = std::stoi(size);
   bool ok_kind = (h.kind == 'f' && (h.itemsize == 4 || h.itemsize == 8)) ||
                  ((h.kind == 'i' || h.kind == 'u') &&
@@ -209,6 +213,15 @@ NpyHeader read_npy_header(const std::string& path) {
 
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) fail(path, "cannot stat .npy file");
+  {
+    // The element count must fit before it is multiplied out (npy fuzzer: a shape of
+    // (2, 1, 7777777777777771, 7777777777777774, 224) overflowed int64, undefined behaviour).
+    long double bytes = h.itemsize;
+    for (int64_t d : h.shape) bytes *= (long double)(d);
+    if (bytes > (long double)(int64_t(st.st_size)))
+      fail(path, "truncated .npy data: shape needs " + std::to_string(uint64_t(std::min(bytes, 1e19L))) +
+                     " bytes of data, file has " + std::to_string(int64_t(st.st_size)));
+  }
   int64_t need = h.data_offset + h.numel() * h.itemsize;
   if (int64_t(st.st_size) < need)
     fail(path, "truncated .npy data: shape needs " + std::to_string(need) + " bytes, file has " +

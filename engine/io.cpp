@@ -294,7 +294,7 @@ Header read_header(const std::string& path, std::ifstream& f) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e309 (fuzzer)
     fail(path, std::string("header is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) fail(path, "header JSON must be an object of tensor entries, got " + std::string(j.type_name()));

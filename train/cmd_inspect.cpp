@@ -120,7 +120,7 @@ int cmd_inspect(int argc, char** argv) {
   std::vector<std::pair<std::string, std::string>> values;
   std::vector<std::string> groups;  // top-level keys in order
   std::map<std::string, std::vector<Row>> by_group;
-  for (const auto& [name, leaf] : flatten_pyobj(ck.root())) {
+  for (const auto& [name, leaf] : flatten_pyobj(ck.root(), file)) {
     std::string group = name.substr(0, name.find('.'));
     if (leaf->is_tensor()) {
       Row r{name, leaf->tensor.dtype, leaf->tensor.shape};

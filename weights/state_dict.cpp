@@ -68,9 +68,9 @@ static std::string keys_of(const PyObj& d) {
 }
 
 // A dict whose leaves (after flattening nested dicts) are all tensors.
-static bool is_tensor_dict(const PyRef& o) {
+static bool is_tensor_dict(const PyRef& o, const std::string& path) {
   if (!o || !o->is_dict() || o->dict.empty()) return false;
-  for (const auto& [name, leaf] : flatten_pyobj(o))
+  for (const auto& [name, leaf] : flatten_pyobj(o, path))
     if (!leaf->is_tensor()) return false;
   return true;
 }
@@ -102,11 +102,11 @@ static StateDict read_torch(const std::string& path, const StateDictOptions& opt
     }
     if (!sel) throw std::runtime_error(path + ": no key '" + opt.key + "' (top-level keys: " + keys_of(*root) + ")");
     if (!sel->is_dict()) throw std::runtime_error(path + where + " is " + sel->repr() + ", expected a dict of tensors");
-  } else if (!is_tensor_dict(root)) {
+  } else if (!is_tensor_dict(root, path)) {
     sel = nullptr;
     for (const char* k : {"model", "state_dict"}) {
       PyRef c = root->get(k);
-      if (is_tensor_dict(c)) {
+      if (is_tensor_dict(c, path)) {
         sel = c;
         where = std::string("['") + k + "']";
         if (opt.verbose)
@@ -123,7 +123,7 @@ static StateDict read_torch(const std::string& path, const StateDictOptions& opt
   }
   StateDict sd;
   sd.source = path + where;
-  for (auto& [name, leaf] : flatten_pyobj(sel)) {
+  for (auto& [name, leaf] : flatten_pyobj(sel, path)) {
     if (!leaf->is_tensor())
       throw std::runtime_error(sd.source + ": entry '" + name + "' is " + leaf->repr() +
                                ", not a tensor (pick the state dict with --key)");

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <functional>
 #include <stdexcept>
@@ -14,10 +15,61 @@ namespace ms {
 
 using Kind = PyObj::Kind;
 
+// Every object the pickle VM creates, so that reference cycles can be found and broken
+// (set by TorchCheckpoint around the VM's run; one VM per thread at a time).
+static thread_local std::vector<std::weak_ptr<PyObj>>* g_created = nullptr;
+
 static PyRef make(Kind k) {
   auto o = std::make_shared<PyObj>();
   o->kind = k;
+  if (g_created) g_created->push_back(o);
   return o;
+}
+
+// True when a container can reach itself (iterative three-colour DFS over items and dict).
+static bool has_cycle(const std::vector<std::weak_ptr<PyObj>>& objs) {
+  std::unordered_map<const PyObj*, int> colour;  // absent: unvisited, 1: on the path, 2: done
+  auto children = [](const PyObj* o) {
+    std::vector<const PyObj*> c;
+    for (const auto& v : o->items) c.push_back(v.get());
+    for (const auto& kv : o->dict) c.push_back(kv.first.get()), c.push_back(kv.second.get());
+    return c;
+  };
+  for (const auto& w : objs) {
+    PyRef start = w.lock();
+    if (!start || colour.count(start.get())) continue;
+    std::vector<std::pair<const PyObj*, std::vector<const PyObj*>>> stack;
+    stack.emplace_back(start.get(), children(start.get()));
+    colour[start.get()] = 1;
+    while (!stack.empty()) {
+      auto& [o, rest] = stack.back();
+      if (rest.empty()) {
+        colour[o] = 2;
+        stack.pop_back();
+        continue;
+      }
+      const PyObj* c = rest.back();
+      rest.pop_back();
+      if (!c) continue;
+      auto it = colour.find(c);
+      if (it != colour.end()) {
+        if (it->second == 1) return true;
+        continue;
+      }
+      colour[c] = 1;
+      stack.emplace_back(c, children(c));
+    }
+  }
+  return false;
+}
+
+// Empties every container still alive, so shared_ptr cycles are freed.
+static void break_all(const std::vector<std::weak_ptr<PyObj>>& objs) {
+  for (const auto& w : objs)
+    if (PyRef o = w.lock()) {
+      o->items.clear();
+      o->dict.clear();
+    }
 }
 static PyRef make_int(int64_t v) {
   auto o = make(Kind::Int);
@@ -66,6 +118,7 @@ std::string PyObj::key_text(const PyRef& k) {
 static std::string dtype_of_tensor_repr(const TorchTensorRef& t) { return t.dtype + shape_str(t.shape); }
 
 std::string PyObj::repr(size_t max_len) const {
+  if (max_len < 4) return "...";
   std::string r;
   switch (kind) {
     case Kind::None: r = "None"; break;
@@ -85,7 +138,10 @@ std::string PyObj::repr(size_t max_len) const {
       const char* open = kind == Kind::List ? "[" : kind == Kind::Tuple ? "(" : "{";
       const char* close = kind == Kind::List ? "]" : kind == Kind::Tuple ? ")" : "}";
       r = open;
-      for (size_t k = 0; k < items.size() && r.size() < max_len; ++k) r += (k ? ", " : "") + items[k]->repr(max_len);
+      // Each level gets only the room left, so a deeply nested list (pickle fuzzer: a stack
+      // overflow here) stops after at most max_len levels.
+      for (size_t k = 0; k < items.size() && r.size() < max_len; ++k)
+        r += (k ? ", " : "") + items[k]->repr(max_len - r.size());
       r += close;
       break;
     }
@@ -572,8 +628,29 @@ TorchCheckpoint::TorchCheckpoint(const std::string& path, const TorchLoadOptions
     if (!e) throw std::runtime_error(path_ + ": storage '" + key + "' has no entry " + prefix_ + "data/" + key);
     return int64_t(e->size / uint64_t(safetensors_dtype_size(dtype)));
   };
-  PickleVM vm(path_, pkl, opt, storage_numel);
-  root_ = vm.run();
+  // A pickle can put a container inside itself (APPEND / SETITEM of a memoised object: pickle
+  // fuzzer, a LeakSanitizer report); state dicts never do. Such a file is an error, and every
+  // object the VM made is emptied so that the cycle is freed, on errors as well.
+  std::vector<std::weak_ptr<PyObj>> created;
+  struct Track {
+    std::vector<std::weak_ptr<PyObj>>& c;
+    const int unwinding = std::uncaught_exceptions();
+    explicit Track(std::vector<std::weak_ptr<PyObj>>& c_) : c(c_) { g_created = &c; }
+    ~Track() {
+      g_created = nullptr;
+      if (std::uncaught_exceptions() > unwinding) break_all(c);  // the VM threw
+    }
+  } track(created);
+  {
+    PickleVM vm(path_, pkl, opt, storage_numel);
+    root_ = vm.run();
+  }
+  if (has_cycle(created)) {
+    root_.reset();
+    break_all(created);
+    throw std::runtime_error(path_ + ": data.pkl builds a reference cycle (a container inside itself); "
+                             "a state dict has none");
+  }
 }
 
 FileTensor TorchCheckpoint::tensor(const TorchTensorRef& t) {
@@ -625,12 +702,13 @@ FileTensor TorchCheckpoint::tensor(const TorchTensorRef& t) {
   return out;
 }
 
-static void flatten_into(const PyRef& o, const std::string& prefix, int depth,
+static void flatten_into(const PyRef& o, const std::string& prefix, int depth, const std::string& source,
                          std::vector<std::pair<std::string, PyRef>>& out) {
-  if (depth > 64) throw std::runtime_error("checkpoint nests deeper than 64 levels at '" + prefix + "' (cyclic?)");
+  const std::string who = source.empty() ? std::string("checkpoint") : source;
+  if (depth > 64) throw std::runtime_error(who + ": nests deeper than 64 levels at '" + prefix + "' (cyclic?)");
   auto join = [&](const std::string& k) { return prefix.empty() ? k : prefix + "." + k; };
   if (o->kind == Kind::Dict) {
-    for (const auto& [k, v] : o->dict) flatten_into(v, join(PyObj::key_text(k)), depth + 1, out);
+    for (const auto& [k, v] : o->dict) flatten_into(v, join(PyObj::key_text(k)), depth + 1, source, out);
     if (o->dict.empty() && !prefix.empty()) out.emplace_back(prefix, o);
   } else if (o->kind == Kind::List || o->kind == Kind::Tuple) {
     bool all_scalar = true;  // short lists of scalars (betas, flags) stay one leaf
@@ -641,15 +719,54 @@ static void flatten_into(const PyRef& o, const std::string& prefix, int depth,
       out.emplace_back(prefix, o);
       return;
     }
-    for (size_t k = 0; k < o->items.size(); ++k) flatten_into(o->items[k], join(std::to_string(k)), depth + 1, out);
+    for (size_t k = 0; k < o->items.size(); ++k)
+      flatten_into(o->items[k], join(std::to_string(k)), depth + 1, source, out);
   } else {
     out.emplace_back(prefix, o);
   }
 }
 
-std::vector<std::pair<std::string, PyRef>> flatten_pyobj(const PyRef& root) {
+// The number of leaves flatten_into would produce, counted over the object graph with each
+// shared container counted once per use (memoised by address), saturating at 2^40.
+static uint64_t count_leaves(const PyObj* o, int depth, std::unordered_map<const PyObj*, uint64_t>& memo,
+                             const std::string& who) {
+  if (depth > 64) throw std::runtime_error(who + ": nests deeper than 64 levels (cyclic?)");
+  auto it = memo.find(o);
+  if (it != memo.end()) return it->second;
+  uint64_t n = 0;
+  auto add = [&](uint64_t k) { n = std::min<uint64_t>(n + k, uint64_t(1) << 40); };
+  if (o->kind == Kind::Dict) {
+    for (const auto& kv : o->dict) add(count_leaves(kv.second.get(), depth + 1, memo, who));
+    if (o->dict.empty()) add(1);
+  } else if (o->kind == Kind::List || o->kind == Kind::Tuple) {
+    bool all_scalar = true;
+    for (const auto& v : o->items)
+      if (v->kind == Kind::Dict || v->kind == Kind::List || v->kind == Kind::Tuple || v->kind == Kind::Tensor)
+        all_scalar = false;
+    if (all_scalar) {
+      add(1);
+    } else {
+      for (const auto& v : o->items) add(count_leaves(v.get(), depth + 1, memo, who));
+    }
+  } else {
+    add(1);
+  }
+  memo[o] = n;
+  return n;
+}
+
+std::vector<std::pair<std::string, PyRef>> flatten_pyobj(const PyRef& root, const std::string& source) {
   std::vector<std::pair<std::string, PyRef>> out;
-  if (root) flatten_into(root, "", 0, out);
+  if (!root) return out;
+  // A pickle can use one container many times (its memo): 40 levels of [a, a] are 2^40 leaves
+  // from a few hundred bytes (pickle fuzzer). Real state dicts have thousands of entries.
+  const std::string who = source.empty() ? std::string("checkpoint") : source;
+  std::unordered_map<const PyObj*, uint64_t> memo;
+  const uint64_t n = count_leaves(root.get(), 0, memo, who);
+  if (n > (uint64_t(1) << 20))
+    throw std::runtime_error(who + ": " + (n >= (uint64_t(1) << 40) ? std::string("2^40 or more") : std::to_string(n)) +
+                             " entries when flattened, more than 1048576 (a container shared many times?)");
+  flatten_into(root, "", 0, source, out);
   return out;
 }
 

@@ -84,7 +84,8 @@ class TorchCheckpoint {
 };
 
 // Every leaf under `root` with a dotted path: dict keys via PyObj::key_text, list/tuple
-// items by index. Containers are descended (depth <= 64); leaves are scalars, strings, tensors.
-std::vector<std::pair<std::string, PyRef>> flatten_pyobj(const PyRef& root);
+// items by index. Containers are descended (depth <= 64, at most 2^22 leaves); leaves are
+// scalars, strings, tensors. `source` (the file) starts the error messages.
+std::vector<std::pair<std::string, PyRef>> flatten_pyobj(const PyRef& root, const std::string& source = "");
 
 }  // namespace ms

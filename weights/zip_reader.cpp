@@ -152,6 +152,15 @@ std::vector<uint8_t> ZipReader::read(const ZipEntry& e) {
                              " (expected stored or deflated)");
   if (e.method == 0 && e.compressed_size != e.size)
     throw std::runtime_error(path_ + ": " + what + ": stored entry with compressed size != size");
+  // Check the sizes against the file before allocating (pth fuzzer: a 1 KB file whose entry
+  // claimed 2 GB was allocated first). Deflate expands at most ~1032:1.
+  if (data_at > file_size_ || e.compressed_size > file_size_ - data_at)
+    throw std::runtime_error(path_ + ": " + what + " data (" + std::to_string(e.compressed_size) + " bytes at offset " +
+                             std::to_string(data_at) + ") lies beyond the end of the file (" +
+                             std::to_string(file_size_) + " bytes): truncated or corrupt archive");
+  if (e.method == 8 && e.size > 1032 * e.compressed_size + 1024)
+    throw std::runtime_error(path_ + ": " + what + ": claims " + std::to_string(e.size) + " bytes from " +
+                             std::to_string(e.compressed_size) + " deflated ones (deflate expands at most 1032:1)");
   std::vector<uint8_t> comp(e.compressed_size);
   read_bytes(data_at, comp.data(), e.compressed_size, what + " data");
   std::vector<uint8_t> out;

@@ -177,6 +177,20 @@ TEST_CASE("data: npy errors name the file and the problem") {
   // Fuzzer finding (npy target): a version-3 header length of ~4 GB was allocated before the
   // file size was looked at; now it is a named error at once.
   bad("hdr4gb.npy", std::string("\x93NUMPY\x03\x00\xf0\xff\xff\xff{'descr'", 19), "declares 4294967280 header bytes");
+  // Fuzzer findings (npy target, 2026-12-05): std::stoi / std::stoll threw a bare "stoi" for a
+  // 40-digit item size or shape value; now named errors.
+  bad("itemsize.npy",
+      npy_bytes(1, "{'descr': '>f4333333333333333333333333333333333333333', 'fortran_order': False, 'shape': (2,), }",
+                eight),
+      "item size out of range");
+  bad("shape_huge.npy",
+      npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999999,), }", eight),
+      "shape value 99999999999999999999999 out of range");
+  // npy fuzzer finding (UBSan): a shape whose element count overflows int64.
+  bad("shape_overflow.npy",
+      npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (7777777777777771, 7777777777777774), }",
+                eight),
+      "truncated .npy data: shape needs");
   CHECK(contains(error_of([&] { read_npy_double((dir / "missing.npy").string()); }), "missing.npy"));
   // Version 2 with a hand-written header reads fine.
   std::string data(16, '\0');

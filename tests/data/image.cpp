@@ -600,6 +600,92 @@ TEST_CASE("data: image a DICOM declaring more pixels than its bytes can hold is 
   CHECK_MESSAGE(msg.find("decompression bomb") != std::string::npos, msg);
 }
 
+TEST_CASE("data: image a BMP whose pixel-array size overflows 64 bits is a named error") {
+  // image fuzzer finding (2026-12-05, UBSan): a 114-byte BMP claiming 471466032 x 117440512
+  // pixels of 6144 bits; stride * height overflowed int64 in the truncation check.
+  const std::string p = "tests/fuzz/corpus/image/reg_bmp_size_overflow.bmp";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("truncated BMP") != std::string::npos, msg);
+}
+
+TEST_CASE("data: image a JPEG declaring more pixels than its bytes can encode is refused before decoding") {
+  // image fuzzer finding (2026-12-05, a 10 s slow unit under ASan): 1345 bytes declaring
+  // 49456 x 255 pixels. Every 8x8 block costs a JPEG at least one bit: <= 512 pixels a byte.
+  const std::string p = "tests/fuzz/corpus/image/reg_jpeg_bomb_49456x255.jpg";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("49456x255 pixels, more than its 1345 bytes can encode") != std::string::npos, msg);
+  // Honest JPEGs stay inside the bound (1024 a byte + 64 K): a flat grey 2048x2048 picture from
+  // Pillow is 85 pixels a byte (baseline, quality 75) or 251 (progressive, optimised tables).
+  for (const char* f : {"grey.jpg", "rgb420.jpg", "rgb_prog.jpg", "rgb_odd.jpg"})
+    CHECK_NOTHROW(read_image(image_path(f)));
+}
+
+TEST_CASE("data: image a JPEG scan using a Huffman table no DHT defined is refused (stb reads garbage tables)") {
+  // image fuzzer finding (2026-12-05, UBSan in stb_image 2.27: h->size[16777460]): a
+  // progressive JPEG whose AC scan uses AC table 0, never defined.
+  const std::string p = "tests/fuzz/corpus/image/reg_scan_undefined_huffman_table.jpg";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("scan uses AC Huffman table 0, which no DHT segment defined") != std::string::npos, msg);
+  // A valid baseline JPEG with its DHT segment renamed to a COM segment: the same refusal, for DC.
+  std::vector<uint8_t> b = slurp(image_path("grey.jpg"));
+  for (size_t i = 2; i + 1 < b.size(); ++i)
+    if (b[i] == 0xFF && b[i + 1] == 0xC4) b[i + 1] = 0xFE;
+  fs::path dir = test::scratch_dir("data_image_nodht");
+  const std::string q = (dir / "nodht.jpg").string();
+  spit(q, b.data(), b.size());
+  msg = error_of([&] { read_image(q); });
+  CHECK_MESSAGE(msg.find("DC Huffman table 0, which no DHT segment defined") != std::string::npos, msg);
+}
+
+TEST_CASE("data: image a PNG with zero-length IDAT chunks decodes as without them") {
+  // image fuzzer finding (2026-12-05, UBSan in stb_image 2.27: memcpy into a null buffer for
+  // an empty IDAT). Empty IDAT chunks are valid PNG; they are dropped before stb sees the file.
+  // (The fuzzer's input, tests/fuzz/corpus/image/reg_png_empty_idat.png, is replayed by
+  // 'io: fuzz corpus ...'; under SAN=address,undefined that replay is the check.)
+  std::vector<uint8_t> b = slurp(image_path("rgb8.png"));
+  const uint8_t empty_idat[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};  // CRC of "IDAT"
+  size_t at = 33;  // after the signature and IHDR: before the first IDAT, and again after it
+  b.insert(b.begin() + long(at), empty_idat, empty_idat + 12);
+  fs::path dir = test::scratch_dir("data_image_empty_idat");
+  const std::string q = (dir / "empty_idat.png").string();
+  spit(q, b.data(), b.size());
+  CHECK_SAME_IMAGE(read_image(q), read_image(image_path("rgb8.png")), "rgb8.png with an empty IDAT first");
+}
+
+TEST_CASE("data: image a PNG chunk longer than the file is refused before stb allocates it") {
+  // image fuzzer finding (2026-12-05, out-of-memory): stb 2.27 reallocates an IDAT's declared
+  // length (2 GB here, in a 5.6 KB file) before reading it.
+  const std::string p = "tests/fuzz/corpus/image/reg_png_idat_length_2gb.png";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("truncated or corrupt PNG (chunk 'IDAT'") != std::string::npos, msg);
+}
+
+TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame header is refused (DCMTK would hang)") {
+  // dicom fuzzer finding (2026-12-05): DCMTK 3.6.7's scanJpegDataForBitDepth never advances past
+  // a TEM marker (FF01), so this 2.5 KB file never returned. Refused before DCMTK decodes.
+  const std::string p = "tests/fuzz/corpus/dicom/reg_tem_marker_hang.dcm";
+  std::string msg = error_of([&] { read_image(p); });
+  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("TEM marker (FF01)") != std::string::npos, msg);
+  // The same in a valid JPEG DICOM: its APP0 marker (FF E0 after SOI) turned into a TEM.
+  std::ifstream f(image_path("jpeg_mono8.dcm"), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  size_t at = bytes.find(std::string("\xFF\xD8\xFF\xE0", 4));
+  REQUIRE(at != std::string::npos);
+  CHECK_NOTHROW(read_image(image_path("jpeg_mono8.dcm")));
+  bytes[at + 3] = '\x01';
+  fs::path dir = test::scratch_dir("data_image_tem");
+  const std::string q = (dir / "tem.dcm").string();
+  std::ofstream(q, std::ios::binary) << bytes;
+  msg = error_of([&] { read_image(q); });
+  CHECK_MESSAGE(msg.find(q) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("TEM marker") != std::string::npos, msg);
+}
+
 TEST_CASE("data: image write_png round trip") {
   fs::path dir = test::scratch_dir("data_image_png");
   Image rgb = ref_image("decode/rgb8.png"), g = channel0(rgb);

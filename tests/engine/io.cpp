@@ -166,6 +166,15 @@ TEST_CASE("io: malformed safetensors files give named errors") {
     auto p = write_raw(dir, "json.safetensors", "{\"t\":{\"dtype\":", data8);
     require_error([&] { load_safetensors(p); }, {"json.safetensors", "not valid JSON"});
   }
+  SUBCASE("a number JSON cannot hold") {
+    // safetensors fuzzer finding (2026-12-05): nlohmann throws out_of_range (not parse_error)
+    // for 1e309, which escaped with its own message, without the file name.
+    auto p =
+        write_raw(dir, "num.safetensors", R"({"t":{"dtype":"F32","shape":[1e309],"data_offsets":[0,8]}})", data8);
+    require_error([&] { load_safetensors(p); }, {"num.safetensors", "not valid JSON", "1e309"});
+    const std::string reg = "tests/fuzz/corpus/safetensors/reg_header_number_1e309.safetensors";
+    require_error([&] { load_safetensors(reg); }, {reg, "not valid JSON"});
+  }
   SUBCASE("header not an object") {
     auto p = write_raw(dir, "arr.safetensors", "[1,2,3]", "");
     require_error([&] { load_safetensors(p); }, {"arr.safetensors", "must be an object"});

@@ -1,6 +1,8 @@
-// Fuzz target: the CSV parser and both zero-shot csv readers (ChestX-ray14 labels, RSNA
-// boxes -> segmentation map), on the same bytes.
+// Fuzz target: the CSV parser, both zero-shot csv readers (ChestX-ray14 labels, RSNA
+// boxes -> segmentation map) and the fine-tuning csv reader (a label column as the Kermany
+// pneumonia csv, a mask column with a split filter as the JSRT one), on the same bytes.
 #include "data/datasets.h"
+#include "data/finetune_data.h"
 #include "tests/fuzz/fuzz.h"
 
 MS_FUZZ_TARGET(csv, ".csv") {
@@ -21,5 +23,28 @@ MS_FUZZ_TARGET(csv, ".csv") {
     }
   } catch (const std::exception& e) {
     ms::fuzz::expect_named(e, p);
+  }
+  for (int variant = 0; variant < 2; ++variant) {
+    try {
+      ms::FinetuneCsvOptions o;
+      if (variant == 0) {
+        o.label_columns = {"pneumonia"};
+      } else {
+        o.mask_column = "lungs_mask";
+        o.split_column = "split";
+        o.splits = {"train", "valid"};
+      }
+      ms::FinetuneDataset ds(p, o);
+      for (int64_t i = 0; i < ds.size(); ++i) {
+        const ms::FinetuneItem& it = ds.item(i);
+        for (float v : it.labels)
+          if (v != 0 && v != 1) ms::fuzz::finding("a fine-tuning label that is not 0 or 1");
+        if (variant == 1 && it.mask.empty()) ms::fuzz::finding("a fine-tuning row without its mask path");
+      }
+      if (ds.size() > 0 && int64_t(ms::finetune_subset(ds.size(), 1.0, 7).size()) != ds.size())
+        ms::fuzz::finding("finetune_subset(n, 1.0) does not keep every row");
+    } catch (const std::exception& e) {
+      ms::fuzz::expect_named(e, p);
+    }
   }
 }

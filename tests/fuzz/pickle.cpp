@@ -46,7 +46,7 @@ MS_FUZZ_TARGET(pickle, ".pkl") {
   opt.allow_unknown_globals = size % 2 == 1;
   try {
     ms::TorchCheckpoint ck(p, opt);
-    for (auto& [path, obj] : ms::flatten_pyobj(ck.root())) {
+    for (auto& [path, obj] : ms::flatten_pyobj(ck.root(), p)) {
       obj->repr();
       if (obj->is_tensor()) {
         try {

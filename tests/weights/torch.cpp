@@ -12,6 +12,7 @@
 #include "tests/test_util.h"
 #include "train/commands.h"
 #include "weights/state_dict.h"
+#include "tests/fuzz/fuzz.h"
 #include "weights/torch_pickle.h"
 #include "weights/zip_reader.h"
 
@@ -179,6 +180,41 @@ TEST_CASE("weights: malformed or unsafe checkpoints give named errors") {
                 {"weights_truncpickle.pth", "data.pkl at byte", "truncated"});
   require_error(error_of([&] { read_state_dict(fx("weights_badview.pth")); }),
                 {"weights_badview.pth", "size [9]", "outside its storage '0' of 2 elements"});
+
+  // pth fuzzer finding (2026-12-05): a 3.8 KB file whose zip entry claims a 2 GB compressed size
+  // was allocated before the file size was checked (libFuzzer: out-of-memory).
+  require_error(error_of([&] { read_state_dict("tests/fuzz/corpus/pth/reg_entry_2gb_alloc.pth"); }),
+                {"reg_entry_2gb_alloc.pth", "beyond the end of the file", "truncated or corrupt archive"});
+
+  // pickle fuzzer finding (2026-12-05, LeakSanitizer): a container put inside itself made a
+  // shared_ptr cycle that was never freed (and would make every walk over it loop). Refused.
+  require_error(error_of([&] { read_state_dict("tests/fuzz/corpus/pth/reg_dict_in_itself.pth"); }),
+                {"reg_dict_in_itself.pth", "reference cycle"});
+
+  // pickle fuzzer finding (2026-12-05, ASan stack overflow): PyObj::repr recursed without a
+  // bound into a list inside a tuple inside itself (built mid-run, printed in a VM error).
+  // Each level now gets only the room left.
+  {
+    auto l = std::make_shared<PyObj>();
+    l->kind = PyObj::Kind::List;
+    auto t = std::make_shared<PyObj>();
+    t->kind = PyObj::Kind::Tuple;
+    t->items.push_back(l);
+    l->items.push_back(t);
+    std::string r = l->repr(60);
+    CHECK(r.size() <= 60);
+    CHECK(r.rfind("[(", 0) == 0);
+    l->items.clear();  // break the cycle
+  }
+  require_error(error_of([&] {
+                  auto pk = ms::fuzz::find_target("pickle");
+                  REQUIRE(pk);
+                  std::ifstream f("tests/fuzz/corpus/pickle/reg_repr_deep_nesting.pkl", std::ios::binary);
+                  std::string b((std::istreambuf_iterator<char>(f)), {});
+                  pk->fn(reinterpret_cast<const uint8_t*>(b.data()), b.size());
+                  throw std::runtime_error("replayed: no crash");
+                }),
+                {"replayed: no crash"});
 
   // with allow_unknown_globals the numpy value becomes an inert placeholder
   TorchLoadOptions lenient;
