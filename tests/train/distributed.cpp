@@ -58,7 +58,12 @@ std::string mpi_bin() {
   } while (0)
 
 // mpirun over loopback TCP only (btl self,tcp on lo), as root, more ranks than cores allowed.
+// In a sanitizer build (make test SAN=...) the ranks run without LeakSanitizer: Open MPI 4.1
+// leaves allocations of its dlclose'd plugins at exit (ompi_op_base_op_select, <unknown module>),
+// which no suppression can name; the same code paths keep LSan in the non-MPI binary. A plain
+// build ignores ASAN_OPTIONS.
 const char* kMpirun =
+    "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0\" "
     "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none "
     "--mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo ";
 
