@@ -50,14 +50,7 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
   const YAML::Node root = load_config_map(text, origin);
   MedslipConfig c;
   if (root.IsNull()) return c;
-  // yaml-cpp throws its own exceptions from a key or value that is not a scalar (e.g. a
-  // mapping used as a key): they are reported with the file's name (yaml_config fuzzer).
-  try {
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    const std::string k = it->first.as<std::string>();
-    // A copy, not a reference: yaml-cpp's iterator operator-> returns a proxy by value, so a
-    // reference to it->second dangles after this statement (ASan: stack-use-after-scope).
-    const YAML::Node v = it->second;
+  for_each_config_key(root, origin, [&](const std::string& k, const YAML::Node& v) {
     auto S = [&] { return get<std::string>(v, k, origin); };
     auto I = [&] { return get<int>(v, k, origin); };
     auto F = [&] { return get<float>(v, k, origin); };
@@ -89,15 +82,8 @@ MedslipConfig MedslipConfig::from_yaml_string(const std::string& text, const std
       c.warnings.push_back(origin + ": key '" + k + "' is unused by the reference model and ignored");
     else if (!c.read_yaml_key(k, v, origin, true, c.warnings))
       c.warnings.push_back(origin + ": unknown key '" + k + "' ignored");
-  }
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(origin + ": " + e.what());
-  }
-  try {
-    c.validate();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(origin + ": " + e.what());
-  }
+  });
+  validate_config(c, origin);
   return c;
 }
 
@@ -174,7 +160,7 @@ bool TrainingRecipe::read_yaml_key(const std::string& k, const YAML::Node& v, co
     if (!v.IsMap()) throw std::runtime_error(origin + ": key 'optimizer' must be a mapping {opt, lr, weight_decay}");
     for (auto o = v.begin(); o != v.end(); ++o) {
       const std::string ok = o->first.as<std::string>();
-      const YAML::Node ov = o->second;  // a copy (see MedslipConfig::from_yaml_string)
+      const YAML::Node ov = o->second;  // a copy (see for_each_config_key in model/config_yaml.h)
       if (ok == "opt") opt = get<std::string>(ov, "optimizer.opt", origin);
       else if (ok == "lr") lr = get<float>(ov, "optimizer.lr", origin);
       else if (ok == "weight_decay") weight_decay = get<float>(ov, "optimizer.weight_decay", origin);

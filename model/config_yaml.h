@@ -25,4 +25,31 @@ T config_value(const YAML::Node& n, const std::string& key, const std::string& o
   }
 }
 
+// Calls fn(key, value) for each entry of the mapping `root`. The value is a copy, not a
+// reference: yaml-cpp's iterator operator-> returns a proxy by value, so a reference to
+// it->second dangles after that statement (ASan: stack-use-after-scope). yaml-cpp's own
+// exceptions (a mapping used as a key, ...) are reported with `origin` (yaml_config fuzzer).
+template <class Fn>
+void for_each_config_key(const YAML::Node& root, const std::string& origin, Fn fn) {
+  try {
+    for (auto it = root.begin(); it != root.end(); ++it) {
+      const std::string k = it->first.as<std::string>();
+      const YAML::Node v = it->second;
+      fn(k, v);
+    }
+  } catch (const YAML::Exception& e) {
+    throw std::runtime_error(origin + ": " + e.what());
+  }
+}
+
+// c.validate(), its error prefixed with `origin`.
+template <class Config>
+void validate_config(const Config& c, const std::string& origin) {
+  try {
+    c.validate();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(origin + ": " + e.what());
+  }
+}
+
 }  // namespace ms

@@ -53,10 +53,7 @@ FinetuneConfig FinetuneConfig::from_yaml_string(const std::string& text, const s
   const YAML::Node root = load_config_map(text, origin);
   FinetuneConfig c;
   if (root.IsNull()) return c;
-  try {  // yaml-cpp's own exceptions (a mapping used as a key, ...) are reported with the file's name
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    const std::string k = it->first.as<std::string>();
-    const YAML::Node v = it->second;  // a copy: it-> returns a proxy by value (see model/config.cpp)
+  for_each_config_key(root, origin, [&](const std::string& k, const YAML::Node& v) {
     auto S = [&] { return get<std::string>(v, k, origin); };
     auto I = [&] { return get<int>(v, k, origin); };
     auto F = [&] { return get<float>(v, k, origin); };
@@ -92,15 +89,8 @@ FinetuneConfig FinetuneConfig::from_yaml_string(const std::string& text, const s
       c.warnings.push_back(origin + ": key '" + k + "' is unused by the reference and ignored");
     else if (!c.read_yaml_key(k, v, origin, false, c.warnings))
       c.warnings.push_back(origin + ": unknown key '" + k + "' ignored");
-  }
-  } catch (const YAML::Exception& e) {
-    throw std::runtime_error(origin + ": " + e.what());
-  }
-  try {
-    c.validate();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(origin + ": " + e.what());
-  }
+  });
+  validate_config(c, origin);
   return c;
 }
 
