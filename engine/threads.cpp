@@ -1,6 +1,8 @@
 #include "engine/threads.h"
+#include "engine/kernels/cpu/gemm.h"
 
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -93,6 +95,10 @@ std::string blas_info() {
                   std::to_string(num_threads()) + " threads)";
   if (const char* m = std::getenv("MEDSLIP_BLAS_CORE"))
     s += std::string("; kernel family chosen by medslip (") + m + "): OpenBLAS did not recognise this CPU";
+  const dnnl_version_t* v = dnnl_version();
+  s = "matrix products: " + std::string(cpu::gemm_backend_name(cpu::gemm_backend())) + ", " +
+      cpu::precision_name(cpu::gemm_precision()) + " (MEDSLIP_CPU_GEMM); oneDNN " + std::to_string(v->major) + "." +
+      std::to_string(v->minor) + "." + std::to_string(v->patch) + " (OpenMP); " + s;
   return s;
 }
 

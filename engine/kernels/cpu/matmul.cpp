@@ -1,11 +1,21 @@
-// CPU matrix products through OpenBLAS cblas_sgemm (row-major).
+// CPU matrix products: oneDNN's matmul (default) or OpenBLAS's cblas_sgemm (the reference),
+// row-major, chosen by MEDSLIP_CPU_GEMM (dnnl | openblas); optionally with BF16 inputs.
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include <omp.h>
 
+#include "engine/kernels/cpu/gemm.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
@@ -14,6 +24,47 @@ namespace ms::cpu {
 static std::atomic<uint64_t> g_gemm_flops{0};
 uint64_t gemm_flop_count() { return g_gemm_flops.load(std::memory_order_relaxed); }
 
+// ---- the choice ------------------------------------------------------------------------------
+
+GemmBackend parse_gemm_backend(const std::string& name) {
+  if (name == "dnnl") return GemmBackend::Dnnl;
+  if (name == "openblas") return GemmBackend::OpenBlas;
+  throw std::invalid_argument("CPU GEMM '" + name + "': expected dnnl or openblas");
+}
+const char* gemm_backend_name(GemmBackend b) { return b == GemmBackend::Dnnl ? "dnnl" : "openblas"; }
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::FP32;
+  if (name == "bf16") return Precision::BF16;
+  throw std::invalid_argument("precision '" + name + "': expected fp32 or bf16");
+}
+const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
+
+static GemmBackend& backend_setting() {
+  static GemmBackend b = [] {
+    const char* e = std::getenv("MEDSLIP_CPU_GEMM");
+    if (!e || !*e) return GemmBackend::Dnnl;
+    try {
+      return parse_gemm_backend(e);
+    } catch (const std::invalid_argument& err) {
+      throw std::invalid_argument(std::string("MEDSLIP_CPU_GEMM: ") + err.what());
+    }
+  }();
+  return b;
+}
+GemmBackend gemm_backend() { return backend_setting(); }
+void set_gemm_backend(GemmBackend b) { backend_setting() = b; }
+
+static Precision g_precision = Precision::FP32;
+Precision gemm_precision() { return g_precision; }
+void set_gemm_precision(Precision p) {
+  if (p == Precision::BF16 && !bf16_supported())
+    throw std::runtime_error("precision bf16: this CPU has no AVX512-BF16 (oneDNN found no bf16 matmul for it); use fp32");
+  g_precision = p;
+}
+
+// ---- OpenBLAS --------------------------------------------------------------------------------
+
 // OpenBLAS cuts K into blocks of GEMM_Q (320 for its SkylakeX/Cooperlake sgemm, 384 for
 // Haswell/Zen) and splits a remainder between Q and 2Q in two, but its one-thread and its
 // threaded drivers round that half differently, so e.g. K = 600 or 784 summed in a different
@@ -21,12 +72,173 @@ uint64_t gemm_flop_count() { return g_gemm_flops.load(std::memory_order_relaxed)
 // K is therefore cut here into chunks of at most kChunkK (<= Q), each a multiple of 32 but
 // the last; every chunk is one block for OpenBLAS and C accumulates the chunks in order, so
 // the result does not depend on the thread count. Measured cost: none (within 1-2 %).
+// The oneDNN path cuts K the same way, for the same reason (its matmul may split a long K
+// over the threads when M x N has too few blocks to go round).
 constexpr int64_t kChunkK = 256;
+
+static void sgemm_openblas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+                           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+// ---- oneDNN ----------------------------------------------------------------------------------
+// One matmul primitive per product shape (transposes, sizes, leading dimensions, alpha,
+// beta, input type, threads), built once and kept per thread with its own scratchpad, so
+// that products on several threads at once (gemm_batched below) share nothing.
+
+namespace {
+
+dnnl::engine& dnnl_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+struct Key {
+  int64_t batch, sa, sb, sc, M, N, K, lda, ldb, ldc;
+  float alpha, beta;
+  int flags;  // ta | tb << 1 | bf16 << 2 | nested << 3, threads << 4
+  bool operator==(const Key& o) const { return std::memcmp(this, &o, sizeof(Key)) == 0; }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 1469598103934665603ull;
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(&k);
+    for (size_t i = 0; i < sizeof(Key); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+  }
+};
+
+struct Product {
+  dnnl::matmul mm;
+  dnnl::memory::desc a, b, c, a16, b16;
+  size_t scratch_bytes = 0;
+};
+
+using dt = dnnl::memory::data_type;
+
+// [rows, cols] with row stride ld, or (transposed) the same matrix stored as [cols, rows];
+// with batch > 1, [batch, rows, cols] with matrices `stride` apart (stride 0: one matrix for all).
+dnnl::memory::desc matrix(int64_t batch, int64_t stride, int64_t rows, int64_t cols, int64_t ld, bool transposed,
+                          dt type) {
+  const dnnl::memory::dims st = transposed ? dnnl::memory::dims{1, ld} : dnnl::memory::dims{ld, 1};
+  if (batch <= 1) return dnnl::memory::desc({rows, cols}, type, st);
+  if (stride == 0) return dnnl::memory::desc({1, rows, cols}, type, {rows * cols, st[0], st[1]});
+  return dnnl::memory::desc({batch, rows, cols}, type, {stride, st[0], st[1]});
+}
+
+struct ThreadState {
+  std::unordered_map<Key, Product, KeyHash> products;
+  std::unique_ptr<dnnl::stream> stream;
+  std::vector<char> scratch;
+  std::vector<uint16_t> a16, b16;  // BF16 copies of the inputs
+};
+
+ThreadState& thread_state() {
+  thread_local ThreadState s;
+  if (!s.stream) s.stream = std::make_unique<dnnl::stream>(dnnl_engine());
+  return s;
+}
+
+Product make_product(const Key& k, bool ta, bool tb, bool bf16) {
+  Product p;
+  p.a = matrix(k.batch, k.sa, k.M, k.K, k.lda, ta, dt::f32);
+  p.b = matrix(k.batch, k.sb, k.K, k.N, k.ldb, tb, dt::f32);
+  p.c = matrix(k.batch, k.sc, k.M, k.N, k.ldc, false, dt::f32);
+  // BF16 inputs are packed copies (row-major, dense): converted per call.
+  p.a16 = dnnl::memory::desc({k.M, k.K}, dt::bf16, dnnl::memory::dims{k.K, 1});
+  p.b16 = dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::dims{k.N, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (k.alpha != 1.f) attr.set_output_scales(0, {k.alpha});
+  if (k.beta != 0.f) {
+    dnnl::post_ops po;
+    po.append_sum(k.beta);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(bf16 ? p.a16 : p.a, bf16 ? p.b16 : p.b, p.c), attr,
+                                  dnnl_engine());
+  p.scratch_bytes = pd.scratchpad_desc().get_size();
+  p.mm = dnnl::matmul(pd);
+  return p;
+}
+
+// Round to nearest even, as oneDNN's own f32 -> bf16 conversion does (NaN kept a NaN).
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffff) > 0x7f800000) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fff + ((u >> 16) & 1);
+  return uint16_t(u >> 16);
+}
+
+// op(X) (rows x cols, stored with leading dimension ld, transposed or not) as dense row-major BF16.
+void pack_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, bool transposed, std::vector<uint16_t>& out) {
+  out.resize(size_t(rows * cols));
+  const bool par = !omp_in_parallel() && rows * cols > (1 << 16);
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t r = 0; r < rows; ++r) {
+    uint16_t* o = out.data() + r * cols;
+    if (!transposed) {
+      const float* row = x + r * ld;
+      for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(row[c]);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(x[c * ld + r]);
+    }
+  }
+}
+
+void sgemm_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool tb, int64_t M, int64_t N,
+                int64_t K, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                int64_t ldc, bool bf16) {
+  ThreadState& ts = thread_state();
+  const bool nested = omp_in_parallel();
+  const Key key{batch, sa, sb, sc, M, N, K, lda, ldb, ldc, alpha, beta,
+                int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4};
+  auto it = ts.products.find(key);
+  if (it == ts.products.end()) it = ts.products.emplace(key, make_product(key, ta, tb, bf16)).first;
+  Product& p = it->second;
+  if (ts.scratch.size() < p.scratch_bytes) ts.scratch.resize(p.scratch_bytes);
+  dnnl::engine& e = dnnl_engine();
+  dnnl::memory mc(p.c, e, c), ms(dnnl::memory::desc({int64_t(p.scratch_bytes)}, dt::u8, dnnl::memory::dims{1}), e,
+                                ts.scratch.data());
+  if (bf16) {
+    pack_bf16(a, M, K, lda, ta, ts.a16);
+    pack_bf16(b, K, N, ldb, tb, ts.b16);
+    dnnl::memory ma(p.a16, e, ts.a16.data()), mb(p.b16, e, ts.b16.data());
+    p.mm.execute(*ts.stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
+  } else {
+    dnnl::memory ma(p.a, e, const_cast<float*>(a)), mb(p.b, e, const_cast<float*>(b));
+    p.mm.execute(*ts.stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
+  }
+  ts.stream->wait();
+}
+
+}  // namespace
+
+bool bf16_supported() {
+  static const bool ok = [] {
+    try {
+      const auto a = dnnl::memory::desc({32, 32}, dt::bf16, dnnl::memory::format_tag::ab);
+      const auto c = dnnl::memory::desc({32, 32}, dt::f32, dnnl::memory::format_tag::ab);
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), dnnl_engine());
+      // The reference (plain C++) matmul also takes BF16, at a fraction of FP32's speed: not that.
+      return std::string(pd.impl_info_str()).find("ref") == std::string::npos;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+// ---- the products ----------------------------------------------------------------------------
 
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                   int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) {
   g_gemm_flops.fetch_add(uint64_t(2 * batch * M * N * K), std::memory_order_relaxed);
-  const int lda = int(ta ? M : K), ldb = int(tb ? K : N), ldc = int(N);
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
+  const bool dnnl = gemm_backend() == GemmBackend::Dnnl || g_precision == Precision::BF16;
+  const bool bf16 = g_precision == Precision::BF16;
   const int64_t pieces = (K + kChunkK - 1) / kChunkK;
   const int64_t chunk = pieces > 1 ? std::min<int64_t>(kChunkK, ((K + pieces - 1) / pieces + 31) / 32 * 32) : K;
   auto one = [&](int64_t b) {
@@ -35,20 +247,32 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
       for (int64_t i = 0; i < M * N; ++i) c[i] = beta == 0.f ? 0.f : beta * c[i];
       return;
     }
+    if (M == 0 || N == 0) return;
     for (int64_t k0 = 0; k0 < K; k0 += chunk) {
       const int64_t kc = std::min(chunk, K - k0);
       // The chunk's columns of op(A) and rows of op(B).
       const float* a = A + b * strideA + (ta ? k0 * lda : k0);
       const float* bb = B + b * strideB + (tb ? k0 : k0 * ldb);
-      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
-                  int(kc), alpha, a, lda, bb, ldb, k0 == 0 ? beta : 1.f, c, ldc);
+      const float bt = k0 == 0 ? beta : 1.f;
+      if (dnnl) sgemm_dnnl(1, 0, 0, 0, ta, tb, M, N, kc, alpha, a, lda, bb, ldb, bt, c, ldc, bf16);
+      else sgemm_openblas(ta, tb, M, N, kc, alpha, a, lda, bb, ldb, bt, c, ldc);
     }
   };
-  // Separate products (distinct C) go to the threads whole: one OpenBLAS call per thread
-  // instead of every call split over all threads, which syncs the threads per call and is
-  // far slower for the many small products of attention and per-image convolutions. A
-  // product's bits do not depend on the thread that computes it (see kChunkK).
+  // Separate products (distinct C) go to the threads whole: one call per thread instead of
+  // every call split over all threads, which syncs the threads per call and is far slower for
+  // the many small products of attention and per-image convolutions. A product's bits do not
+  // depend on the thread that computes it (see kChunkK).
   const int threads = omp_get_max_threads();
+  if (dnnl && !bf16 && batch > 1 && strideC != 0 && K > 0 && M > 0 && N > 0 && !omp_in_parallel()) {
+    // oneDNN's batched matmul: one call for the whole batch (per K chunk), split over the
+    // threads by oneDNN, with a matrix shared by every product (stride 0) packed once.
+    for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+      const int64_t kc = std::min(chunk, K - k0);
+      sgemm_dnnl(batch, strideA, strideB, strideC, ta, tb, M, N, kc, alpha, A + (ta ? k0 * lda : k0), lda,
+                 B + (tb ? k0 : k0 * ldb), ldb, k0 == 0 ? beta : 1.f, C, ldc, false);
+    }
+    return;
+  }
   if (batch > 1 && strideC != 0 && threads > 1 && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b) one(b);
