@@ -2,6 +2,7 @@
 // kernel through MS_DISPATCH (engine/kernels/cpu/alloc.cpp, engine/kernels/cuda/alloc.cu).
 #include "engine/device.h"
 #include "engine/kernels/cpu/winograd.h"
+#include "engine/kernels/cpu/gemm.h"
 
 #include <stdexcept>
 
@@ -34,6 +35,10 @@ static void require_cuda_build(const char* what) {
 bool cuda_available() { return cuda_built() && MS_DISPATCH(Device::CUDA, present, nullptr); }
 
 const char* cpu_conv_algo() { return cpu::conv_algo_name(cpu::conv_algo()); }
+const char* cpu_gemm() { return cpu::gemm_backend_name(cpu::gemm_backend()); }
+const char* cpu_precision() { return cpu::precision_name(cpu::gemm_precision()); }
+void set_cpu_precision(const std::string& precision) { cpu::set_gemm_precision(cpu::parse_precision(precision)); }
+bool cpu_bf16_supported() { return cpu::bf16_supported(); }
 
 std::string cuda_device_name() {
   if (!cuda_built()) return "none";

@@ -23,6 +23,13 @@ std::string cuda_device_name();
 // The CPU convolution algorithm in force (auto | im2col | winograd2 | winograd4, from
 // MEDSLIP_CONV_ALGO): it changes results in the last bits, so run records note it.
 const char* cpu_conv_algo();
+// The CPU matrix-product library in force (dnnl | openblas, from MEDSLIP_CPU_GEMM) and input
+// precision (fp32 | bf16): both change results in the last bits (bf16: in the third digit), so
+// run records note them. set_cpu_precision("bf16") throws where the CPU has no AVX512-BF16.
+const char* cpu_gemm();
+const char* cpu_precision();
+void set_cpu_precision(const std::string& precision);  // "fp32" | "bf16"; throws otherwise
+bool cpu_bf16_supported();
 
 void* device_alloc(size_t bytes);  // CUDA, through the caching allocator
 void device_free(void* p, size_t bytes);

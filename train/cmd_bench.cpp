@@ -156,7 +156,10 @@ int run_worker(const WorkerArgs& a) {
     Tensor pbook = Tensor::empty({kNumPathologies, T}), abook = Tensor::empty({kNumAnatomies, T});
     text.fill_normal(pbook.data(), pbook.numel());
     text.fill_normal(abook.data(), abook.numel());
-    const Device dev = parse_device(a.device);
+    // "cpu-bf16": the CPU with BF16 matrix-product inputs (--precision bf16).
+    const bool bf16 = a.device == "cpu-bf16";
+    const Device dev = parse_device(bf16 ? "cpu" : a.device);
+    set_cpu_precision(bf16 ? "bf16" : "fp32");
     Medslip model(cfg, T, a.seed);
     model.to(dev);
     model.set_books(pbook.to(dev), abook.to(dev));
@@ -405,7 +408,7 @@ double run_side(Worker& w, bool ours_side, int warmup, int steps, bool phases, R
   std::fprintf(stderr, ";");
   if (phases) r.phases = w.call("phases " + std::to_string(std::max(2, steps / 2)));
   const json done = w.call("quit");
-  const double peak = ours_side && r.row.device != "cpu" ? done["device_peak_mib"].get<double>()
+  const double peak = ours_side && r.row.device == "cuda" ? done["device_peak_mib"].get<double>()
                                                          : done["peak_mib"].get<double>();
   double& dst = ours_side ? r.peak_mib : r.orig_peak_mib;
   dst = std::max(dst, peak);
@@ -422,7 +425,7 @@ RowResult run_row(const Row& row, const std::string& exe, int warmup, int steps,
   std::vector<std::string> c;
   if (row.original && !orig_cmd.empty()) {
     c = orig_cmd;
-    for (const std::string& a : {std::string("--device"), row.device, std::string("--backbone"), row.backbone,
+    for (const std::string& a : {std::string("--device"), row.device == "cuda" ? row.device : std::string("cpu"), std::string("--backbone"), row.backbone,
                                  std::string("--res"), std::to_string(row.res), std::string("--batch"),
                                  std::to_string(row.batch), std::string("--mode"), row.mode})
       c.push_back(a);
@@ -470,7 +473,9 @@ std::vector<std::string> original_command(const std::string& official, const std
 }
 
 // The rows to time: the default set (more with --full, GPU rows when a GPU is present), or
-// --rows "backbone:res:batch:train|infer[:cpu|cuda],...".
+// --rows "backbone:res:batch:train|infer[:cpu|cpu-bf16|cuda],...". The BF16 rows (ours with
+// --precision bf16, on CPUs with AVX512-BF16) are never timed against the original, which
+// runs FP32: their own figures and ours in FP32 are the comparison.
 std::vector<Row> bench_rows(bool full, const std::string& only) {
   std::vector<Row> rows = {
       {"resnet50", "train", 224, 8, true, true},   // the main configuration
@@ -481,6 +486,10 @@ std::vector<Row> bench_rows(bool full, const std::string& only) {
       {"resnet50", "train", 128, 8, true, false},  // linear in image area
       {"resnet50", "train", 320, 8, true, false},
   };
+  if (cpu_bf16_supported()) {
+    rows.push_back({"resnet50", "train", 224, 8, false, false, "cpu-bf16"});
+    rows.push_back({"resnet50", "infer", 224, 16, false, false, "cpu-bf16"});
+  }
   if (full) {
     rows.push_back({"resnet50", "infer", 224, 1, true, false});
     rows.push_back({"resnet50", "infer", 224, 4, true, false});
@@ -502,9 +511,9 @@ std::vector<Row> bench_rows(bool full, const std::string& only) {
       int res, b;
       const int got = std::sscanf(spec.c_str(), "%31[^:]:%d:%d:%15[^:]:%15s", bb, &res, &b, md, dv);
       if (got < 4 || (std::string(md) != "train" && std::string(md) != "infer") ||
-          (std::string(dv) != "cpu" && std::string(dv) != "cuda"))
-        throw UsageError("--rows: '" + spec + "' is not backbone:res:batch:train|infer[:cpu|cuda]");
-      pick.push_back({bb, md, res, b, true, pick.empty() && std::string(md) == "train", dv});
+          (std::string(dv) != "cpu" && std::string(dv) != "cuda" && std::string(dv) != "cpu-bf16"))
+        throw UsageError("--rows: '" + spec + "' is not backbone:res:batch:train|infer[:cpu|cpu-bf16|cuda]");
+      pick.push_back({bb, md, res, b, std::string(dv) != "cpu-bf16", pick.empty() && std::string(md) == "train", dv});
       pos = end + 1;
     }
     rows = pick;
@@ -549,7 +558,7 @@ json print_table(const std::vector<RowResult>& results, double ceiling) {
     const double hi = *std::max_element(r.ours_s.begin(), r.ours_s.end());
     // GEMM FLOPs are counted on the CPU; a GPU row takes them per image from a CPU row.
     double flop = r.flop;
-    if (w.device != "cpu")
+    if (w.device == "cuda")
       for (const auto& c : results)
         if (c.error.empty() && c.row.device == "cpu" && c.row.backbone == w.backbone && c.row.res == w.res &&
             c.row.mode == w.mode && c.flop > 0)
@@ -727,7 +736,7 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--steps", steps, "timed steps per row (default 3; 5 with --full)");
   app.add_option("--rounds", rounds, "A/B rounds per row, each a whole run of each side alone (default 3)")
       ->check(CLI::Range(1, 100));
-  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer,... (none: only the --ranks rows)");
+  app.add_option("--rows", only, "only these rows: backbone:res:batch:train|infer[:cpu|cpu-bf16|cuda],... (none: only the --ranks rows)");
   app.add_option("--json", json_out, "also write the results as JSON");
   app.add_option("--threads", threads, "threads for ours and the original (default: OMP_NUM_THREADS or all cores)");
   int ranks = 0;
@@ -743,7 +752,7 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--res", w.res, "(worker)")->group("");
   app.add_option("--batch", w.batch, "(worker)")->group("");
   app.add_option("--mode", w.mode, "(worker)")->group("")->check(CLI::IsMember({"train", "infer"}));
-  app.add_option("--device", w.device, "(worker)")->group("")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", w.device, "(worker)")->group("")->check(CLI::IsMember({"cpu", "cpu-bf16", "cuda"}));
   MS_PARSE_ARGS(app, argc, argv);
   if (threads > 0) {
     set_num_threads(threads);

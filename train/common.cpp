@@ -31,16 +31,27 @@ int parse_args(CLI::App& app, int argc, char** argv) {
   }
 }
 
+// --precision is process-wide, like --tf32: one value for the one command line a process parses.
+static std::string g_precision = "fp32";
+
 void add_device_options(CLI::App& app, std::string& device, bool& tf32) {
   app.add_option("--device", device, "cpu or cuda (a `make CUDA=1` build on a machine with a GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_flag("--tf32", tf32,
                "CUDA: matrix products on TF32 tensor cores (faster; measured 1e-4 relative on the losses, 7e-3 on the gradients; off by default)");
+  app.add_option("--precision", g_precision,
+                 "CPU: fp32, or bf16 = every matrix product's inputs rounded to bfloat16 with FP32 sums and FP32 weights "
+                 "(CPUs with AVX512-BF16; faster, less exact: docs/performance.md; never the default)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
 }
 
 Device select_device(const std::string& device, bool tf32) {
   const Device d = parse_device(device);
+  if (g_precision != "fp32" && d != Device::CPU)
+    throw std::invalid_argument("--precision " + g_precision + ": applies to --device cpu only (on a GPU see --tf32)");
+  set_cpu_precision(g_precision);  // throws where the CPU has no AVX512-BF16
   if (d == Device::CUDA && !cuda_built())
     throw std::invalid_argument("--device cuda: this medslip was built without CUDA (rebuild with `make CUDA=1`)");
   if (d == Device::CUDA && !cuda_available())

@@ -179,7 +179,7 @@ std::string fmt_duration(double s) {
 void record_build_and_config(nlohmann::json& j, Device device, const std::string& config_yaml, int64_t seed) {
   j["program"] = build_version();
   j["build_flags"] = build_flags();
-  j["platform"] = {{"cpu", cpu_model()}, {"isa", build_isa()}, {"threads", num_threads()}, {"blas", blas_info()}, {"conv_algo", cpu_conv_algo()}, {"device", device_name(device)}};
+  j["platform"] = {{"cpu", cpu_model()}, {"isa", build_isa()}, {"threads", num_threads()}, {"blas", blas_info()}, {"conv_algo", cpu_conv_algo()}, {"gemm", cpu_gemm()}, {"precision", cpu_precision()}, {"device", device_name(device)}};
   j["config"] = config_yaml;
   j["config_sha256"] = sha256_hex(config_yaml);
   j["seed"] = seed;

@@ -111,7 +111,7 @@ struct KeyHash {
 
 struct Product {
   dnnl::matmul mm;
-  dnnl::memory::desc a, b, c, a16, b16;
+  dnnl::memory::desc a, b, c;
   size_t scratch_bytes = 0;
 };
 
@@ -140,14 +140,13 @@ ThreadState& thread_state() {
   return s;
 }
 
-Product make_product(const Key& k, bool ta, bool tb, bool bf16) {
+Product make_product(const Key& k) {
+  const bool ta = k.flags & 1, tb = k.flags & 2;
+  const dt in = (k.flags & 4) ? dt::bf16 : dt::f32;
   Product p;
-  p.a = matrix(k.batch, k.sa, k.M, k.K, k.lda, ta, dt::f32);
-  p.b = matrix(k.batch, k.sb, k.K, k.N, k.ldb, tb, dt::f32);
+  p.a = matrix(k.batch, k.sa, k.M, k.K, k.lda, ta, in);
+  p.b = matrix(k.batch, k.sb, k.K, k.N, k.ldb, tb, in);
   p.c = matrix(k.batch, k.sc, k.M, k.N, k.ldc, false, dt::f32);
-  // BF16 inputs are packed copies (row-major, dense): converted per call.
-  p.a16 = dnnl::memory::desc({k.M, k.K}, dt::bf16, dnnl::memory::dims{k.K, 1});
-  p.b16 = dnnl::memory::desc({k.K, k.N}, dt::bf16, dnnl::memory::dims{k.N, 1});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (k.alpha != 1.f) attr.set_output_scales(0, {k.alpha});
@@ -156,11 +155,30 @@ Product make_product(const Key& k, bool ta, bool tb, bool bf16) {
     po.append_sum(k.beta);
     attr.set_post_ops(po);
   }
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(bf16 ? p.a16 : p.a, bf16 ? p.b16 : p.b, p.c), attr,
-                                  dnnl_engine());
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, p.b, p.c), attr, dnnl_engine());
   p.scratch_bytes = pd.scratchpad_desc().get_size();
   p.mm = dnnl::matmul(pd);
   return p;
+}
+
+// C = alpha op(A) op(B) + beta C for `batch` products (strides as gemm_batched's; batch 1: one
+// product), inputs FP32 or (bf16) BF16.
+void run_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+              float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, float* c, int64_t ldc,
+              bool bf16) {
+  ThreadState& ts = thread_state();
+  const bool nested = omp_in_parallel();
+  const Key key{batch, sa, sb, sc, M, N, K, lda, ldb, ldc, alpha, beta,
+                int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4};
+  auto it = ts.products.find(key);
+  if (it == ts.products.end()) it = ts.products.emplace(key, make_product(key)).first;
+  Product& p = it->second;
+  if (ts.scratch.size() < p.scratch_bytes) ts.scratch.resize(p.scratch_bytes);
+  dnnl::engine& e = dnnl_engine();
+  dnnl::memory ma(p.a, e, const_cast<void*>(a)), mb(p.b, e, const_cast<void*>(b)), mc(p.c, e, c),
+      ms(dnnl::memory::desc({int64_t(p.scratch_bytes)}, dt::u8, dnnl::memory::dims{1}), e, ts.scratch.data());
+  p.mm.execute(*ts.stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
+  ts.stream->wait();
 }
 
 // Round to nearest even, as oneDNN's own f32 -> bf16 conversion does (NaN kept a NaN).
@@ -172,46 +190,24 @@ inline uint16_t to_bf16(float f) {
   return uint16_t(u >> 16);
 }
 
-// op(X) (rows x cols, stored with leading dimension ld, transposed or not) as dense row-major BF16.
-void pack_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, bool transposed, std::vector<uint16_t>& out) {
-  out.resize(size_t(rows * cols));
-  const bool par = !omp_in_parallel() && rows * cols > (1 << 16);
+// op(X_i) (rows x cols, stored with leading dimension ld, transposed or not; n matrices
+// `stride` apart) as n dense row-major BF16 matrices.
+void pack_bf16(const float* x, int64_t n, int64_t stride, int64_t rows, int64_t cols, int64_t ld, bool transposed,
+               std::vector<uint16_t>& out) {
+  out.resize(size_t(n * rows * cols));
+  const bool par = !omp_in_parallel() && n * rows * cols > (1 << 15);
 #pragma omp parallel for schedule(static) if (par)
-  for (int64_t r = 0; r < rows; ++r) {
-    uint16_t* o = out.data() + r * cols;
+  for (int64_t ir = 0; ir < n * rows; ++ir) {
+    const int64_t i = ir / rows, r = ir % rows;
+    const float* xi = x + i * stride;
+    uint16_t* o = out.data() + ir * cols;
     if (!transposed) {
-      const float* row = x + r * ld;
+      const float* row = xi + r * ld;
       for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(row[c]);
     } else {
-      for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(x[c * ld + r]);
+      for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(xi[c * ld + r]);
     }
   }
-}
-
-void sgemm_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool tb, int64_t M, int64_t N,
-                int64_t K, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-                int64_t ldc, bool bf16) {
-  ThreadState& ts = thread_state();
-  const bool nested = omp_in_parallel();
-  const Key key{batch, sa, sb, sc, M, N, K, lda, ldb, ldc, alpha, beta,
-                int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4};
-  auto it = ts.products.find(key);
-  if (it == ts.products.end()) it = ts.products.emplace(key, make_product(key, ta, tb, bf16)).first;
-  Product& p = it->second;
-  if (ts.scratch.size() < p.scratch_bytes) ts.scratch.resize(p.scratch_bytes);
-  dnnl::engine& e = dnnl_engine();
-  dnnl::memory mc(p.c, e, c), ms(dnnl::memory::desc({int64_t(p.scratch_bytes)}, dt::u8, dnnl::memory::dims{1}), e,
-                                ts.scratch.data());
-  if (bf16) {
-    pack_bf16(a, M, K, lda, ta, ts.a16);
-    pack_bf16(b, K, N, ldb, tb, ts.b16);
-    dnnl::memory ma(p.a16, e, ts.a16.data()), mb(p.b16, e, ts.b16.data());
-    p.mm.execute(*ts.stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
-  } else {
-    dnnl::memory ma(p.a, e, const_cast<float*>(a)), mb(p.b, e, const_cast<float*>(b));
-    p.mm.execute(*ts.stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
-  }
-  ts.stream->wait();
 }
 
 }  // namespace
@@ -236,44 +232,70 @@ bool bf16_supported() {
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                   int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) {
   g_gemm_flops.fetch_add(uint64_t(2 * batch * M * N * K), std::memory_order_relaxed);
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (K == 0) {  // sgemm with K=0 would still apply beta; do it ourselves for clarity
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < M * N; ++i) C[b * strideC + i] = beta == 0.f ? 0.f : beta * C[b * strideC + i];
+    return;
+  }
   const int64_t lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
   const bool dnnl = gemm_backend() == GemmBackend::Dnnl || g_precision == Precision::BF16;
   const bool bf16 = g_precision == Precision::BF16;
   const int64_t pieces = (K + kChunkK - 1) / kChunkK;
   const int64_t chunk = pieces > 1 ? std::min<int64_t>(kChunkK, ((K + pieces - 1) / pieces + 31) / 32 * 32) : K;
+  // Products with distinct C (batch > 1, strideC != 0) may run side by side; several into one C
+  // (strideC == 0) run in order.
+  const bool separate = batch > 1 && strideC != 0;
+  const bool nested = omp_in_parallel();
+
+  if (bf16) {
+    // Every op(A_b) and op(B_b) rounded once to dense row-major BF16 (a shared matrix, stride
+    // 0, once), then oneDNN's BF16 matmul over the K chunks, batched where the C are distinct.
+    ThreadState& ts = thread_state();
+    const int64_t nA = strideA == 0 ? 1 : batch, nB = strideB == 0 ? 1 : batch;
+    pack_bf16(A, nA, strideA, M, K, lda, ta, ts.a16);
+    pack_bf16(B, nB, strideB, K, N, ldb, tb, ts.b16);
+    const uint16_t* a16 = ts.a16.data();
+    const uint16_t* b16 = ts.b16.data();
+    auto chunks = [&](int64_t nb, int64_t ia, int64_t ib, float* c) {
+      for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+        const int64_t kc = std::min(chunk, K - k0);
+        run_dnnl(nb, nA == 1 ? 0 : M * K, nB == 1 ? 0 : K * N, strideC, false, false, M, N, kc, alpha,
+                 a16 + ia * M * K + k0, K, b16 + ib * K * N + k0 * N, N, k0 == 0 ? beta : 1.f, c, ldc, true);
+      }
+    };
+    if (separate) chunks(batch, 0, 0, C);
+    else
+      for (int64_t b = 0; b < batch; ++b) chunks(1, nA == 1 ? 0 : b, nB == 1 ? 0 : b, C + b * strideC);
+    return;
+  }
+  if (dnnl && separate && !nested) {
+    // oneDNN's batched matmul: one call for the whole batch (per K chunk), split over the
+    // threads by oneDNN, with a matrix shared by every product (stride 0) packed once.
+    for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+      const int64_t kc = std::min(chunk, K - k0);
+      run_dnnl(batch, strideA, strideB, strideC, ta, tb, M, N, kc, alpha, A + (ta ? k0 * lda : k0), lda,
+               B + (tb ? k0 : k0 * ldb), ldb, k0 == 0 ? beta : 1.f, C, ldc, false);
+    }
+    return;
+  }
   auto one = [&](int64_t b) {
     float* c = C + b * strideC;
-    if (K == 0) {  // sgemm with K=0 would still apply beta; do it ourselves for clarity
-      for (int64_t i = 0; i < M * N; ++i) c[i] = beta == 0.f ? 0.f : beta * c[i];
-      return;
-    }
-    if (M == 0 || N == 0) return;
     for (int64_t k0 = 0; k0 < K; k0 += chunk) {
       const int64_t kc = std::min(chunk, K - k0);
       // The chunk's columns of op(A) and rows of op(B).
       const float* a = A + b * strideA + (ta ? k0 * lda : k0);
       const float* bb = B + b * strideB + (tb ? k0 : k0 * ldb);
       const float bt = k0 == 0 ? beta : 1.f;
-      if (dnnl) sgemm_dnnl(1, 0, 0, 0, ta, tb, M, N, kc, alpha, a, lda, bb, ldb, bt, c, ldc, bf16);
+      if (dnnl) run_dnnl(1, 0, 0, 0, ta, tb, M, N, kc, alpha, a, lda, bb, ldb, bt, c, ldc, false);
       else sgemm_openblas(ta, tb, M, N, kc, alpha, a, lda, bb, ldb, bt, c, ldc);
     }
   };
-  // Separate products (distinct C) go to the threads whole: one call per thread instead of
-  // every call split over all threads, which syncs the threads per call and is far slower for
-  // the many small products of attention and per-image convolutions. A product's bits do not
+  // OpenBLAS: separate products go to the threads whole, one call per thread instead of every
+  // call split over all threads, which syncs the threads per call and is far slower for the
+  // many small products of attention and per-image convolutions. A product's bits do not
   // depend on the thread that computes it (see kChunkK).
-  const int threads = omp_get_max_threads();
-  if (dnnl && !bf16 && batch > 1 && strideC != 0 && K > 0 && M > 0 && N > 0 && !omp_in_parallel()) {
-    // oneDNN's batched matmul: one call for the whole batch (per K chunk), split over the
-    // threads by oneDNN, with a matrix shared by every product (stride 0) packed once.
-    for (int64_t k0 = 0; k0 < K; k0 += chunk) {
-      const int64_t kc = std::min(chunk, K - k0);
-      sgemm_dnnl(batch, strideA, strideB, strideC, ta, tb, M, N, kc, alpha, A + (ta ? k0 * lda : k0), lda,
-                 B + (tb ? k0 : k0 * ldb), ldb, k0 == 0 ? beta : 1.f, C, ldc, false);
-    }
-    return;
-  }
-  if (batch > 1 && strideC != 0 && threads > 1 && !omp_in_parallel()) {
+  if (separate && omp_get_max_threads() > 1 && !nested) {
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b) one(b);
   } else {
