@@ -8,7 +8,7 @@
 // runs, the other has exited and the driver waits in a blocking read, so no idle OpenMP pool
 // spins and no second working set shares the caches. The ratio is the median of the rounds'.
 //
-// Worker protocol (stdin/stdout, one line each): the driver sends "step", "phases N" or
+// Worker protocol (stdin/stdout, one line each): the driver sends "step", "peak", "phases N" or
 // "quit"; a worker answers with a line "@bench {json}" (other stdout lines are ignored, the
 // original model prints to stdout).
 #include <CLI/CLI.hpp>
@@ -231,6 +231,9 @@ int run_worker(const WorkerArgs& a) {
                {"optimiser", med(&Phases::optimiser)},
                {"forward_live_mib", med(&Phases::forward_live_mib)},
                {"matches_model_forward", same}});
+      } else if (cmd == "peak") {
+        reply({{"event", "peak"}, {"peak_mib", peak_rss_mib()},
+               {"device_peak_mib", double(device_memory_stats().peak_in_use) / 1048576.0}});
       } else if (cmd == "quit") {
         const HostMemoryStats hs = host_memory_stats();
         reply({{"event", "done"}, {"peak_mib", peak_rss_mib()}, {"tensor_peak_mib", double(hs.peak_in_use) / 1048576.0},
@@ -406,10 +409,14 @@ double run_side(Worker& w, bool ours_side, int warmup, int steps, bool phases, R
     if (ours_side) r.flop = a["flop"];
   }
   std::fprintf(stderr, ";");
+  // The peak is the steps' peak, as the original's: taken before the phase split, whose extra
+  // untimed forward (the bit-for-bit check) would otherwise count.
+  json peak_at = phases ? w.call("peak") : json();
   if (phases) r.phases = w.call("phases " + std::to_string(std::max(2, steps / 2)));
   const json done = w.call("quit");
-  const double peak = ours_side && r.row.device == "cuda" ? done["device_peak_mib"].get<double>()
-                                                         : done["peak_mib"].get<double>();
+  if (!phases) peak_at = done;
+  const double peak = ours_side && r.row.device == "cuda" ? peak_at["device_peak_mib"].get<double>()
+                                                         : peak_at["peak_mib"].get<double>();
   double& dst = ours_side ? r.peak_mib : r.orig_peak_mib;
   dst = std::max(dst, peak);
   return median(s);

@@ -134,6 +134,8 @@ struct ThreadState {
   std::vector<uint16_t> a16, b16;  // BF16 copies of the inputs
 };
 
+constexpr size_t kMaxProducts = 2048;
+
 ThreadState& thread_state() {
   thread_local ThreadState s;
   if (!s.stream) s.stream = std::make_unique<dnnl::stream>(dnnl_engine());
@@ -171,7 +173,12 @@ void run_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool t
   const Key key{batch, sa, sb, sc, M, N, K, lda, ldb, ldc, alpha, beta,
                 int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4};
   auto it = ts.products.find(key);
-  if (it == ts.products.end()) it = ts.products.emplace(key, make_product(key)).first;
+  if (it == ts.products.end()) {
+    // A training or evaluation loop has a few hundred shapes; a caller with ever new ones (e.g.
+    // text of every length) starts over rather than keep every kernel ever built.
+    if (ts.products.size() >= kMaxProducts) ts.products.clear();
+    it = ts.products.emplace(key, make_product(key)).first;
+  }
   Product& p = it->second;
   if (ts.scratch.size() < p.scratch_bytes) ts.scratch.resize(p.scratch_bytes);
   dnnl::engine& e = dnnl_engine();
