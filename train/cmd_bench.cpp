@@ -683,7 +683,7 @@ int run_driver(bool full, const std::string& official, const std::string& python
   if (!orig_cmd.empty()) orig_note = "original: tests/bench_torch.py on " + official + " (" + python + ")";
   fmt::print("{}\n", orig_note);
   fmt::print("threads {}\n", thread_settings());
-  fmt::print("          ours: OpenMP (libgomp) loops and OpenBLAS (OpenMP build) share one pool of OMP_NUM_THREADS threads\n");
+  fmt::print("          ours: OpenMP (libgomp) loops, oneDNN and OpenBLAS (OpenMP builds) share one pool of OMP_NUM_THREADS threads\n");
   if (!orig_cmd.empty())
     fmt::print("          original: torch.set_num_threads({}) (ATen OpenMP pool; what it reports is printed below the table)\n",
                num_threads());
