@@ -238,12 +238,15 @@ void check_case(const std::string& name, bool segment, const std::string& arch, 
   // Forward: against torch float32; where that fails, ours must be no farther from a float64 run
   // than torch float32 is (x kFloat64Ratio): BatchNorm in train mode over few values per channel is
   // ill-conditioned in float32 (ARCHITECTURE "Lessons": judge that tier against float64).
-  double worst_ratio = 0;
+  double worst_ratio = 0, worst_forward = 0, worst_forward64 = 0, torch_forward64 = 0;
   auto judged = [&](const std::string& what, const std::vector<float>& got, const std::vector<float>& want32,
                     const std::vector<double>& want64, double tol) {
     auto r32 = test::compare_values(got, want32);
     std::vector<float> w64(want64.begin(), want64.end());
     auto o64 = test::compare_values(got, w64), t64 = test::compare_values(want32, w64);
+    worst_forward = std::max(worst_forward, r32.rel_l2);
+    worst_forward64 = std::max(worst_forward64, o64.rel_l2);
+    torch_forward64 = std::max(torch_forward64, t64.rel_l2);
     const bool ok = r32.rel_l2 <= tol || o64.rel_l2 <= kFloat64Ratio * t64.rel_l2;
     if (r32.rel_l2 > tol) worst_ratio = std::max(worst_ratio, o64.rel_l2 / std::max(t64.rel_l2, 1e-300));
     if (r32.rel_l2 > tol && !ok)
@@ -338,7 +341,9 @@ void check_case(const std::string& name, bool segment, const std::string& arch, 
   std::string forced_short;
   for (size_t i = 0; i < decisions.forced.size() && i < 6; ++i) forced_short += " " + decisions.forced[i];
   if (decisions.forced.size() > 6) forced_short += " ...";
-  MESSAGE(name << ": " << compared << " parameter gradients; from float64: worst trunk " << worst_trunk << " ("
+  MESSAGE(name << ": logits and loss within " << worst_forward << " of torch float32 (from float64: ours " << worst_forward64
+               << ", torch float32 " << torch_forward64 << "); " << compared
+               << " parameter gradients; from float64: worst trunk " << worst_trunk << " ("
                << int(100 * worst_trunk / tol::kTrunkGrad) << "% of " << tol::kTrunkGrad << "), worst head/decoder "
                << worst_head << " (" << int(100 * worst_head / tol::kModelGrad) << "% of " << tol::kModelGrad << ")"
                << " with " << decisions.forced.size() << " of ours' float32-ambiguous decisions (of " << decisions.sites
