@@ -54,7 +54,7 @@ bool is_trunk(const std::string& n) {
 // gradient entry and moves every gradient below it by up to a few 1e-2 (ResNet-50 at 64-128 px:
 // torch float32 itself lands 3-6e-2 from float64 that way, and larger inputs do not help: 4.1e-2
 // at 224 px, 3.6e-2 at 256 px x 4 images, with 89 and 337 such decisions). The fixture holds every
-// site float64 puts within 8x torch float32's largest error (at that ReLU) of the boundary, with
+// site float64 puts within 16x torch float32's largest error (at that ReLU) of the boundary, with
 // float64's value; the probes below make each decision ours took the other way at those sites as
 // float64 took it (out + input * (+-1) at that entry: the forward moves by |input|, a float32
 // rounding, and the gradient is routed as float64 routes it), so every gradient is then judged
