@@ -59,7 +59,8 @@ bool is_trunk(const std::string& n) {
 // float64 took it (out + input * (+-1) at that entry: the forward moves by |input|, a float32
 // rounding, and the gradient is routed as float64 routes it), so every gradient is then judged
 // against the float64 run itself. Outside the sites ours' decisions are float64's as long as ours'
-// ReLU inputs are no farther from float64's than the band: checked on every site's value.
+// ReLU inputs are no farther from float64's than the band: checked on the sites (at most half of it;
+// every float32 run errs alike at a ReLU, the sites are a sample of hundreds per ReLU).
 struct Decisions {
   struct Site {
     double band = 0;
@@ -358,9 +359,8 @@ void check_case(const std::string& name, bool segment, const std::string& arch, 
 
 // ResNet-50 classifier. Torch float32 itself lands up to 6.4e-2 from float64 on the trunk here (29
 // ReLU and 1 max-pool decisions taken otherwise); larger inputs would not help (Decisions above),
-// so the case stays at 128 px, batch 2. With ours' ambiguous decisions taken as float64's (37 in
-// the -O3 build), measured 2026-12-05: trunk 5.4e-4, head 2.2e-4 from float64 (-O3); see README
-// "Known limits" for the -O1 sanitizer build's figures.
+// so the case stays at 128 px, batch 2. Measured 2026-12-05 with ours' ambiguous decisions taken
+// as float64's: -O3 37 decisions, trunk 5.4e-4, head 2.2e-4; -O1 sanitizer build 44, 5.0e-4, 2.5e-4.
 TEST_CASE("model: finetune parity, ModelRes_ft ResNet-50 (128 px, use_base)") {
   check_case("cls_r50", false, "resnet50", true, 128);
 }
@@ -370,9 +370,10 @@ TEST_CASE("model: finetune parity, ModelRes_ft ResNet-50 (128 px, use_base)") {
 TEST_CASE("model: finetune parity, ModelRes_ft ResNet-18 pathology branch (224 px, use_base=False)") {
   check_case("cls_r18_path", false, "resnet18", false, 224);
 }
-// ResNet-50 U-Net at the reference's widths. Torch float32: trunk 5.6e-2, decoder 6.9e-3 from
-// float64 with its own 12 ReLU and 1 max-pool decisions. Ours, with its 18 ambiguous decisions
-// taken as float64's (-O3): trunk 1.4e-4, decoder 1.2e-4.
+// ResNet-50 U-Net at the reference's widths, 64 px (layer3 maps 4x4). Torch
+// float32: trunk 5.6e-2, decoder 6.9e-3 from float64 with its own 12 ReLU and 1 max-pool
+// decisions. Ours with its ambiguous decisions taken as float64's: -O3 18 decisions, trunk
+// 1.4e-4, decoder 1.2e-4; -O1 sanitizer build 16, 1.3e-4, 1.3e-4.
 TEST_CASE("model: finetune parity, ModelResUNet_ft ResNet-50 (64 px)") {
   check_case("seg_r50", true, "resnet50", true, 64);
 }
