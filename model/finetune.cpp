@@ -32,7 +32,16 @@ ResStages::ResStages(const std::string& arch, int n_layers, Rng& init) {
   }
 }
 
-Tensor ResStages::stem(const Tensor& x) { return relu(bn1->forward(conv1->forward(x))); }
+Tensor ResStages::stem(const Tensor& x) {
+  if (!probe) return relu(bn1->forward(conv1->forward(x)));
+  Tensor c = conv1->forward(x);
+  return probe(0, relu(bn1->forward(c)), [&] { return bn1->forward(c); });
+}
+
+Tensor ResStages::pool(const Tensor& x) {
+  Tensor y = max_pool2d(x, 3, 2, 1);
+  return probe ? probe(1, y, [&] { return x; }) : y;
+}
 
 // ---- ModelRes_ft (spec E.5) ----------------------------------------------------------------
 
@@ -66,14 +75,15 @@ FinetuneClassifier::FinetuneClassifier(const FinetuneModelConfig& cfg, uint64_t 
 Tensor FinetuneClassifier::forward(const Tensor& image) {
   check_finetune_input(image, "ModelRes_ft");
   const int64_t B = image.size(0);
-  Tensor h = max_pool2d(res_features->stem(image), 3, 2, 1);  // [B,64,H/4,W/4]
+  Tensor h = res_features->pool(res_features->stem(image));  // [B,64,H/4,W/4]
   for (auto& l : res_features->layers) h = l->forward(h);     // [B,2048,H/32,W/32] or [B,C,H/16,W/16]
   if (!cfg_.use_base) {
     // image_encoder: the MeDSLIP pathology stream, then back to C channels on the patch grid.
     const int64_t C = h.size(1), gh = h.size(2), gw = h.size(3), P = gh * gw;
     Tensor x = permute(h, {0, 2, 3, 1}).reshape({B * P, C});                      // [B*P,C]
     Tensor m = mask_generator->forward(x);                                        // [B*P,C], no sigmoid
-    Tensor p = res_l2_pathology->forward(relu(res_l1_pathology->forward(mul(m, x))));  // [B*P,256]
+    Tensor l1 = res_l1_pathology->forward(mul(m, x));
+    Tensor p = res_l2_pathology->forward(probe ? probe(0, relu(l1), [&] { return l1; }) : relu(l1));  // [B*P,256]
     Tensor e = back->forward(p.reshape({B, P, 256}));                             // [B,P,C]
     h = permute(e, {0, 2, 1}).reshape({B, C, gh, gw});                            // "b (n1 n2) d -> b d n1 n2"
     h = layer4->forward(h);                                                       // [B,2048,gh/2,gw/2]

@@ -34,6 +34,8 @@ class ResStages : public nn::Module {
  public:
   ResStages(const std::string& arch, int n_layers, Rng& init);
   Tensor stem(const Tensor& x);  // conv1 + bn1 + relu: [B,64,H/2,W/2]
+  Tensor pool(const Tensor& x);  // the stem's max-pool (3, stride 2, pad 1): [B,64,H/4,W/4]
+  ActivationProbe probe;         // call 0: the stem's ReLU (res_features.2), 1: its max-pool (res_features.3)
   std::shared_ptr<nn::Conv2d> conv1;
   std::shared_ptr<nn::BatchNorm2d> bn1;
   std::vector<std::shared_ptr<ResLayer>> layers;  // layer1.. (widths() gives their outputs)
@@ -63,6 +65,7 @@ class FinetuneClassifier : public FinetuneModel {
   std::shared_ptr<nn::Linear> mask_generator, back;
   std::shared_ptr<ResLayer> layer4;  // last_res.0
   std::shared_ptr<nn::Linear> res_out;
+  ActivationProbe probe;  // call 0: the pathology branch's F.relu (use_base=False)
 };
 
 // Throws naming the shape unless x is [B,3,H,W] with H, W multiples of 32.

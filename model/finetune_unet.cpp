@@ -11,7 +11,11 @@ ConvBlock::ConvBlock(int64_t in, int64_t out, Rng& init) {
   bn = register_module("bn", std::make_shared<nn::BatchNorm2d>(out));
 }
 
-Tensor ConvBlock::forward(const Tensor& x) { return relu(bn->forward(conv->forward(x))); }
+Tensor ConvBlock::forward(const Tensor& x) {
+  if (!probe) return relu(bn->forward(conv->forward(x)));
+  Tensor c = conv->forward(x);
+  return probe(0, relu(bn->forward(c)), [&] { return bn->forward(c); });
+}
 
 UpBlock::UpBlock(int64_t in, int64_t out, int64_t up_in, int64_t up_out, Rng& init) {
   upsample = register_module("upsample", std::make_shared<nn::ConvTranspose2d>(up_in, up_out, 2, 2, 0, true, init));
@@ -55,7 +59,7 @@ Tensor FinetuneUNet::forward(const Tensor& image) {
   std::vector<Tensor> down = {image};                         // [B,3,H,W]
   Tensor x = res_features->stem(image);                       // [B,64,H/2,W/2]
   down.push_back(x);
-  x = max_pool2d(x, 3, 2, 1);                                 // [B,64,H/4,W/4]
+  x = res_features->pool(x);                                  // [B,64,H/4,W/4]
   x = res_features->layers[0]->forward(x);                    // [B,conv2,H/4,W/4]
   down.push_back(x);
   x = res_features->layers[1]->forward(x);                    // [B,conv3,H/8,W/8]

@@ -17,6 +17,7 @@ class ConvBlock : public nn::Module {
   Tensor forward(const Tensor& x);
   std::shared_ptr<nn::Conv2d> conv;
   std::shared_ptr<nn::BatchNorm2d> bn;
+  ActivationProbe probe;  // call 0: the ReLU
 };
 
 // Upsample (ConvTranspose2d k2 s2) -> concat skip on channels -> two ConvBlocks.

@@ -39,15 +39,20 @@ ResBlock::ResBlock(int64_t in, int64_t width, int64_t stride, bool bottleneck, R
 // relu(bn(conv(.))) and relu(bn(conv(.)) + identity) are one fused op each
 // (batch_norm2d_act: the unfused ops' values, bit for bit, with fewer passes over memory).
 Tensor ResBlock::forward(const Tensor& x) {
-  Tensor out = bn1_->forward_act(conv1_->forward(x), Tensor(), true);
+  auto act = [&](int call, nn::BatchNorm2d& bn, const Tensor& in, const Tensor& residual) {
+    Tensor out = bn.forward_act(in, residual, true);
+    if (!probe) return out;
+    return probe(call, out, [&] { return residual.defined() ? add(bn.forward(in), residual) : bn.forward(in); });
+  };
+  Tensor out = act(0, *bn1_, conv1_->forward(x), Tensor());
   if (bottleneck_) {
-    out = bn2_->forward_act(conv2_->forward(out), Tensor(), true);
+    out = act(1, *bn2_, conv2_->forward(out), Tensor());
     out = conv3_->forward(out);
   } else {
     out = conv2_->forward(out);
   }
   Tensor identity = down_conv_ ? down_bn_->forward(down_conv_->forward(x)) : x;
-  return (bottleneck_ ? bn3_ : bn2_)->forward_act(out, identity, true);
+  return act(bottleneck_ ? 2 : 1, bottleneck_ ? *bn3_ : *bn2_, out, identity);
 }
 
 ResLayer::ResLayer(int64_t& in, int64_t width, int n, int64_t stride, bool bottleneck, Rng& init) {

@@ -4,6 +4,7 @@
 // `res_features` = children()[:-3]: indices 0 conv1, 1 bn1, (2 relu, 3 maxpool), 4 layer1,
 // 5 layer2, 6 layer3 — stride 16, 1024 channels (ResNet-50) or 256 (ResNet-18).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,12 +13,20 @@
 
 namespace ms {
 
+// A test seam (tests/model/finetune.cpp judges gradients against a float64 run with the
+// float32-ambiguous decisions taken as float64 took them): when set, a module calls it after its
+// ReLU (or max-pool) number `call` with the output and a function that recomputes the input
+// (unfused: BatchNorm [+ residual]), and goes on with what it returns. Unset outside that test.
+using ActivationProbe = std::function<Tensor(int call, const Tensor& out, const std::function<Tensor()>& input)>;
+
 class ResBlock : public nn::Module {
  public:
   // bottleneck: 1x1 (width) -> 3x3 (width, stride) -> 1x1 (4 width); else 3x3 -> 3x3.
   ResBlock(int64_t in, int64_t width, int64_t stride, bool bottleneck, Rng& init);
   Tensor forward(const Tensor& x);
   int64_t out_channels() const { return out_ch_; }
+  // calls as torchvision's: 0 after bn1, 1 after bn2, 2 (bottleneck) / 1 (basic) after the residual add
+  ActivationProbe probe;
 
  private:
   bool bottleneck_;
