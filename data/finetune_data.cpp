@@ -183,10 +183,19 @@ FinetuneDataset::FinetuneDataset(const std::string& csv_path, const FinetuneCsvO
     if (sc >= 0 && std::find(opt.splits.begin(), opt.splits.end(), row[size_t(sc)]) == opt.splits.end()) continue;
     FinetuneItem it;
     it.row = int64_t(r);
-    if (row[size_t(ci)].empty())
-      throw std::runtime_error(csv_path + ": line " + std::to_string(r + 2) + ": empty '" + opt.image_column + "'");
-    it.image = join_path(root, row[size_t(ci)], opt.file_name_only);
-    if (mc >= 0) it.mask = join_path(mroot, row[size_t(mc)], opt.file_name_only);
+    // An empty path cell (or, with file_name_only, one ending in '/') is refused by name: an
+    // empty mask would otherwise load as "no mask", i.e. a segmentation sample whose target
+    // stays all background (fuzz finding, csv target).
+    auto path_cell = [&](int c, const std::string& column, const std::string& under) {
+      const std::string& v = row[size_t(c)];
+      const std::string p = v.empty() ? v : join_path(under, v, opt.file_name_only);
+      if (p.empty())
+        throw std::runtime_error(csv_path + ": line " + std::to_string(r + 2) + ": " +
+                                 (v.empty() ? "empty '" + column + "'" : "'" + column + "' value '" + v + "' has no file name"));
+      return p;
+    };
+    it.image = path_cell(ci, opt.image_column, root);
+    if (mc >= 0) it.mask = path_cell(mc, opt.mask_column, mroot);
     for (size_t k = 0; k < lc.size(); ++k) {
       const std::string& v = row[size_t(lc[k])];
       float f;

@@ -215,6 +215,24 @@ TEST_CASE("train: finetune bad input gives one-line errors naming the file, key 
   e = error_of([&] { FinetuneDataset(root + "/missing.csv", co).check_files(); });
   CHECK(e.find("missing.csv: line 3: image") != std::string::npos);
   CHECK(e.find("nope.png' does not exist") != std::string::npos);
+  // An empty mask cell (csv fuzz finding: it loaded as a sample without a mask, i.e. an
+  // all-background segmentation target) and, with file_name_only, a path with no file name.
+  {
+    std::ofstream f(root + "/emptymask.csv");
+    f << "image_path,mask\nimages/im0.png,masks/m0.png\nimages/im1.png,\nimages/im2.png,masks/\n";
+  }
+  FinetuneCsvOptions mo;
+  mo.mask_column = "mask";
+  e = error_of([&] { FinetuneDataset(root + "/emptymask.csv", mo); });
+  CHECK(e.find("emptymask.csv: line 3: empty 'mask'") != std::string::npos);
+  {
+    std::ofstream f(root + "/emptymask.csv");
+    f << "image_path,mask\nimages/im0.png,masks/m0.png\nimages/im2.png,masks/\n";
+  }
+  CHECK_NOTHROW(FinetuneDataset(root + "/emptymask.csv", mo));  // the whole path: a folder, refused when read
+  mo.file_name_only = true;
+  e = error_of([&] { FinetuneDataset(root + "/emptymask.csv", mo); });
+  CHECK(e.find("emptymask.csv: line 3: 'mask' value 'masks/' has no file name") != std::string::npos);
   // A missing column: the file and the column.
   co.label_columns = {"pneumothorax"};
   e = error_of([&] { FinetuneDataset(root + "/missing.csv", co); });
