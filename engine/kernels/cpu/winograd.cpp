@@ -257,7 +257,7 @@ static void output_transform_adjoint(const float* gy, float* Mg, int64_t G, int6
   constexpr int a = Wg::a;
   // A = AT^T as an a x m matrix, for left_apply.
   static constexpr auto A = [] {
-    struct { float v[a][m]; } r{};
+    struct { float v[Wg::a][m]; } r{};
     for (int i = 0; i < a; ++i)
       for (int j = 0; j < m; ++j) r.v[i][j] = Wg::AT[j][i];
     return r;
@@ -327,7 +327,7 @@ static void weight_transform_adjoint(const float* dU, float* gw, int64_t O, int6
   using Wg = Wino<m>;
   constexpr int a = Wg::a;
   static constexpr auto GT = [] {  // G^T, 3 x a
-    struct { float v[3][a]; } r{};
+    struct { float v[3][Wg::a]; } r{};
     for (int i = 0; i < a; ++i)
       for (int p = 0; p < 3; ++p) r.v[p][i] = Wg::G[i][p];
     return r;
