@@ -91,9 +91,12 @@ MPI_CXXFLAGS = -DMEDSLIP_MPI -DOMPI_SKIP_MPICXX=1 $(shell mpicxx --showme:compil
 MPI_LDLIBS = $(shell mpicxx --showme:link) $(if $(filter 1,$(CUDA)),-lnccl,)
 MPI_OBJS := $(filter-out $(BUILD)/train/distributed.o $(BUILD)/train/platform.o,$(LIB_OBJS)) \
   $(MPI_BUILD)/train/distributed.o $(MPI_BUILD)/train/platform.o $(BUILD)/train/main.o
+# (Not for `make deps MPI=1` itself, which is what installs mpicxx on a fresh machine.)
 ifeq ($(MPI),1)
   ifeq ($(MPICXX),)
-    $(error MPI=1 needs Open MPI's mpicxx: run `make deps MPI=1` (packages: $(MPI_DEB_PACKAGES)))
+    ifneq ($(filter-out deps clean,$(or $(MAKECMDGOALS),all)),)
+      $(error MPI=1 needs Open MPI's mpicxx: run `make deps MPI=1` (packages: $(MPI_DEB_PACKAGES)))
+    endif
   endif
 endif
 
