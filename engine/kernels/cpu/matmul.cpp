@@ -15,6 +15,7 @@
 
 #include <omp.h>
 
+#include "engine/kernels/cpu/env_setting.h"
 #include "engine/kernels/cpu/gemm.h"
 #include "engine/kernels/kernels.h"
 
@@ -41,15 +42,7 @@ Precision parse_precision(const std::string& name) {
 const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
 
 static GemmBackend& backend_setting() {
-  static GemmBackend b = [] {
-    const char* e = std::getenv("MEDSLIP_CPU_GEMM");
-    if (!e || !*e) return GemmBackend::Dnnl;
-    try {
-      return parse_gemm_backend(e);
-    } catch (const std::invalid_argument& err) {
-      throw std::invalid_argument(std::string("MEDSLIP_CPU_GEMM: ") + err.what());
-    }
-  }();
+  static GemmBackend b = env_setting("MEDSLIP_CPU_GEMM", GemmBackend::Dnnl, parse_gemm_backend);
   return b;
 }
 GemmBackend gemm_backend() { return backend_setting(); }

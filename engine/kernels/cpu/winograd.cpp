@@ -11,6 +11,7 @@
 // the alpha^2 products go to the threads whole (gemm_batched); images are processed in groups
 // fixed by the shape alone, never by the thread count. So the bits do not depend on it.
 #include "engine/kernels/cpu/winograd.h"
+#include "engine/kernels/cpu/env_setting.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -43,20 +44,10 @@ const char* conv_algo_name(ConvAlgo a) {
   return "?";
 }
 
-static ConvAlgo algo_from_env() {
-  const char* e = std::getenv("MEDSLIP_CONV_ALGO");
-  if (!e || !*e) return ConvAlgo::Auto;
-  try {
-    return parse_conv_algo(e);
-  } catch (const std::invalid_argument& err) {
-    throw std::invalid_argument(std::string("MEDSLIP_CONV_ALGO: ") + err.what());
-  }
-}
-
 // The one setting of this file (like the CUDA side's TF32 switch): read from the environment
 // on first use, changed only by set_conv_algo.
 static ConvAlgo& algo_setting() {
-  static ConvAlgo a = algo_from_env();
+  static ConvAlgo a = env_setting("MEDSLIP_CONV_ALGO", ConvAlgo::Auto, parse_conv_algo);
   return a;
 }
 ConvAlgo conv_algo() { return algo_setting(); }
