@@ -147,6 +147,9 @@ $(MPI_BUILD)/train/distributed.o: train/distributed.cpp | check-deps
 $(MPI_BUILD)/medslip: $(MPI_OBJS)
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LDLIBS)
 
+# AdamW's loop vectorises only without errno for sqrt; the square root is IEEE's correctly
+# rounded one either way (sqrtss or vsqrtps), so the bits are the same, 4-8x faster.
+$(BUILD)/engine/kernels/cpu/adamw.o: CXXFLAGS += -fno-math-errno
 $(BUILD)/%.o: %.cpp | check-deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
