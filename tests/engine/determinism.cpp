@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/kernels/kernels.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
@@ -208,5 +209,27 @@ TEST_CASE("engine: determinism of conv2d spread over images gives the same bits 
       }
       for (size_t i = 0; i < 3; ++i) CHECK_MESSAGE(same_bits(out[i], out[i + 3]), "N " << N << " k " << k << " #" << i);
     }
+  }
+}
+
+TEST_CASE("engine: dropout kernel follows the Philox rule across a 2^32 counter boundary") {
+  // The vectorised kernel draws 8 Philox blocks at a time and carries the counter's low word
+  // into its high word per lane; counters around 2^32 and a length that leaves a tail of
+  // 3 elements check both paths against the scalar rule, element by element.
+  const int64_t n = 32 * 40 + 3;
+  std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+  std::vector<uint8_t> keep(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = 0.5f + float(i % 7);
+  for (uint64_t c0 : {uint64_t(0), (uint64_t(1) << 32) - 5, (uint64_t(7) << 32) - 160, ~uint64_t(0) - 100}) {
+    const uint64_t key = 0x1234567890abcdefull;
+    cpu::dropout_forward(x.data(), y.data(), keep.data(), n, 0.3f, key, c0);
+    int64_t wrong = 0, kept = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const bool k = philox_keep(key, c0, i, 0.3f);
+      wrong += keep[size_t(i)] != k || y[size_t(i)] != (k ? x[size_t(i)] * (1.f / 0.7f) : 0.f);
+      kept += k;
+    }
+    CHECK_MESSAGE(wrong == 0, "counter0 = " << c0);
+    CHECK(kept > n / 2);
   }
 }
