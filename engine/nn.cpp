@@ -205,6 +205,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 
+Tensor BatchNorm2d::forward_conv_act(const Conv2d& conv, const Tensor& x, const Tensor& residual, bool relu) {
+  if (is_training()) return forward_act(conv.forward(x), residual, relu);
+  return conv2d_bn_act(x, conv.weight, conv.bias, conv.stride, conv.padding, weight, bias, running_mean, running_var,
+                       eps, residual, relu);
+}
+
 Tensor BatchNorm2d::forward_act(const Tensor& x, const Tensor& residual, bool relu) {
   if (is_training()) {
     NoGradGuard ng;

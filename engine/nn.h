@@ -126,6 +126,9 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x);
   // relu?(forward(x) + residual) in one fused op (batch_norm2d_act; residual may be undefined)
   Tensor forward_act(const Tensor& x, const Tensor& residual, bool relu);
+  // forward_act(conv.forward(x), residual, relu); in evaluation one op (conv2d_bn_act) that
+  // applies the BatchNorm in the convolution, the same values bit for bit
+  Tensor forward_conv_act(const Conv2d& conv, const Tensor& x, const Tensor& residual, bool relu);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   float eps, momentum;
 };

@@ -96,6 +96,13 @@ Tensor batch_norm2d_act(const Tensor& x, const Tensor& weight, const Tensor& bia
 // ---- convolution and pooling (ops/conv.cpp) ---------------------------------------
 // x [N,C,H,W], w [O,C,kh,kw], b [O] or undefined.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding);
+// Evaluation: batch_norm2d_act(conv2d(x, w, b, ...), bn_weight, bn_bias, running_mean,
+// running_var, training = false, eps, residual, relu) in one op with the same values, bit for
+// bit: the BatchNorm (+ residual) (+ ReLU) applied to the convolution's output in cache (CPU).
+// With a gradient wanted (or a conv bias), it is those two ops.
+Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding,
+                     const Tensor& bn_weight, const Tensor& bn_bias, Tensor& running_mean, Tensor& running_var,
+                     float eps, const Tensor& residual, bool relu);
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 // Transposed convolution (ops/conv_transpose.cpp), as F.conv_transpose2d with output_padding 0,

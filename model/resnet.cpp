@@ -39,6 +39,14 @@ ResBlock::ResBlock(int64_t in, int64_t width, int64_t stride, bool bottleneck, R
 // relu(bn(conv(.))) and relu(bn(conv(.)) + identity) are one fused op each
 // (batch_norm2d_act: the unfused ops' values, bit for bit, with fewer passes over memory).
 Tensor ResBlock::forward(const Tensor& x) {
+  if (!probe) {  // conv + bn (+ identity) + relu: in evaluation one op each (forward_conv_act)
+    Tensor out = bn1_->forward_conv_act(*conv1_, x, Tensor(), true);
+    if (bottleneck_) out = bn2_->forward_conv_act(*conv2_, out, Tensor(), true);
+    Tensor identity = !down_conv_     ? x
+                      : is_training() ? down_bn_->forward(down_conv_->forward(x))
+                                      : down_bn_->forward_conv_act(*down_conv_, x, Tensor(), false);
+    return (bottleneck_ ? bn3_ : bn2_)->forward_conv_act(bottleneck_ ? *conv3_ : *conv2_, out, identity, true);
+  }
   auto act = [&](int call, nn::BatchNorm2d& bn, const Tensor& in, const Tensor& residual) {
     Tensor out = bn.forward_act(in, residual, true);
     if (!probe) return out;
@@ -95,7 +103,7 @@ Tensor ResNet::forward(const Tensor& x) {
     throw std::invalid_argument("ResNet: input must be [B,3,H,W], got " + shape_str(x.shape()));
   if (x.size(2) % 16 || x.size(3) % 16)
     throw std::invalid_argument("ResNet: image side must be divisible by 16, got " + shape_str(x.shape()));
-  Tensor h = bn1_->forward_act(conv1_->forward(x), Tensor(), true);  // relu(bn1(conv1 x)) [B,64,S/2,S/2]
+  Tensor h = bn1_->forward_conv_act(*conv1_, x, Tensor(), true);  // relu(bn1(conv1 x)) [B,64,S/2,S/2]
   h = max_pool2d(h, 3, 2, 1);                           // [B,64,S/4,S/4]
   for (auto& l : layers_) h = l->forward(h);            // ... [B,C,S/16,S/16] after layer3
   if (truncated_) return h;

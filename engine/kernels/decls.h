@@ -81,6 +81,11 @@ void batch_norm_act_backward(const float* x, const float* y, const float* mean, 
 
 // y [N, O, OH, OW] = W [O, C*kh*kw] col(x[n]) for every image n (no bias: the op adds it)
 void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s);
+// Evaluation only: batch_norm_act_apply(conv2d_forward(x, w), mean, rstd, bn_w, bn_b, res,
+// relu) with the same bits, the BatchNorm (+ residual) (+ ReLU) applied by the convolution to
+// its own output while it is in cache (CPU) instead of in a pass of its own.
+void conv2d_bn_act_forward(const float* x, const float* w, float* y, const Conv2dShape& s, const float* mean,
+                           const float* rstd, const float* bn_w, const float* bn_b, const float* res, bool relu);
 // gx [N, C, H, W] and gw [O, C, kh, kw] written (either null: skipped); gy is dL/dy. The weight
 // gradient sums the images' contributions in image order on every device and thread count.
 void conv2d_backward(const float* x, const float* w, const float* gy, float* gx, float* gw, const Conv2dShape& s);

@@ -9,6 +9,7 @@
 #include "engine/device.h"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
+#include "engine/ops/bn_statistics.h"
 
 namespace ms {
 
@@ -18,10 +19,8 @@ static void check_channel_vector(const Tensor& t, int64_t C, const char* what, c
                                 shape_str(xs) + ", expected [" + std::to_string(C) + "]");
 }
 
-// Checks the arguments and returns the statistics this call normalises with ([C] each:
-// batch mean and 1/sqrt(var + eps) when training, updating the running buffers; else the
-// running ones), shared by batch_norm2d and batch_norm2d_act.
-static void bn_statistics(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+// bn_statistics.h
+void bn_statistics(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
                           Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps,
                           Tensor& mean, Tensor& rstd, Device& dev) {
   if (!x.defined() || x.dim() != 4)

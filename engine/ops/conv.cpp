@@ -9,6 +9,7 @@
 #include "engine/device.h"
 #include "engine/kernels/kernels.h"
 #include "engine/ops.h"
+#include "engine/ops/bn_statistics.h"
 
 namespace ms {
 
@@ -31,10 +32,12 @@ static int64_t out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, cons
 // The bias-free product y[n] = W[O, C*kh*kw] col(x[n])[C*kh*kw, OH*OW] (conv2d_forward in
 // engine/kernels/*/conv.*); the bias is a broadcasting add on top, so its gradient comes from
 // add's backward (sum over N, H, W).
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding) {
+
+// The checks of conv2d's arguments (the device too) and its geometry.
+static Conv2dShape conv2d_shape(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding) {
   check_4d(x, "conv2d", "input");
   check_4d(w, "conv2d", "weight");
-  const Device dev = common_device({x, w, b}, "conv2d");
+  common_device({x, w, b}, "conv2d");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
   if (w.size(1) != C)
@@ -49,7 +52,13 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
                                 ", padding " + std::to_string(padding));
   const int64_t OH = out_size(H, kh, stride, padding, "conv2d", x.shape());
   const int64_t OW = out_size(W, kw, stride, padding, "conv2d", x.shape());
-  const Conv2dShape s{N, C, H, W, O, kh, kw, stride, padding, OH, OW};
+  return Conv2dShape{N, C, H, W, O, kh, kw, stride, padding, OH, OW};
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding) {
+  const Conv2dShape s = conv2d_shape(x, w, b, stride, padding);
+  const Device dev = common_device({x, w, b}, "conv2d");
+  const int64_t N = s.N, O = s.O, OH = s.OH, OW = s.OW;
 
   Tensor y = Tensor::empty({N, O, OH, OW}, dev);  // (N, O, OH, OW)
   MS_DISPATCH(dev, conv2d_forward, x.data(), w.data(), y.data(), s);
@@ -66,6 +75,33 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
   };
   record(y, "conv2d", {x, w}, backward);
   if (b.defined()) y = add(y, b.reshape({1, O, 1, 1}));
+  return y;
+}
+
+// Evaluation: batch_norm2d_act(conv2d(x, w), ...) with the BatchNorm applied by the convolution
+// to its output while in cache (conv2d_bn_act_forward), the same bits. Where a gradient is
+// wanted, or the convolution has a bias, the two ops one after the other.
+Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding,
+                     const Tensor& bn_weight, const Tensor& bn_bias, Tensor& running_mean, Tensor& running_var,
+                     float eps, const Tensor& residual, bool relu) {
+  const bool grads = grad_enabled() && (needs_grad(x) || needs_grad(w) || needs_grad(b) || needs_grad(bn_weight) ||
+                                        needs_grad(bn_bias) || needs_grad(residual));
+  if (grads || b.defined())
+    return batch_norm2d_act(conv2d(x, w, b, stride, padding), bn_weight, bn_bias, running_mean, running_var, false,
+                            0.1f, eps, residual, relu);
+  const Conv2dShape s = conv2d_shape(x, w, b, stride, padding);
+  Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, common_device({x, w}, "conv2d"));
+  Tensor mean, rstd;
+  Device dev = y.device();
+  bn_statistics("batch_norm2d_act", y, bn_weight, bn_bias, running_mean, running_var, false, 0.1f, eps, mean, rstd,
+                dev);
+  if (residual.defined() && residual.shape() != y.shape())
+    throw std::invalid_argument("batch_norm2d_act: residual " + shape_str(residual.shape()) + " for input " +
+                                shape_str(y.shape()) + ", expected the same shape");
+  if (residual.defined()) common_device({y, residual}, "batch_norm2d_act");
+  MS_DISPATCH(dev, conv2d_bn_act_forward, x.data(), w.data(), y.data(), s, mean.data(), rstd.data(),
+              bn_weight.defined() ? bn_weight.data() : nullptr, bn_bias.defined() ? bn_bias.data() : nullptr,
+              residual.defined() ? residual.data() : nullptr, relu);
   return y;
 }
 

@@ -6,6 +6,7 @@
 // this is what keeps `medslip verify` and the parity tests unchanged with the fused ResNet.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "engine/threads.h"
 
 using namespace ms;
 
@@ -97,4 +99,68 @@ TEST_CASE("engine: batch_norm2d_act rejects a residual of another shape") {
                        doctest::Contains("residual [2,3,4,5] for input [2,3,4,4]"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_norm2d_act(Tensor::zeros({3, 4, 4}), none, none, rm, rv, true, 0.1f, 1e-5f, none, true),
                        doctest::Contains("batch_norm2d_act: input must be 4-D"), std::invalid_argument);
+}
+
+// conv2d_bn_act (evaluation: the BatchNorm applied by the convolution to its output in cache)
+// against conv2d then batch_norm2d_act, bit for bit, on every path the CPU convolution takes:
+// Winograd (3x3 stride 1), pointwise (one image's product at a time instead of one batched
+// call), im2col (strided 3x3, the 7x7 stem, strided 1x1), with and without residual / ReLU /
+// affine parameters, on 1 and 2 threads.
+TEST_CASE("engine: conv2d_bn_act equals conv2d + batch_norm2d_act bit for bit in evaluation") {
+  struct Case {
+    const char* name;
+    int64_t N, C, H, O, k, stride, pad;
+  };
+  const Case cases[] = {{"winograd 3x3", 3, 32, 14, 40, 3, 1, 1},  {"winograd 3x3 odd plane", 2, 33, 11, 32, 3, 1, 1},
+                        {"pointwise 1x1", 3, 24, 9, 40, 1, 1, 0},   {"strided 3x3 (im2col)", 2, 16, 13, 24, 3, 2, 1},
+                        {"stem 7x7 s2", 2, 3, 30, 16, 7, 2, 3},     {"strided 1x1", 3, 16, 12, 20, 1, 2, 0},
+                        {"one image, large", 1, 64, 28, 64, 3, 1, 1}};
+  const int max_threads = num_threads();
+  for (const Case& c : cases)
+    for (int threads : {1, 2})
+      for (int variant = 0; variant < 4; ++variant) {
+        set_num_threads(threads);
+        const bool residual = variant & 1, relu = variant & 2;
+        const uint64_t seed = 100 + uint64_t(variant);
+        Tensor x = normal({c.N, c.C, c.H, c.H}, seed, 1.2f, 0.1f);
+        Tensor w = normal({c.O, c.C, c.k, c.k}, seed + 1, 0.2f);
+        Tensor g = variant == 1 ? Tensor() : normal({c.O}, seed + 2, 0.3f, 1.f);
+        Tensor b = variant == 1 ? Tensor() : normal({c.O}, seed + 3, 0.5f);
+        Tensor rm = normal({c.O}, seed + 4, 0.3f), rv = add(mul(normal({c.O}, seed + 5), normal({c.O}, seed + 5)), 0.2f);
+        const int64_t OH = (c.H + 2 * c.pad - c.k) / c.stride + 1;
+        Tensor r = residual ? normal({c.N, c.O, OH, OH}, seed + 6) : Tensor();
+        NoGradGuard ng;
+        Tensor ref = batch_norm2d_act(conv2d(x, w, Tensor(), c.stride, c.pad), g, b, rm, rv, false, 0.1f, 1e-5f, r, relu);
+        Tensor got = conv2d_bn_act(x, w, Tensor(), c.stride, c.pad, g, b, rm, rv, 1e-5f, r, relu);
+        CAPTURE(c.name);
+        CAPTURE(threads);
+        CAPTURE(variant);
+        CHECK(same_bits(got, ref));
+        if (relu) {  // the ReLU was applied
+          const float* p = got.data();
+          CHECK(*std::min_element(p, p + got.numel()) == 0.f);
+        }
+      }
+  set_num_threads(max_threads);
+}
+
+TEST_CASE("engine: conv2d_bn_act with a gradient wanted is conv2d then batch_norm2d_act, gradients included") {
+  Tensor x = normal({2, 8, 10, 10}, 7, 1.f).requires_grad_();
+  Tensor w = normal({12, 8, 3, 3}, 8, 0.2f).requires_grad_();
+  Tensor g = normal({12}, 9, 0.3f, 1.f), b = normal({12}, 10, 0.5f);
+  Tensor rm = normal({12}, 11, 0.3f), rv = add(mul(normal({12}, 12), normal({12}, 12)), 0.2f);
+  Tensor y1 = conv2d_bn_act(x, w, Tensor(), 1, 1, g, b, rm, rv, 1e-5f, Tensor(), true);
+  sum(y1).backward();
+  Tensor gx1 = x.grad().clone(), gw1 = w.grad().clone();
+  x.zero_grad();
+  w.zero_grad();
+  Tensor y2 = batch_norm2d_act(conv2d(x, w, Tensor(), 1, 1), g, b, rm, rv, false, 0.1f, 1e-5f, Tensor(), true);
+  sum(y2).backward();
+  CHECK(same_bits(y1.detach(), y2.detach()));
+  CHECK(same_bits(gx1, x.grad()));
+  CHECK(same_bits(gw1, w.grad()));
+  // a residual of another shape is named
+  NoGradGuard ng;
+  CHECK_THROWS_WITH_AS(conv2d_bn_act(x, w, Tensor(), 1, 1, g, b, rm, rv, 1e-5f, normal({2, 12, 9, 9}, 13), true),
+                       doctest::Contains("residual [2,12,9,9]"), std::invalid_argument);
 }

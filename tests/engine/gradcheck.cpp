@@ -341,6 +341,18 @@ std::vector<GradCase> grad_cases() {
                    },
                    [c](const V& v) { return conv2d(v[0], v[1], c.bias ? v[2] : undef(), c.stride, c.pad); }));
   }
+  // With a gradient wanted conv2d_bn_act is conv2d then batch_norm2d_act (evaluation): x, the
+  // weight, the BatchNorm's affine parameters and the residual all get theirs.
+  t.push_back(gc("conv2d_bn_act", "3x3 pad 1, residual, relu",
+                 [] {
+                   // the residual keeps the sum away from ReLU's kink (as the eval case above)
+                   return V{uniform({2, 3, 5, 4}, 130), uniform({4, 3, 3, 3}, 131, -0.5f, 0.5f),
+                            uniform({4}, 132, 0.5f, 1.5f), uniform({4}, 133), uniform({2, 4, 5, 4}, 134, 6.f, 7.f)};
+                 },
+                 [](const V& v) {
+                   Tensor rm = uniform({4}, 135, -0.2f, 0.2f), rv = uniform({4}, 136, 0.5f, 1.5f);
+                   return conv2d_bn_act(v[0], v[1], undef(), 1, 1, v[2], v[3], rm, rv, 1e-5f, v[4], true);
+                 }));
   struct DeconvCfg { int64_t C, O, H, W, kh, kw, stride, pad; bool bias; };
   // k2 s2 is the U-Net's up-sampling (spec E.6); the others overlap (k > stride), leave gaps
   // (k < stride), crop (pad > 0) or are 1x1.

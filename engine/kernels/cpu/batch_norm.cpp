@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "engine/kernels/cpu/bn_act.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
@@ -56,21 +57,6 @@ inline double lanes_total(const double* acc) {
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += acc[l];
   return s;
-}
-// relu's decision and select on the bit pattern, exactly as elementwise.cpp's relu (x > 0:
-// sign clear, not zero, not NaN), so the fused kernels give the unfused ops' bits.
-inline bool positive(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b - 1u < 0x7f800000u;
-}
-inline float keep_or_zero(bool keep, float x) {  // keep ? x : +0
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  b &= 0u - uint32_t(keep);
-  float r;
-  std::memcpy(&r, &b, sizeof r);
-  return r;
 }
 
 inline void plane_grad_sums_masked(const float* x, const float* y, const float* gy, int64_t n, float m, double* sg,
@@ -161,32 +147,9 @@ void batch_norm_act_apply(const float* x, const float* mean, const float* rstd, 
                           const float* res, float* y, int64_t N, int64_t C, int64_t HW, bool relu) {
 #pragma omp parallel for schedule(static) if (N * C * HW > 32768)
   for (int64_t p = 0; p < N * C; ++p) {
-    const int64_t c = p % C;
-    const float a = rstd[c] * (w ? w[c] : 1.f);
-    const float sh = (b ? b[c] : 0.f) - mean[c] * a;
-    const float* xp = x + p * HW;
-    float* yp = y + p * HW;
-    if (res) {
-      const float* rp = res + p * HW;
-      if (relu)
-        for (int64_t i = 0; i < HW; ++i) {
-          const float z = xp[i] * a + sh;
-          const float t = z + rp[i];
-          yp[i] = keep_or_zero(positive(t), t);
-        }
-      else
-        for (int64_t i = 0; i < HW; ++i) {
-          const float z = xp[i] * a + sh;
-          yp[i] = z + rp[i];
-        }
-    } else if (relu) {
-      for (int64_t i = 0; i < HW; ++i) {
-        const float z = xp[i] * a + sh;
-        yp[i] = keep_or_zero(positive(z), z);
-      }
-    } else {
-      for (int64_t i = 0; i < HW; ++i) yp[i] = xp[i] * a + sh;
-    }
+    float a, sh;
+    bn_affine(mean, rstd, w, b, p % C, a, sh);
+    bn_act_row(x + p * HW, res ? res + p * HW : nullptr, y + p * HW, HW, a, sh, relu);
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include <omp.h>
 
+#include "engine/kernels/cpu/bn_act.h"
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/cpu/winograd.h"
 
@@ -239,6 +240,37 @@ void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape&
     float* c = col.data + int64_t(t) * K * L;
     im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
     gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);  // y[n] = W col
+  });
+}
+
+// The forward above with an evaluation BatchNorm (+ residual) (+ ReLU) applied to each output
+// plane right after it is computed, in cache: in the Winograd output transform, or after each
+// image's GEMM (images on the threads, pointwise convolutions too: one image's product instead
+// of one batched call, so that its output is still in cache for the epilogue). Same bits as
+// conv2d_forward then batch_norm_act_apply (bn_act.h holds their shared arithmetic).
+void conv2d_bn_act_forward(const float* x, const float* w, float* y, const Conv2dShape& s, const float* mean,
+                           const float* rstd, const float* bn_w, const float* bn_b, const float* res, bool relu) {
+  const BnAct ep{mean, rstd, bn_w, bn_b, res, relu};
+  const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
+  if (const int m = winograd_tile(s, ConvPass::Forward)) {
+    winograd_conv2d_forward(x, w, y, s, m, &ep);
+    return;
+  }
+  if (s.N == 0) return;
+  const int workers = conv_workers(s.N);
+  if (s.pointwise()) {
+    for_each_image(s.N, workers, [&](int64_t n, int) {
+      gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, x + n * s.C * s.H * s.W, 0, 0.f, y + n * s.O * L, 0);
+      ep.apply(y, n, n + 1, s.O, L);
+    });
+    return;
+  }
+  Scratch col(workers * K * L);
+  for_each_image(s.N, workers, [&](int64_t n, int t) {
+    float* c = col.data + int64_t(t) * K * L;
+    im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+    gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);
+    ep.apply(y, n, n + 1, s.O, L);
   });
 }
 

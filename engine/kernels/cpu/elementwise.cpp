@@ -3,26 +3,15 @@
 #include <cmath>
 #include <cstring>
 
+#include "engine/kernels/cpu/bn_act.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
 
-// x > 0 decided on the bit pattern (sign clear, not zero, not NaN) and a select done by
-// masking bits: the same answers as the float compare and select, but integer operations,
-// which GCC vectorises (under its default -ftrapping-math float compares stay branches).
-static inline bool positive(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b - 1u < 0x7f800000u;
-}
-static inline float keep_or_zero(bool keep, float x) {  // keep ? x : +0
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  b &= 0u - uint32_t(keep);
-  float r;
-  std::memcpy(&r, &b, sizeof r);
-  return r;
-}
+// relu uses positive / keep_or_zero (bn_act.h): x > 0 decided on the bit pattern (sign clear,
+// not zero, not NaN) and a select done by masking bits: the same answers as the float compare
+// and select, but integer operations, which GCC vectorises (under its default -ftrapping-math
+// float compares stay branches).
 
 static inline float unary1(UnaryOp op, float x, float s) {
   switch (op) {

@@ -11,6 +11,7 @@
 // the alpha^2 products go to the threads whole (gemm_batched); images are processed in groups
 // fixed by the shape alone, never by the thread count. So the bits do not depend on it.
 #include "engine/kernels/cpu/winograd.h"
+#include "engine/kernels/cpu/bn_act.h"
 #include "engine/kernels/cpu/env_setting.h"
 
 #include <algorithm>
@@ -207,8 +208,11 @@ static void input_transform(const float* x, float* V, int64_t G, int64_t C, int6
 }
 
 // y[n][o][th*m + i][tw*m + j] = (A^T M A)[i][j] for images [0, G), cropped to OH x OW.
+// With ep: each plane then goes through ep (its planes numbered from y's image 0, whose first
+// image is image n0 of the batch: ep->res is offset by the caller).
 template <int m>
-static void output_transform(const float* M, float* y, int64_t G, int64_t O, int64_t OH, int64_t OW, const Grid& g) {
+static void output_transform(const float* M, float* y, int64_t G, int64_t O, int64_t OH, int64_t OW, const Grid& g,
+                             const BnAct* ep) {
   using Wg = Wino<m>;
   constexpr int a = Wg::a;
   const int64_t T = g.T, NT = G * T;
@@ -235,6 +239,7 @@ static void output_transform(const float* M, float* y, int64_t G, int64_t O, int
             for (int64_t j = 0; j < jn; ++j) yr[tw * m + j] = src[j * T + tw];
           }
         }
+      if (ep) ep->plane(yp, no, O, OH * OW);
     }
   }
 }
@@ -342,7 +347,7 @@ static void weight_transform_adjoint(const float* dU, float* gw, int64_t O, int6
 // ---- the three products ---------------------------------------------------------------------------
 
 template <int m>
-static void forward(const float* x, const float* w, float* y, const Conv2dShape& s) {
+static void forward(const float* x, const float* w, float* y, const Conv2dShape& s, const BnAct* ep) {
   constexpr int a = Wino<m>::a;
   const Grid g = grid(s, m);
   const int64_t group = group_size(s, a, g), groups = (s.N + group - 1) / group;
@@ -358,7 +363,12 @@ static void forward(const float* x, const float* w, float* y, const Conv2dShape&
     input_transform<m>(x + n0 * s.C * s.H * s.W, v, G, s.C, s.H, s.W, s.pad, g);
     // M[xi] (O x NT) = U[xi] (O x C) V[xi] (C x NT)
     gemm_batched(false, false, a * a, s.O, NT, s.C, 1.f, U.data, s.O * s.C, v, s.C * NT, 0.f, mm, s.O * NT);
-    output_transform<m>(mm, y + n0 * s.O * s.OH * s.OW, G, s.O, s.OH, s.OW, g);
+    BnAct gep;
+    if (ep) {
+      gep = *ep;
+      if (gep.res) gep.res += n0 * s.O * s.OH * s.OW;
+    }
+    output_transform<m>(mm, y + n0 * s.O * s.OH * s.OW, G, s.O, s.OH, s.OW, g, ep ? &gep : nullptr);
   });
 }
 
@@ -399,10 +409,10 @@ static void backward_weight(const float* x, const float* gy, float* gw, const Co
   }
 }
 
-void winograd_conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s, int m) {
+void winograd_conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s, int m, const BnAct* ep) {
   if (!winograd_fits(s)) throw std::invalid_argument("winograd_conv2d_forward: needs a 3x3 stride-1 conv, pad <= 2");
-  if (m == 2) forward<2>(x, w, y, s);
-  else if (m == 4) forward<4>(x, w, y, s);
+  if (m == 2) forward<2>(x, w, y, s, ep);
+  else if (m == 4) forward<4>(x, w, y, s, ep);
   else throw std::invalid_argument("winograd_conv2d_forward: tile m must be 2 or 4, got " + std::to_string(m));
 }
 

@@ -29,7 +29,11 @@ enum class ConvPass { Forward, BackwardData, BackwardWeight };
 int winograd_tile(const Conv2dShape& s, ConvPass pass);
 
 // y = conv2d(x, w) for a 3x3 stride-1 shape with pad <= 2, through F(m x m, 3x3), m = 2 or 4.
-void winograd_conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s, int m);
+struct BnAct;
+// ep (optional): an evaluation BatchNorm (+ residual) (+ ReLU) applied to each output plane as
+// the output transform writes it (conv2d_bn_act_forward)
+void winograd_conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s, int m,
+                             const BnAct* ep = nullptr);
 // gx = the transposed conv of gy: a forward with the kernel turned 180 degrees and O, C swapped,
 // padding 2 - pad (written, not accumulated).
 void winograd_conv2d_backward_data(const float* w, const float* gy, float* gx, const Conv2dShape& s, int m);

@@ -211,6 +211,14 @@ void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape&
   }
 }
 
+// Evaluation conv + BatchNorm (+ residual) (+ ReLU): here the two kernels one after the other
+// (the BatchNorm in place on the convolution's output; the CPU applies it in cache).
+void conv2d_bn_act_forward(const float* x, const float* w, float* y, const Conv2dShape& s, const float* mean,
+                           const float* rstd, const float* bn_w, const float* bn_b, const float* res, bool relu) {
+  conv2d_forward(x, w, y, s);
+  batch_norm_act_apply(y, mean, rstd, bn_w, bn_b, res, y, s.N, s.O, s.OH * s.OW, relu);
+}
+
 // dW = sum_n g[n] col(x[n])^T with the images added in order (beta = 1 after the first), as
 // on the CPU; col2im accumulates, so dx starts from zeros.
 void conv2d_backward(const float* x, const float* w, const float* g, float* gx, float* gw, const Conv2dShape& s) {
