@@ -1,5 +1,8 @@
 #include "model/decoder.h"
 
+#include <stdexcept>
+#include <string>
+
 namespace ms {
 
 DecoderLayer::DecoderLayer(int64_t d, int64_t heads, int64_t ffn, float p, Rng& init) {
@@ -18,10 +21,17 @@ DecoderLayer::DecoderLayer(int64_t d, int64_t heads, int64_t ffn, float p, Rng& 
 
 // forward_pre of DETR's TransformerDecoderLayer (normalize_before=True).
 DecoderLayer::Output DecoderLayer::forward(const Tensor& tgt, const Tensor& memory) {
+  return cross_block(self_block(tgt), memory);
+}
+
+Tensor DecoderLayer::self_block(const Tensor& tgt) {
+  Tensor t2 = norm1->forward(tgt);
+  return add(tgt, dropout1->forward(self_attn->forward(t2, t2, t2, {}, false).out));  // t += Drop(SelfAttn(LN1 t))
+}
+
+DecoderLayer::Output DecoderLayer::cross_block(const Tensor& tgt, const Tensor& memory) {
   Tensor t = tgt;
-  Tensor t2 = norm1->forward(t);
-  t = add(t, dropout1->forward(self_attn->forward(t2, t2, t2, {}, false).out));  // t += Drop(SelfAttn(LN1 t))
-  t2 = norm2->forward(t);
+  Tensor t2 = norm2->forward(t);
   auto cross = multihead_attn->forward(t2, memory, memory);
   t = add(t, dropout2->forward(cross.out));                                       // t += Drop(CrossAttn(LN2 t, m))
   t2 = norm3->forward(t);
@@ -40,10 +50,30 @@ Decoder::Decoder(int64_t d, int64_t heads, int64_t ffn, float p, int n, std::sha
 }
 
 Decoder::Output Decoder::forward(const Tensor& tgt, const Tensor& memory) {
+  if (tgt.dim() != 3 || memory.dim() != 3)
+    throw std::invalid_argument("Decoder: tgt must be [Q,B,d] or [Q,1,d] and memory [P,B,d], got " +
+                                shape_str(tgt.shape()) + " and " + shape_str(memory.shape()));
+  const int64_t Q = tgt.size(0), B = memory.size(1), d = tgt.size(2);
   Output out;
   Tensor t = tgt;
-  for (auto& l : layers) {
-    auto o = l->forward(t, memory);
+  size_t first = 0;
+  if (t.size(1) != B) {
+    if (t.size(1) != 1)
+      throw std::invalid_argument("Decoder: tgt " + shape_str(tgt.shape()) + " for memory " +
+                                  shape_str(memory.shape()) + ": expected batch " + std::to_string(B) + " or 1");
+    // Every image's queries are the same: in evaluation (no dropout) so is the first layer's
+    // self-attention block, computed here once (a GEMM row does not depend on the other rows).
+    if (!is_training() && !layers.empty()) {
+      auto o = layers[0]->cross_block(expand(layers[0]->self_block(t), {Q, B, d}), memory);
+      t = o.tokens;
+      out.attn.push_back(o.attn);
+      first = 1;
+    } else {
+      t = expand(t, {Q, B, d});
+    }
+  }
+  for (size_t i = first; i < layers.size(); ++i) {
+    auto o = layers[i]->forward(t, memory);
     t = o.tokens;
     out.attn.push_back(o.attn);
   }

@@ -88,15 +88,14 @@ MedslipOutput Medslip::forward(const Tensor& image, Streams streams) {
   if (!pathology_book_.defined()) throw std::logic_error("Medslip::forward: books not set (call set_books)");
   if (image.dim() != 4 || image.size(1) != 3)
     throw std::invalid_argument("Medslip: image must be [B,3,S,S], got " + shape_str(image.shape()));
-  const int64_t B = image.size(0), d = cfg_.d_model;
+  const int64_t d = cfg_.d_model;
   auto [mem_p, mem_a] = image_encoder(image);
   MedslipOutput out;
   auto run = [&](const Tensor& book, Decoder& dec, nn::Dropout& drop, nn::Linear& cls, const Tensor& mem,
                  Tensor& feat, Tensor& dropped, Tensor& logits, std::vector<Tensor>& attn) {
     const int64_t Q = book.size(0);
     Tensor q = pathology_embedding_layer->forward(book);          // [Q,d] — the shared projection
-    q = expand(q.reshape({Q, 1, d}), {Q, B, d});                  // [Q,B,d]
-    auto o = dec.forward(q, mem);
+    auto o = dec.forward(q.reshape({Q, 1, d}), mem);              // the same queries for every image
     feat = o.tokens;                                              // [Q,B,d]
     attn = o.attn;                                                // N x [B,Q,P]
     dropped = drop.forward(feat);
