@@ -88,6 +88,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     throw std::invalid_argument("linear: bias " + shape_str(b.shape()) + " for weight " + shape_str(w.shape()));
   Shape out_shape = x.shape();
   out_shape.back() = out;
+  if (b.defined() && !any_requires_grad({x, w, b})) {
+    // No gradient: one kernel, the bias added in the product's epilogue (the same bits).
+    const Device dev = common_device({x, w, b}, "linear");
+    const int64_t R = x.numel() / in;
+    Tensor xc = x.reshape({R, in});
+    Tensor y = Tensor::empty({R, out}, dev);
+    MS_DISPATCH(dev, linear_forward, xc.data(), w.data(), b.data(), y.data(), R, in, out);
+    return y.reshape(out_shape);
+  }
   Tensor y = matmul(x.reshape({x.numel() / in, in}), w, false, true);  // [R,in] x [out,in]^T
   if (b.defined()) y = add(std::move(y), b);  // the bias added over the product itself
   return y.reshape(out_shape);

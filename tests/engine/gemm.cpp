@@ -7,8 +7,10 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/autograd.h"
 #include "engine/kernels/cpu/gemm.h"
 #include "engine/kernels/kernels.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
 
@@ -130,4 +132,40 @@ TEST_CASE("engine: CPU gemm, BF16 precision is the FP32-summed product of BF16-r
   set_num_threads(keep_threads);
   CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
   cpu::set_gemm_precision(cpu::Precision::FP32);
+}
+
+// Without a gradient, linear's bias goes into the product's epilogue (oneDNN: after the last
+// K chunk's sum, linear_forward): the same bits as the product and then the broadcast add (the
+// path with a gradient), for K in one chunk and several, odd sizes, 1 and 2 threads, and with
+// OpenBLAS (which adds the bias in a loop of its own).
+TEST_CASE("engine: linear without a gradient gives the bits of the product then the bias add") {
+  Rng r(23, kStreamInit);
+  auto normal = [&](const Shape& s) {
+    Tensor t = Tensor::empty(s);
+    r.fill_normal(t.data(), t.numel());
+    return t;
+  };
+  const auto backend = cpu::gemm_backend();
+  const int threads = num_threads();
+  for (auto be : {cpu::GemmBackend::Dnnl, cpu::GemmBackend::OpenBlas})
+    for (int th : {1, 2})
+      for (int64_t in : {37, 256, 300, 1024})
+        for (int64_t R : {1, 75, 1200}) {
+          cpu::set_gemm_backend(be);
+          set_num_threads(th);
+          const int64_t out = 96;
+          Tensor x = normal({R, in}), w = normal({out, in}).requires_grad_(), b = normal({out}).requires_grad_();
+          Tensor with_grad = linear(x, w, b);  // the product, then add
+          Tensor fused;
+          {
+            NoGradGuard ng;
+            fused = linear(x, w, b);
+          }
+          CAPTURE(in);
+          CAPTURE(R);
+          CAPTURE(th);
+          CHECK(std::memcmp(fused.data(), with_grad.detach().data(), size_t(R * out) * sizeof(float)) == 0);
+        }
+  cpu::set_gemm_backend(backend);
+  set_num_threads(threads);
 }

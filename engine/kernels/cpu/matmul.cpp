@@ -91,6 +91,7 @@ struct Key {
   int64_t batch, sa, sb, sc, M, N, K, lda, ldb, ldc;
   float alpha, beta;
   int flags;  // ta | tb << 1 | bf16 << 2 | nested << 3, threads << 4
+  int bias;   // 1: + a row vector [N] after the sum (linear_forward), else 0 (fills the padding)
   bool operator==(const Key& o) const { return std::memcmp(this, &o, sizeof(Key)) == 0; }
 };
 struct KeyHash {
@@ -145,11 +146,11 @@ Product make_product(const Key& k) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (k.alpha != 1.f) attr.set_output_scales(0, {k.alpha});
-  if (k.beta != 0.f) {
-    dnnl::post_ops po;
-    po.append_sum(k.beta);
-    attr.set_post_ops(po);
-  }
+  // C = acc (+ beta C) (+ bias): each step rounded in turn, as the separate add would
+  dnnl::post_ops po;
+  if (k.beta != 0.f) po.append_sum(k.beta);
+  if (k.bias) po.append_binary(dnnl::algorithm::binary_add, dnnl::memory::desc({1, k.N}, dt::f32, dnnl::memory::dims{k.N, 1}));
+  if (k.beta != 0.f || k.bias) attr.set_post_ops(po);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, p.b, p.c), attr, dnnl_engine());
   p.scratch_bytes = pd.scratchpad_desc().get_size();
   p.mm = dnnl::matmul(pd);
@@ -160,11 +161,12 @@ Product make_product(const Key& k) {
 // product), inputs FP32 or (bf16) BF16.
 void run_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
               float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, float* c, int64_t ldc,
-              bool bf16) {
+              bool bf16, const float* bias = nullptr) {
   ThreadState& ts = thread_state();
   const bool nested = omp_in_parallel();
   const Key key{batch, sa, sb, sc, M, N, K, lda, ldb, ldc, alpha, beta,
-                int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4};
+                int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4,
+                bias ? 1 : 0};
   auto it = ts.products.find(key);
   if (it == ts.products.end()) {
     // A training or evaluation loop has a few hundred shapes; a caller with ever new ones (e.g.
@@ -177,7 +179,12 @@ void run_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool t
   dnnl::engine& e = dnnl_engine();
   dnnl::memory ma(p.a, e, const_cast<void*>(a)), mb(p.b, e, const_cast<void*>(b)), mc(p.c, e, c),
       ms(dnnl::memory::desc({int64_t(p.scratch_bytes)}, dt::u8, dnnl::memory::dims{1}), e, ts.scratch.data());
-  p.mm.execute(*ts.stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}};
+  if (bias)
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(beta != 0.f ? 1 : 0) | DNNL_ARG_SRC_1,
+                 dnnl::memory(dnnl::memory::desc({1, N}, dt::f32, dnnl::memory::dims{N, 1}), e, const_cast<float*>(bias)));
+  p.mm.execute(*ts.stream, args);
   ts.stream->wait();
 }
 
@@ -300,6 +307,30 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
     for (int64_t b = 0; b < batch; ++b) one(b);
   } else {
     for (int64_t b = 0; b < batch; ++b) one(b);
+  }
+}
+
+// y = x w^T + b, the linear layer: with oneDNN (FP32) the bias is added in the last K chunk's
+// epilogue, after the chunk sum, so y = ((acc_0 + acc_1) + ...) + b exactly as gemm_batched
+// followed by the broadcast add, without a pass of its own over y.
+void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out) {
+  if (!b || in == 0 || gemm_backend() != GemmBackend::Dnnl || g_precision != Precision::FP32) {
+    gemm_batched(false, true, 1, R, out, in, 1.f, x, 0, w, 0, 0.f, y, 0);
+    if (b && R > 0 && out > 0) {
+#pragma omp parallel for schedule(static) if (R * out > 32768 && !omp_in_parallel())
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t o = 0; o < out; ++o) y[r * out + o] = y[r * out + o] + b[o];
+    }
+    return;
+  }
+  g_gemm_flops.fetch_add(uint64_t(2 * R * out * in), std::memory_order_relaxed);
+  if (R <= 0 || out <= 0) return;
+  const int64_t pieces = (in + kChunkK - 1) / kChunkK;
+  const int64_t chunk = pieces > 1 ? std::min<int64_t>(kChunkK, ((in + pieces - 1) / pieces + 31) / 32 * 32) : in;
+  for (int64_t k0 = 0; k0 < in; k0 += chunk) {
+    const int64_t kc = std::min(chunk, in - k0);
+    run_dnnl(1, 0, 0, 0, false, true, R, out, kc, 1.f, x + k0, in, w + k0, in, k0 == 0 ? 0.f : 1.f, y, out, false,
+             k0 + kc >= in ? b : nullptr);
   }
 }
 
