@@ -10,6 +10,9 @@
 // Inputs are kept away from kinks (relu near 0, ties for max / max_pool).
 #include <doctest/doctest.h>
 
+#include <cstring>
+#include <tuple>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -694,4 +697,51 @@ TEST_CASE("engine: conv, pooling and batch_norm2d reject bad shapes with named e
   Tensor undef_rm, undef_rv;
   CHECK_THROWS_WITH_AS(batch_norm2d(x, none, none, undef_rm, undef_rv, false), doctest::Contains("running_mean"),
                        std::invalid_argument);
+}
+
+// max_pool2d with a backward finds each window's argmax by searching for the maximum the
+// vectorised value pass found (engine/kernels/cpu/conv.cpp); against the plain scan
+// "v > best or v is NaN" on values full of ties, signed zeros and NaNs: the same output bits
+// and the same gradient routing.
+TEST_CASE("engine: max_pool2d's argmax equals the first-maximum scan on ties, signed zeros and NaN") {
+  const int64_t N = 2, C = 3, H = 9, W = 11;
+  const float pool[] = {-0.f, 0.f, 1.f, -1.f, 2.f, NAN, 1.f, -0.f};
+  Tensor x = Tensor::empty({N, C, H, W});
+  Rng r(41, kStreamInit);
+  std::vector<float> u(size_t(x.numel()));
+  r.fill_uniform(u.data(), x.numel());
+  float* xd = x.data();
+  for (int64_t i = 0; i < x.numel(); ++i) xd[i] = pool[int(u[size_t(i)] * 7.999f)];
+  for (int64_t i = 0; i < 40; ++i) xd[i] = 0.f * (i % 2 ? 1.f : -1.f);  // a run of signed zeros only
+  for (auto [k, s, pad] : {std::tuple<int64_t, int64_t, int64_t>{3, 2, 1}, {2, 2, 0}, {3, 1, 1}}) {
+    Tensor xi = x.detach().requires_grad_();
+    Tensor y = max_pool2d(xi, k, s, pad);
+    const int64_t OH = y.size(2), OW = y.size(3);
+    Tensor g = Tensor::empty(y.shape());
+    for (int64_t i = 0; i < g.numel(); ++i) g.data()[i] = float(i + 1);  // distinct: routing shows
+    sum(mul(y, g)).backward();
+    std::vector<float> want_y(size_t(y.numel())), want_gx(size_t(x.numel()), 0.f);
+    for (int64_t p = 0; p < N * C; ++p)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          float best = -std::numeric_limits<float>::infinity();
+          int64_t bi = -1;
+          for (int64_t h = oh * s - pad; h < oh * s - pad + k; ++h)
+            for (int64_t w = ow * s - pad; w < ow * s - pad + k; ++w) {
+              if (h < 0 || h >= H || w < 0 || w >= W) continue;
+              const float v = xd[(p * H + h) * W + w];
+              if (bi < 0 || v > best || std::isnan(v)) {  // bi < 0: the kernel starts at the first cell
+                best = v;
+                bi = h * W + w;
+              }
+            }
+          const int64_t o = (p * OH + oh) * OW + ow;
+          want_y[size_t(o)] = best;
+          want_gx[size_t(p * H * W + bi)] += g.data()[o];
+        }
+    CAPTURE(k);
+    CAPTURE(s);
+    CHECK(std::memcmp(y.data(), want_y.data(), want_y.size() * sizeof(float)) == 0);
+    CHECK(xi.grad().to_vector() == want_gx);
+  }
 }

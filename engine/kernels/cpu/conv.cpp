@@ -109,22 +109,38 @@ void max_pool2d_forward(const float* x, float* y, int64_t* arg, int64_t NC, int6
     max_pool2d_values(x, y, NC, H, W, k, stride, pad, OH, OW);
     return;
   }
+  // The values first (vectorised), then each window's argmax by a search for its value, which
+  // gives what the scan "v > best or v is NaN" gives: the first cell equal to the maximum
+  // (-0 == +0, so the first zero, whose own sign y then takes), or with a NaN the last NaN.
+  max_pool2d_values(x, y, NC, H, W, k, stride, pad, OH, OW);
 #pragma omp parallel for collapse(2) schedule(static) if (NC * OH * OW * k * k > 32768)
   for (int64_t p = 0; p < NC; ++p)
     for (int64_t oh = 0; oh < OH; ++oh) {
       const float* xp = x + p * H * W;
       const int64_t h0 = std::max<int64_t>(oh * stride - pad, 0), h1 = std::min(oh * stride - pad + k, H);
       for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t o = (p * OH + oh) * OW + ow;
         const int64_t w0 = std::max<int64_t>(ow * stride - pad, 0), w1 = std::min(ow * stride - pad + k, W);
-        float best = -std::numeric_limits<float>::infinity();
-        int64_t bi = (h0 < h1 && w0 < w1) ? h0 * W + w0 : -1;
-        for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) {
-            const float v = xp[h * W + w];
-            if (v > best || std::isnan(v)) { best = v; bi = h * W + w; }
+        int64_t bi = -1;
+        if (h0 < h1 && w0 < w1) {
+          const float m = y[o];
+          if (m != m) {  // NaN: the last NaN in scan order
+            for (int64_t h = h0; h < h1; ++h)
+              for (int64_t w = w0; w < w1; ++w)
+                if (std::isnan(xp[h * W + w])) bi = h * W + w;
+          } else {
+            for (int64_t h = h0; h < h1 && bi < 0; ++h)
+              for (int64_t w = w0; w < w1; ++w)
+                if (xp[h * W + w] == m) {
+                  bi = h * W + w;
+                  break;
+                }
           }
-        y[(p * OH + oh) * OW + ow] = best;
-        arg[(p * OH + oh) * OW + ow] = bi;
+          y[o] = xp[bi];
+        } else {
+          y[o] = -std::numeric_limits<float>::infinity();
+        }
+        arg[o] = bi;
       }
     }
 }
