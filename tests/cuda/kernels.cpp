@@ -900,4 +900,29 @@ TEST_CASE("cuda: ops end to end match the CPU, and two GPU runs are bitwise equa
                                                << " KiB, peak " << st.peak_in_use / 1024 << " KiB");
 }
 
+// The two pass-saving kernels (conv2d_bn_act_forward, linear_forward: on the GPU their two
+// kernels in turn) through their ops without a gradient, against the CPU.
+TEST_CASE("cuda: conv2d_bn_act and linear without a gradient match the CPU") {
+  if (skip_without_gpu()) return;
+  auto run = [](Device dev) {
+    auto t = [dev](const std::vector<float>& v, const Shape& s) { return Tensor::from_vector(v, s).to(dev); };
+    const int64_t N = 2, C = 32, H = 14, O = 40;
+    Tensor x = t(normal(N * C * H * H, 280), {N, C, H, H});
+    Tensor w = t(uniform(O * C * 9, 281, -0.2f, 0.2f), {O, C, 3, 3});
+    Tensor g = t(uniform(O, 282, 0.5f, 1.5f), {O}), b = t(uniform(O, 283), {O});
+    Tensor rm = t(uniform(O, 284, -0.2f, 0.2f), {O}), rv = t(uniform(O, 285, 0.5f, 1.5f), {O});
+    Tensor res = t(normal(N * O * H * H, 286), {N, O, H, H});
+    Tensor lw = t(uniform(24 * 50, 287, -0.2f, 0.2f), {24, 50}), lb = t(uniform(24, 288), {24});
+    Tensor lx = t(normal(300 * 50, 289), {300, 50});
+    NoGradGuard ng;
+    return std::vector<std::vector<float>>{
+        conv2d_bn_act(x, w, Tensor(), 1, 1, g, b, rm, rv, 1e-5f, res, true).to_vector(),
+        conv2d_bn_act(x, w, Tensor(), 2, 1, g, b, rm, rv, 1e-5f, Tensor(), false).to_vector(),
+        linear(lx, lw, lb).to_vector()};
+  };
+  const auto c = run(Device::CPU), gpu = run(GPU);
+  const char* names[] = {"conv2d_bn_act 3x3 residual relu", "conv2d_bn_act 3x3 s2", "linear"};
+  for (size_t i = 0; i < c.size(); ++i) close(names[i], gpu[i], c[i], 1e-4);
+}
+
 #endif  // MEDSLIP_CUDA
