@@ -15,7 +15,6 @@
 #include "engine/kernels/cpu/env_setting.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -101,47 +100,30 @@ struct Wino<4> {  // points 0, -1, 1, -2, 2 and infinity
   static constexpr float AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 };
 
-// o[t] = c[0] p[0][t] + c[1] p[1][t] + ... (NK terms, in that order): the sum kept in a register
-// per t and stored once (the t loop vectorises), each step rounded as `o[t] = c p[t]` then
-// `o[t] += c p[t]` (contracted to an FMA) in a pass per term would round it.
-template <int NK>
-static inline void lin_comb(const float* c, const float* const* p, float* o, int64_t T) {
-#pragma omp simd
-  for (int64_t t = 0; t < T; ++t) {
-    float acc = c[0] * p[0][t];
-    for (int k = 1; k < NK; ++k) acc = std::fma(c[k], p[k][t], acc);  // explicit: the old pass's contraction
-    o[t] = acc;
-  }
-}
-
 // out[i][s][t] = sum_r P[i][r] in[r][s][t] for an I x R matrix P over R x S planes of T floats
-// (zero coefficients skipped, the terms in r order; the t loop vectorises). The second half of a
-// 2-D transform is the same with the planes' roles swapped (left_apply's `sstride` / `rstride`
-// arguments).
+// (zero coefficients skipped; the t loop vectorises). The second half of a 2-D transform is
+// the same with the planes' roles swapped (left_apply's `sstride` / `rstride` arguments).
 template <int I, int R>
 static inline void left_apply(const float (&P)[I][R], const float* in, int64_t in_r, int64_t in_s, float* out,
                               int64_t out_i, int64_t out_s, int S, int64_t T) {
-  static_assert(R <= 6, "left_apply: at most 6 terms");
   for (int i = 0; i < I; ++i)
     for (int s = 0; s < S; ++s) {
       float* o = out + i * out_i + s * out_s;
-      float c[R];
-      const float* p[R];
-      int n = 0;
-      for (int r = 0; r < R; ++r)
-        if (P[i][r] != 0.f) {
-          c[n] = P[i][r];
-          p[n++] = in + r * in_r + s * in_s;
+      bool first = true;
+      for (int r = 0; r < R; ++r) {
+        const float c = P[i][r];
+        if (c == 0.f) continue;
+        const float* p = in + r * in_r + s * in_s;
+        if (first) {
+#pragma omp simd
+          for (int64_t t = 0; t < T; ++t) o[t] = c * p[t];
+          first = false;
+        } else {
+#pragma omp simd
+          for (int64_t t = 0; t < T; ++t) o[t] += c * p[t];
         }
-      switch (n) {
-        case 0: std::fill(o, o + T, 0.f); break;
-        case 1: lin_comb<1>(c, p, o, T); break;
-        case 2: lin_comb<2>(c, p, o, T); break;
-        case 3: lin_comb<3>(c, p, o, T); break;
-        case 4: lin_comb<4>(c, p, o, T); break;
-        case 5: lin_comb<5>(c, p, o, T); break;
-        default: lin_comb<6>(c, p, o, T); break;
       }
+      if (first) std::fill(o, o + T, 0.f);
     }
 }
 
