@@ -591,13 +591,24 @@ TEST_CASE("data: image a DICOM declaring more pixels than its bytes can hold is 
 TEST_CASE("data: image a BMP whose pixel-array size overflows 64 bits is a named error") {
   // image fuzzer finding (2026-12-05, UBSan): a 114-byte BMP claiming 471466032 x 117440512
   // pixels of 6144 bits; stride * height overflowed int64 in the truncation check.
+  // Since 2026-12-06 bit depths other than 1/4/8/16/24/32 are refused first, so that file now
+  // stops there; the same overflow with 32 bits per pixel and 2^31-1 x 2^31-1 pixels still
+  // reaches the size check (stride 8.6e9 x height 2.1e9 > 2^63).
   const std::string p = "tests/fuzz/corpus/image/reg_bmp_size_overflow.bmp";
   std::string msg = error_of([&] { read_image(p); });
-  CHECK_MESSAGE(msg.find(p) != std::string::npos, msg);
-  CHECK_MESSAGE(msg.find("truncated BMP") != std::string::npos, msg);
+  CHECK(msg == p + ": unsupported BMP bit depth 6144 (1, 4, 8, 16, 24 or 32 bits per pixel are read)");
+  std::vector<uint8_t> b = slurp(image_path("rgba32.bmp"));
+  REQUIRE((b.size() > 34 && b[14] >= 40 && b[28] == 32));
+  for (int k = 0; k < 4; ++k) b[18 + k] = b[22 + k] = k == 3 ? 0x7F : 0xFF;  // w = h = 2^31 - 1
+  fs::path dir = test::scratch_dir("data_image_bmp_overflow");
+  const std::string q = (dir / "huge.bmp").string();
+  spit(q, b.data(), b.size());
+  msg = error_of([&] { read_image(q); });
+  CHECK_MESSAGE(msg.rfind(q + ": truncated BMP (", 0) == 0, msg);
+  CHECK_MESSAGE(msg.find("the 2147483647x2147483647 pixel array needs") != std::string::npos, msg);
 }
 
-TEST_CASE("data: image a BMP with an unknown compression value is refused by name before stb decodes it") {
+TEST_CASE("data: image a BMP with an unknown compression value or bit depth is refused by name before stb decodes it") {
   // image fuzzer finding (2026-12-06, a timeout: 36 s and 1.7 GB under ASan): a 53-byte BMP,
   // compression 0xFFFF0006, 12288 x 21509 1-bit pixels. stb 2.27 checks the compression field
   // only for 16/32-bit pixels and decoded this as uncompressed, zeros past the end of the file;
@@ -614,6 +625,19 @@ TEST_CASE("data: image a BMP with an unknown compression value is refused by nam
   spit(q, b.data(), b.size());
   msg = error_of([&] { read_image(q); });
   CHECK(msg == q + ": unsupported BMP compression 7: only uncompressed (0) and bit-field (3, 6) BMPs are read");
+  // image fuzzer (2026-12-06): a 29-byte OS/2 BMP, 12361 x 21060 pixels of 0 bits; stb 2.27
+  // allocated the 781 MB output before its "bad bpp". Refused by name before stb sees it.
+  const std::string r = "tests/fuzz/corpus/image/reg_bmp_0bpp_12361x21060.bmp";
+  msg = error_of([&] { read_image(r); });
+  CHECK(msg == r + ": unsupported BMP bit depth 0 (1, 4, 8, 16, 24 or 32 bits per pixel are read)");
+  b[30] = 0;
+  b[28] = 2;  // 2 bits per pixel (Windows CE): neither stb nor we read it
+  spit(q, b.data(), b.size());
+  msg = error_of([&] { read_image(q); });
+  CHECK(msg == q + ": unsupported BMP bit depth 2 (1, 4, 8, 16, 24 or 32 bits per pixel are read)");
+  b[28] = 8;
+  spit(q, b.data(), b.size());
+  CHECK_SAME_IMAGE(read_image(q), read_image(image_path("grey8.bmp")), "grey8.bmp rewritten unchanged");
 }
 
 TEST_CASE("data: image a JPEG declaring more pixels than its bytes can encode is refused before decoding") {
