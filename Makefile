@@ -36,7 +36,7 @@ BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 CXXFLAGS ?= -O3
 CXXFLAGS += -std=c++17 $(ARCHFLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -isystem $(BLAS_INC) -MMD -MP
-LDLIBS := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -lyaml-cpp -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -ldnnl -lpthread
+LDLIBS := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lfmt -lyaml-cpp -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -licuuc -lz -ljpeg -ldnnl -lpthread
 LDFLAGS := -fopenmp
 
 ifneq ($(SAN),)
@@ -48,7 +48,7 @@ endif
 # Debian packages the build, tests and demo need (make deps).
 DEB_PACKAGES := g++ make pkg-config libopenblas-openmp-dev libfmt-dev doctest-dev libstb-dev \
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libdcmtk-dev libicu-dev zlib1g-dev \
-  python3 python3-numpy libdnnl-dev
+  python3 python3-numpy libdnnl-dev libjpeg62-turbo-dev
 # Open MPI (data-parallel training, make MPI=1; the MPI tests of make test) and iproute2
 # (the two-namespace test). make deps installs them too when MPI=1; CI runs make deps MPI=1.
 MPI_DEB_PACKAGES := libopenmpi-dev openmpi-bin iproute2
@@ -59,7 +59,7 @@ endif
 DEP_HEADERS := /usr/include/doctest/doctest.h /usr/include/fmt/core.h $(BLAS_INC)/cblas.h \
   /usr/include/stb/stb_image.h /usr/include/nlohmann/json.hpp /usr/include/yaml-cpp/yaml.h \
   /usr/include/CLI/CLI.hpp /usr/include/dcmtk/dcmdata/dctk.h /usr/include/unicode/uchar.h \
-  /usr/include/oneapi/dnnl/dnnl.hpp
+  /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/jpeglib.h
 MISSING_DEPS := $(strip $(foreach h,$(DEP_HEADERS),$(if $(wildcard $(h)),,$(h))))
 
 LIB_SRCS := $(wildcard engine/*.cpp engine/ops/*.cpp engine/kernels/cpu/*.cpp \
@@ -111,7 +111,7 @@ ifneq ($(MISSING_DEPS),)
 	@echo "✗ missing: $(MISSING_DEPS) — running make deps"
 	@$(MAKE) --no-print-directory deps
 else
-	@echo "✓ dependencies present (OpenBLAS, fmt, doctest, stb, json, yaml-cpp, CLI11, DCMTK, ICU)$(if $(filter 1,$(CUDA)), ✓ CUDA: $(CUDA_HOME),)"
+	@echo "✓ dependencies present (OpenBLAS, fmt, doctest, stb, libjpeg-turbo, json, yaml-cpp, CLI11, DCMTK, ICU, oneDNN)$(if $(filter 1,$(CUDA)), ✓ CUDA: $(CUDA_HOME),)"
 endif
 
 deps:

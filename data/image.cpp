@@ -1,5 +1,6 @@
-// Image decoding: PNG / JPEG / BMP with stb_image, DICOM with DCMTK, and the RSNA
-// histogram equalisation of spec §C.7. PIL parity notes are in data/image.h.
+// Image decoding: JPEG with libjpeg-turbo (the library Pillow decodes with), PNG / BMP with
+// stb_image, DICOM with DCMTK, and the RSNA histogram equalisation of spec §C.7. PIL parity
+// notes are in data/image.h.
 #include "data/image.h"
 
 #include "engine/io.h"
@@ -11,15 +12,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 
 // stb: Debian ships libstb.so, but the Makefile does not link it (yet), so we compile a
-// private (static) copy of the two decoders we use here, restricted to our formats.
+// private (static) copy of the two decoders we use here, PNG and BMP. stb's JPEG decoder is
+// not compiled in: Debian's stb_image 2.27 has UB in its JPEG bit reader on hostile scans
+// (docs/reliability.md), so JPEG goes to libjpeg-turbo below.
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_NO_STDIO
 #define STBI_MAX_DIMENSIONS (1 << 16)
@@ -32,6 +35,11 @@
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 #include <zlib.h>
+
+#include <csetjmp>
+// libjpeg-turbo's libjpeg API (Debian's libjpeg62-turbo, the same libjpeg.so.62 that Debian's
+// Pillow links). jpeglib.h needs FILE and size_t declared first.
+#include <jpeglib.h>
 
 // numpy's interp / histogram arithmetic has no fused multiply-adds; GCC would contract
 // a*b+c at -march=x86-64-v3 and move the equalised values across truncation boundaries.
@@ -86,18 +94,26 @@ Format sniff(const uint8_t* d, size_t n) {
   return Format::kUnknown;
 }
 
-// stb_image 2.27 (Debian's) trusts parts of a JPEG's marker segments that a hostile file
-// controls: a DHT whose 16 code counts sum past 256 makes stbi__build_huffman write past
-// the Huffman table (UBSan: index 257 into size[257]), and the values loop past values[256].
-// So every segment stb reads is checked here first, and stb only sees a well-formed marker
-// structure: SOI, segments whose lengths fit, DHT tables (class 0/1, id 0..3, <= 256 codes,
-// the segment length exactly their sum), DQT tables (precision 0/1, id 0..3, length exact),
-// one SOF (baseline/extended/progressive Huffman, 1..4 components, sampling 1..4, table id
-// 0..3, distinct ids) before any SOS, SOS components that the SOF declared, DRI of length 4,
-// and an EOI. stb also decodes a JPEG that ends early as if the missing data were zeros
-// (grey blocks) where PIL raises "image file is truncated": a missing EOI is an error too.
-// Returns "" for a stream stb may decode, else the reason.
+// The JPEG marker walk that runs before any decoder sees the bytes. It was written for stb_image
+// 2.27 (Debian's), which trusts parts of a JPEG's marker segments that a hostile file controls
+// (a DHT whose 16 code counts sum past 256 made stbi__build_huffman write past the Huffman
+// table); JPEG is now decoded by libjpeg-turbo, which checks these itself, but the walk stays
+// in front as a second wall and as the source of our named errors: SOI, segments whose lengths
+// fit, DHT tables (class 0/1, id 0..3, <= 256 codes, the segment length exactly their sum), DQT
+// tables (precision 0/1, id 0..3, length exact), one SOF (baseline/extended/progressive Huffman,
+// 8-bit, 1..4 components, sampling 1..4, table id 0..3, distinct ids) before any SOS, SOS
+// components that the SOF declared and whose tables were defined, DRI of length 4, at most
+// kMaxJpegScans scans, and an EOI. A JPEG that ends early is refused ("truncated"), as PIL
+// raises "image file is truncated" where a decoder would fill the missing data in.
+// Returns "" for a stream the decoder may see, else the reason.
+// Each scan of a progressive JPEG is a pass over every block of its components, so a file of
+// many tiny scans costs far more time than its size suggests. libjpeg-turbo's documentation
+// (djpeg -maxscans, its OSS-Fuzz harnesses) limits untrusted files to 500 scans; real encoders
+// write 1 (baseline) to about a dozen (cjpeg -progressive: 10 for colour).
+constexpr int kMaxJpegScans = 500;
+
 std::string jpeg_structure_error(const uint8_t* d, size_t n) {
+  int scans = 0;
   auto u16 = [&](size_t o) { return (size_t(d[o]) << 8) | d[o + 1]; };
   const std::string trunc = "truncated JPEG (no end-of-image marker)";
   size_t p = 2;  // after SOI
@@ -160,8 +176,9 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
         comp_tq.push_back(tq);
       }
     } else if ((m >= 0xC3 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-      // Valid JPEG processes that stb_image does not decode (PIL / libjpeg-turbo decodes the
-      // arithmetic-coded ones): a named refusal, not "corrupt".
+      // Valid JPEG processes we do not decode: a named refusal, not "corrupt". (libjpeg-turbo
+      // 2.1 and PIL decode the arithmetic-coded ones; they stay refused here: the marker walk
+      // does not check their DAC segments, and few encoders write them.)
       const char* what = m == 0xC3 ? "lossless (SOF3)"
                          : m <= 0xC7 ? "hierarchical (differential)"
                          : m <= 0xCB ? (m == 0xCB ? "arithmetic-coded lossless" : "arithmetic-coded")
@@ -172,10 +189,13 @@ std::string jpeg_structure_error(const uint8_t* d, size_t n) {
       if (L != 2) return bad("restart interval length");
     } else if (m == 0xDA) {  // SOS
       if (!have_sof) return bad("scan before the frame header");
+      if (++scans > kMaxJpegScans)
+        return "corrupt JPEG (more than " + std::to_string(kMaxJpegScans) +
+               " scans; real encoders write at most a few dozen)";
       if (L < 1) return bad("scan header cut short");
       int ns = s[0];
       if (ns < 1 || ns > 4 || L != size_t(4 + 2 * ns)) return bad(std::to_string(ns) + " scan components");
-      // stb_image 2.27 decodes with whatever a table slot holds, defined or not: a scan using a
+      // stb_image 2.27 decoded with whatever a table slot held, defined or not: a scan using a
       // Huffman table no DHT defined read h->size[16777460] (image fuzzer, UBSan). So every
       // table a scan will use must have been defined before it: sequential scans use their DC
       // and AC tables, progressive first DC scans (Ss = 0, Ah = 0) the DC table, AC scans
@@ -239,8 +259,20 @@ void check_bmp_size(const uint8_t* d, size_t n, const std::string& name) {
     fail(name, std::string("unsupported BMP compression ") + kind[comp] + " (" + std::to_string(comp) +
                    "): only uncompressed and bit-field BMPs are read; save it uncompressed or as PNG");
   }
-  if (comp != 0 && comp != 3 && comp != 6) return;  // unknown: stb reports a bad header
-  if (w <= 0 || h == 0 || bpp <= 0) return;         // stb reports a bad header
+  // Any other value is no BMP compression. stb 2.27 refuses it only for 16/32-bit pixels and
+  // decodes 1/4/8/24-bit ones as if uncompressed (image fuzzer: a 53-byte BMP of compression
+  // 0xFFFF0006 declaring 12288 x 21509 1-bit pixels: 800 MB and 36 s under ASan of zeros read
+  // past the end of the file), before our size check could apply. Pillow: "Unsupported BMP
+  // compression".
+  if (comp != 0 && comp != 3 && comp != 6)
+    fail(name, "unsupported BMP compression " + std::to_string(comp) +
+                   ": only uncompressed (0) and bit-field (3, 6) BMPs are read");
+  // stb 2.27 allocates the whole w x h output before it looks at the bit depth ("bad bpp"): a
+  // 29-byte OS/2 BMP of 12361 x 21060 pixels at 0 bits made it allocate 781 MB first (image
+  // fuzzer, a 33 s unit under ASan on the loaded machine). Pillow: "Unsupported BMP pixel depth".
+  if (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32)
+    fail(name, "unsupported BMP bit depth " + std::to_string(bpp) + " (1, 4, 8, 16, 24 or 32 bits per pixel are read)");
+  if (w <= 0 || h == 0) return;  // stb reports a bad header
   // w < 2^31 and bpp < 2^16, so the stride fits; stride * |h| may not (UBSan, image fuzzer:
   // a 114-byte BMP claiming 471466032 x 117440512 pixels of 6144 bits), so compare in long double.
   int64_t stride = ((bpp * w + 31) / 32) * 4;
@@ -292,12 +324,8 @@ bool png_drop_empty_idat(const uint8_t* d, size_t n, std::vector<uint8_t>& out, 
 Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name, const ReadOptions& opt) {
   std::vector<uint8_t> cleaned;
   if (fmt == Format::kPng && png_drop_empty_idat(d, n, cleaned, name)) d = cleaned.data(), n = cleaned.size();
-  const char* kind = fmt == Format::kPng ? "PNG" : fmt == Format::kJpeg ? "JPEG" : "BMP";
+  const char* kind = fmt == Format::kPng ? "PNG" : "BMP";
   if (n > size_t(INT32_MAX)) fail(name, std::string(kind) + " file too large");
-  if (fmt == Format::kJpeg) {
-    std::string why = jpeg_structure_error(d, n);
-    if (!why.empty()) fail(name, why);
-  }
   if (fmt == Format::kBmp) check_bmp_size(d, n, name);
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(d, int(n), &w, &h, &comp))
@@ -305,13 +333,6 @@ Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name
   // stb 2.27's BMP info gives a top-down BMP's height as stored (negative); its loader flips.
   if (fmt == Format::kBmp && h < 0 && h > INT32_MIN) h = -h;
   check_dims(w, h, name);
-  // A JPEG codes every 8x8 block of every component with at least one bit (its DC difference,
-  // in baseline and in a progressive file's first DC scan), so no valid file holds more than
-  // 512 pixels per byte. The image fuzzer found a 1.3 KB JPEG declaring 49456 x 255 pixels
-  // (10 s under ASan for a picture of zeros; 2^28 pixels would take minutes and 800 MB).
-  if (fmt == Format::kJpeg && double(w) * double(h) > 1024.0 * double(n) + 65536.0)
-    fail(name, "JPEG declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than its " +
-                   std::to_string(n) + " bytes can encode (corrupt header or a decompression bomb)");
   bool grey = comp <= 2;
   // PNG IHDR: bit depth at byte 24, colour type at 25 (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA).
   bool grey16 = fmt == Format::kPng && n > 25 && d[24] == 16 && d[25] == 0;
@@ -340,6 +361,114 @@ Image decode_stb(const uint8_t* d, size_t n, Format fmt, const std::string& name
   img.px.assign(p, p + size_t(ww) * hh * c);
   stbi_image_free(p);
   return img;
+}
+
+// ---- JPEG: libjpeg-turbo ------------------------------------------------------------------
+//
+// Pillow decodes JPEG with libjpeg (on Debian: this same libjpeg62-turbo 2.1.5), so the same
+// calls with Pillow's settings give Pillow's pixels: libjpeg's defaults (islow IDCT, fancy
+// upsampling), out_color_space GRAYSCALE for 1 component, RGB for 3 (libjpeg picks YCbCr or
+// RGB from JFIF / Adobe / component ids, as for Pillow), CMYK for 4 (CMYK or YCCK), which Pillow
+// reads as inverted "CMYK;I" (Adobe's convention) and converts to RGB with
+// R = (255 - K) - (C * (255 - K)) / 255 (its MULDIV255 rounding), reproduced below.
+// Errors: libjpeg's error_exit longjmps back here (the documented way for a C library; every
+// C++ object of this frame is created before setjmp and lives on, and everything written after
+// it lives on the heap, so nothing is skipped or indeterminate), then one line naming the file.
+// Warnings (corrupt entropy data that libjpeg decodes through) are not errors, as in Pillow.
+
+struct JpegSession {
+  jpeg_decompress_struct cinfo{};
+  jpeg_error_mgr jerr{};
+  std::jmp_buf jump{};
+  char message[JMSG_LENGTH_MAX] = {0};
+  bool created = false;
+  Image img;
+  std::vector<uint8_t> row;
+  ~JpegSession() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+};
+
+extern "C" {
+static void medslip_jpeg_error_exit(j_common_ptr c) {
+  auto* s = static_cast<JpegSession*>(c->client_data);
+  (*c->err->format_message)(c, s->message);
+  std::longjmp(s->jump, 1);
+}
+static void medslip_jpeg_output_message(j_common_ptr) {}  // libjpeg would print to stderr
+}
+
+Image decode_jpeg(const uint8_t* d, size_t n, const std::string& name, const ReadOptions& opt) {
+  if (n > size_t(INT32_MAX)) fail(name, "JPEG file too large");
+  std::string why = jpeg_structure_error(d, n);
+  if (!why.empty()) fail(name, why);
+  const auto s = std::make_unique<JpegSession>();
+  jpeg_decompress_struct* ci = &s->cinfo;
+  ci->err = jpeg_std_error(&s->jerr);
+  s->jerr.error_exit = medslip_jpeg_error_exit;
+  s->jerr.output_message = medslip_jpeg_output_message;
+  ci->client_data = s.get();
+  if (setjmp(s->jump)) {
+    // One line: libjpeg's messages are single sentences ("Bogus Huffman table definition", ...).
+    std::string msg = s->message;
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    fail(name, "cannot decode JPEG: " + msg);
+  }
+  jpeg_create_decompress(ci);
+  s->created = true;
+  jpeg_mem_src(ci, d, static_cast<unsigned long>(n));
+  jpeg_read_header(ci, TRUE);
+  const int64_t w = ci->image_width, h = ci->image_height;
+  check_dims(w, h, name);
+  // A JPEG codes every 8x8 block of every component with at least one bit (its DC difference,
+  // in baseline and in a progressive file's first DC scan), so no valid file holds more than
+  // 512 pixels per byte. The image fuzzer found a 1.3 KB JPEG declaring 49456 x 255 pixels
+  // (10 s under ASan for a picture of zeros; 2^28 pixels would take minutes and 800 MB).
+  if (double(w) * double(h) > 1024.0 * double(n) + 65536.0)
+    fail(name, "JPEG declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than its " +
+                   std::to_string(n) + " bytes can encode (corrupt header or a decompression bomb)");
+  const int nc = ci->num_components;
+  if (nc == 1) {
+    ci->out_color_space = JCS_GRAYSCALE;
+  } else if (nc == 3) {
+    ci->out_color_space = JCS_RGB;
+  } else if (nc == 4) {
+    ci->out_color_space = JCS_CMYK;
+  } else {  // Pillow: "cannot handle 2-layer images"
+    fail(name, "unsupported JPEG: " + std::to_string(nc) + " components (1 grey, 3 colour or 4 CMYK are decoded)");
+  }
+  jpeg_start_decompress(ci);
+  const int oc = ci->output_components;
+  if (int64_t(ci->output_width) != w || int64_t(ci->output_height) != h || oc != (nc == 1 ? 1 : nc == 3 ? 3 : 4))
+    fail(name, "cannot decode JPEG: decoder output " + std::to_string(ci->output_width) + "x" +
+                   std::to_string(ci->output_height) + "x" + std::to_string(oc) + " does not match its header");
+  const int c = nc == 1 && opt.keep_grey ? 1 : 3;
+  s->img = Image(int(w), int(h), c);
+  s->row.resize(size_t(w) * size_t(oc));
+  while (ci->output_scanline < ci->output_height) {
+    const int y = int(ci->output_scanline);
+    JSAMPROW rp = s->row.data();
+    if (jpeg_read_scanlines(ci, &rp, 1) != 1) fail(name, "cannot decode JPEG: no scanline " + std::to_string(y));
+    uint8_t* out = s->img.row(y);
+    const uint8_t* in = s->row.data();
+    if (oc == c) {
+      std::memcpy(out, in, size_t(w) * size_t(c));
+    } else if (oc == 1) {  // grey -> 3 equal channels
+      for (int64_t x = 0; x < w; ++x) out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = in[x];
+    } else {  // CMYK as stored (Adobe-inverted): Pillow's "CMYK;I" unpack, then its cmyk2rgb
+      for (int64_t x = 0; x < w; ++x) {
+        const int nk = in[4 * x + 3];  // 255 - K
+        for (int k = 0; k < 3; ++k) {
+          const int cc = 255 - in[4 * x + k];
+          const int t = cc * nk + 128;
+          const int v = nk - (((t >> 8) + t) >> 8);
+          out[3 * x + k] = uint8_t(std::clamp(v, 0, 255));
+        }
+      }
+    }
+  }
+  jpeg_finish_decompress(ci);
+  return std::move(s->img);
 }
 
 // ---- DICOM --------------------------------------------------------------------------
@@ -688,6 +817,7 @@ Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name,
   if (fmt == Format::kDicom) fail(name, "DICOM can only be read from a file (use read_image)");
   if (fmt == Format::kUnknown)
     fail(name, "not a PNG, JPEG, BMP or DICOM file (first bytes: " + hex_prefix(data, n) + ")");
+  if (fmt == Format::kJpeg) return decode_jpeg(data, n, name, opt);
   return decode_stb(data, n, fmt, name, opt);
 }
 

@@ -1,5 +1,5 @@
-// defines: Image (8-bit HWC pixels), read_image (PNG / JPEG / BMP through stb_image, DICOM
-// through DCMTK) with the semantics of the reference's `Image.open(path).convert('RGB')`,
+// defines: Image (8-bit HWC pixels), read_image (JPEG through libjpeg-turbo, PNG / BMP through
+// stb_image, DICOM through DCMTK) with the semantics of the reference's `Image.open(path).convert('RGB')`,
 // DicomMode (display windowing, or the RSNA read path of spec §C.7), equalize_hist_u8
 // (skimage.exposure.equalize_hist as the RSNA Dataset uses it), write_png.
 //
@@ -9,8 +9,9 @@
 //   (PIL's "RGB;16B" raw modes); 16-bit grey -> PIL opens mode "I" and convert('RGB')
 //   CLIPS each value to 0..255 (a 16-bit radiograph turns mostly white: that is what the
 //   reference model would see, so we do the same); EXIF orientation is ignored (as PIL's
-//   Image.open). JPEG: stb_image's IDCT / upsampling is not bit-exact to libjpeg-turbo
-//   (PIL); the differences are small and measured in the tests.
+//   Image.open). JPEG: libjpeg-turbo, the library Pillow decodes with, called with Pillow's
+//   settings (islow IDCT, fancy upsampling, CMYK read as Adobe-inverted and converted as
+//   Pillow's convert('RGB')): the same pixels, checked exactly by the tests.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,4 +1,4 @@
-// Fuzz target: PNG / JPEG / BMP decoding (stb_image behind data/image.cpp's checks).
+// Fuzz target: PNG / JPEG / BMP decoding (JPEG: our marker walk, then libjpeg-turbo; PNG / BMP: our checks, then stb_image).
 #include "data/image.h"
 #include "tests/fuzz/fuzz.h"
 
