@@ -6,34 +6,15 @@
 #include <cstring>
 
 #include "engine/kernels/cpu/bn_act.h"
+#include "engine/kernels/cpu/lanes.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
 
-// Sums in double over 8 interleaved lanes (a fixed order, so the same on any thread
+// Sums in double over 8 interleaved lanes (lanes.h: a fixed order, so the same on any thread
 // count; the lanes let the compiler vectorise what one serial double chain cannot).
 namespace {
-constexpr int kLanes = 8;
-
-inline void plane_sum(const float* x, int64_t n, double* acc) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += double(x[i + l]);
-  for (int l = 0; i < n; ++i, ++l) acc[l] += double(x[i]);
-}
-
-inline void plane_sq_dev(const float* x, int64_t n, double m, double* acc) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const double d = double(x[i + l]) - m;
-      acc[l] += d * d;
-    }
-  for (int l = 0; i < n; ++i, ++l) {
-    const double d = double(x[i]) - m;
-    acc[l] += d * d;
-  }
-}
+using namespace lanes;
 
 // sg += gy, sd += gy (x - m)
 inline void plane_grad_sums(const float* x, const float* gy, int64_t n, float m, double* sg, double* sd) {
@@ -53,11 +34,6 @@ inline void plane_grad_sums(const float* x, const float* gy, int64_t n, float m,
 inline void plane_grad_sums_masked(const float* x, const float* y, const float* gy, int64_t n, float m, double* sg,
                                    double* sd);
 
-inline double lanes_total(const double* acc) {
-  double s = 0.0;
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
-}
 
 inline void plane_grad_sums_masked(const float* x, const float* y, const float* gy, int64_t n, float m, double* sg,
                                    double* sd) {

@@ -1,18 +1,13 @@
 // CPU reference kernels: layer norm over the rows of [R, C].
 #include <cmath>
 
+#include "engine/kernels/cpu/lanes.h"
 #include "engine/kernels/kernels.h"
 
 namespace ms::cpu {
 
-// Row sums in double over 8 interleaved lanes, added up in a fixed order at the end: the same
-// on every thread count, and vectorised (one serial double chain per row is latency-bound).
-namespace {
-constexpr int kLanes = 8;
-inline double lanes_total(const double* a) {
-  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-}  // namespace
+// Row sums: 8 interleaved double lanes (lanes.h).
+using namespace lanes;
 
 void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t R,
                         int64_t C, float eps) {
@@ -20,22 +15,10 @@ void layer_norm_forward(const float* x, const float* w, const float* b, float* y
   for (int64_t r = 0; r < R; ++r) {
     const float* xr = x + r * C;
     double acc[kLanes] = {};
-    int64_t c = 0;
-    for (; c + kLanes <= C; c += kLanes)
-      for (int l = 0; l < kLanes; ++l) acc[l] += double(xr[c + l]);
-    for (int l = 0; c < C; ++c, ++l) acc[l] += double(xr[c]);
+    plane_sum(xr, C, acc);
     const double m = lanes_total(acc) / double(C);
     double sq[kLanes] = {};
-    c = 0;
-    for (; c + kLanes <= C; c += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
-        const double d = double(xr[c + l]) - m;
-        sq[l] += d * d;
-      }
-    for (int l = 0; c < C; ++c, ++l) {
-      const double d = double(xr[c]) - m;
-      sq[l] += d * d;
-    }
+    plane_sq_dev(xr, C, m, sq);
     const double v = lanes_total(sq) / double(C);  // biased, as torch.nn.LayerNorm
     float rs = float(1.0 / std::sqrt(v + double(eps)));
     mean[r] = float(m);
