@@ -83,6 +83,14 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
   return y;
 }
 
+void bn_check_residual(const char* op, const Tensor& residual, const Tensor& x) {
+  if (!residual.defined()) return;
+  if (residual.shape() != x.shape())
+    throw std::invalid_argument(std::string(op) + ": residual " + shape_str(residual.shape()) + " for input " +
+                                shape_str(x.shape()) + ", expected the same shape");
+  common_device({x, residual}, op);
+}
+
 Tensor batch_norm2d_act(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                         Tensor& running_var, bool training, float momentum, float eps, const Tensor& residual,
                         bool relu) {
@@ -90,10 +98,7 @@ Tensor batch_norm2d_act(const Tensor& x, const Tensor& weight, const Tensor& bia
   Device dev = Device::CPU;
   bn_statistics("batch_norm2d_act", x, weight, bias, running_mean, running_var, training, momentum, eps, mean, rstd,
                 dev);
-  if (residual.defined() && residual.shape() != x.shape())
-    throw std::invalid_argument("batch_norm2d_act: residual " + shape_str(residual.shape()) + " for input " +
-                                shape_str(x.shape()) + ", expected the same shape");
-  if (residual.defined()) common_device({x, residual}, "batch_norm2d_act");
+  bn_check_residual("batch_norm2d_act", residual, x);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   Tensor y = Tensor::empty(x.shape(), dev);
   MS_DISPATCH(dev, batch_norm_act_apply, x.data(), mean.data(), rstd.data(), weight.defined() ? weight.data() : nullptr,

@@ -84,9 +84,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
 Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t padding,
                      const Tensor& bn_weight, const Tensor& bn_bias, Tensor& running_mean, Tensor& running_var,
                      float eps, const Tensor& residual, bool relu) {
-  const bool grads = grad_enabled() && (needs_grad(x) || needs_grad(w) || needs_grad(b) || needs_grad(bn_weight) ||
-                                        needs_grad(bn_bias) || needs_grad(residual));
-  if (grads || b.defined())
+  if (any_requires_grad({x, w, b, bn_weight, bn_bias, residual}) || b.defined())
     return batch_norm2d_act(conv2d(x, w, b, stride, padding), bn_weight, bn_bias, running_mean, running_var, false,
                             0.1f, eps, residual, relu);
   const Conv2dShape s = conv2d_shape(x, w, b, stride, padding);
@@ -95,10 +93,7 @@ Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, int64_t 
   Device dev = y.device();
   bn_statistics("batch_norm2d_act", y, bn_weight, bn_bias, running_mean, running_var, false, 0.1f, eps, mean, rstd,
                 dev);
-  if (residual.defined() && residual.shape() != y.shape())
-    throw std::invalid_argument("batch_norm2d_act: residual " + shape_str(residual.shape()) + " for input " +
-                                shape_str(y.shape()) + ", expected the same shape");
-  if (residual.defined()) common_device({y, residual}, "batch_norm2d_act");
+  bn_check_residual("batch_norm2d_act", residual, y);
   MS_DISPATCH(dev, conv2d_bn_act_forward, x.data(), w.data(), y.data(), s, mean.data(), rstd.data(),
               bn_weight.defined() ? bn_weight.data() : nullptr, bn_bias.defined() ? bn_bias.data() : nullptr,
               residual.defined() ? residual.data() : nullptr, relu);

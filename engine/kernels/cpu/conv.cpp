@@ -239,55 +239,43 @@ static void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
 // Images spread over the threads, each with its own im2col scratch; a pointwise convolution
 // (1x1, stride 1, no padding) is one batched GEMM on x itself; a 3x3 stride-1 one may take the
 // Winograd path (winograd.cpp) where winograd_tile says it pays (MEDSLIP_CONV_ALGO=im2col: never).
-void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s) {
+// With ep (conv2d_bn_act_forward): an evaluation BatchNorm (+ residual) (+ ReLU) applied to each
+// output plane right after it is computed, in cache: in the Winograd output transform, or after
+// each image's GEMM (pointwise convolutions too: one image's product instead of one batched
+// call, so that its output is still in cache). Same bits as conv2d_forward then
+// batch_norm_act_apply (bn_act.h holds their shared arithmetic).
+static void forward(const float* x, const float* w, float* y, const Conv2dShape& s, const BnAct* ep) {
   const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
   if (const int m = winograd_tile(s, ConvPass::Forward)) {
-    winograd_conv2d_forward(x, w, y, s, m);
+    winograd_conv2d_forward(x, w, y, s, m, ep);
     return;
   }
-  if (s.pointwise()) {  // y[n] = W x[n]
+  if (s.pointwise() && !ep) {  // y[n] = W x[n]
     gemm_batched(false, false, s.N, s.O, L, K, 1.f, w, 0, x, s.C * s.H * s.W, 0.f, y, s.O * L);
     return;
   }
   if (s.N == 0) return;
   const int workers = conv_workers(s.N);
-  Scratch col(workers * K * L);
+  Scratch col(s.pointwise() ? 1 : workers * K * L);
   for_each_image(s.N, workers, [&](int64_t n, int t) {
-    float* c = col.data + int64_t(t) * K * L;
-    im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+    const float* xn = x + n * s.C * s.H * s.W;
+    const float* c = xn;  // a pointwise convolution's x[n] is its own im2col
+    if (!s.pointwise()) {
+      float* cn = col.data + int64_t(t) * K * L;
+      im2col(xn, cn, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
+      c = cn;
+    }
     gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);  // y[n] = W col
+    if (ep) ep->apply(y, n, n + 1, s.O, L);
   });
 }
 
-// The forward above with an evaluation BatchNorm (+ residual) (+ ReLU) applied to each output
-// plane right after it is computed, in cache: in the Winograd output transform, or after each
-// image's GEMM (images on the threads, pointwise convolutions too: one image's product instead
-// of one batched call, so that its output is still in cache for the epilogue). Same bits as
-// conv2d_forward then batch_norm_act_apply (bn_act.h holds their shared arithmetic).
+void conv2d_forward(const float* x, const float* w, float* y, const Conv2dShape& s) { forward(x, w, y, s, nullptr); }
+
 void conv2d_bn_act_forward(const float* x, const float* w, float* y, const Conv2dShape& s, const float* mean,
                            const float* rstd, const float* bn_w, const float* bn_b, const float* res, bool relu) {
   const BnAct ep{mean, rstd, bn_w, bn_b, res, relu};
-  const int64_t K = s.C * s.kh * s.kw, L = s.OH * s.OW;
-  if (const int m = winograd_tile(s, ConvPass::Forward)) {
-    winograd_conv2d_forward(x, w, y, s, m, &ep);
-    return;
-  }
-  if (s.N == 0) return;
-  const int workers = conv_workers(s.N);
-  if (s.pointwise()) {
-    for_each_image(s.N, workers, [&](int64_t n, int) {
-      gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, x + n * s.C * s.H * s.W, 0, 0.f, y + n * s.O * L, 0);
-      ep.apply(y, n, n + 1, s.O, L);
-    });
-    return;
-  }
-  Scratch col(workers * K * L);
-  for_each_image(s.N, workers, [&](int64_t n, int t) {
-    float* c = col.data + int64_t(t) * K * L;
-    im2col(x + n * s.C * s.H * s.W, c, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
-    gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);
-    ep.apply(y, n, n + 1, s.O, L);
-  });
+  forward(x, w, y, s, &ep);
 }
 
 // dW = sum_n dW_n with each image's dW_n computed on its own (in parallel) and the sum taken

@@ -69,6 +69,13 @@ void set_gemm_precision(Precision p) {
 // over the threads when M x N has too few blocks to go round).
 constexpr int64_t kChunkK = 256;
 
+// The K chunk for a product of depth K: K itself up to kChunkK, else K cut into equal pieces
+// of at most kChunkK, each a multiple of 32 but the last.
+static int64_t k_chunk(int64_t K) {
+  const int64_t pieces = (K + kChunkK - 1) / kChunkK;
+  return pieces > 1 ? std::min<int64_t>(kChunkK, ((K + pieces - 1) / pieces + 31) / 32 * 32) : K;
+}
+
 static void sgemm_openblas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
                            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
@@ -248,8 +255,7 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   const int64_t lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
   const bool dnnl = gemm_backend() == GemmBackend::Dnnl || g_precision == Precision::BF16;
   const bool bf16 = g_precision == Precision::BF16;
-  const int64_t pieces = (K + kChunkK - 1) / kChunkK;
-  const int64_t chunk = pieces > 1 ? std::min<int64_t>(kChunkK, ((K + pieces - 1) / pieces + 31) / 32 * 32) : K;
+  const int64_t chunk = k_chunk(K);
   // Products with distinct C (batch > 1, strideC != 0) may run side by side; several into one C
   // (strideC == 0) run in order.
   const bool separate = batch > 1 && strideC != 0;
@@ -316,17 +322,12 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
 void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out) {
   if (!b || in == 0 || gemm_backend() != GemmBackend::Dnnl || g_precision != Precision::FP32) {
     gemm_batched(false, true, 1, R, out, in, 1.f, x, 0, w, 0, 0.f, y, 0);
-    if (b && R > 0 && out > 0) {
-#pragma omp parallel for schedule(static) if (R * out > 32768 && !omp_in_parallel())
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t o = 0; o < out; ++o) y[r * out + o] = y[r * out + o] + b[o];
-    }
+    if (b && R > 0 && out > 0) binary_forward(BinaryOp::Add, y, b, y, make_broadcast({R, out}, {R, out}, {out}));
     return;
   }
   g_gemm_flops.fetch_add(uint64_t(2 * R * out * in), std::memory_order_relaxed);
   if (R <= 0 || out <= 0) return;
-  const int64_t pieces = (in + kChunkK - 1) / kChunkK;
-  const int64_t chunk = pieces > 1 ? std::min<int64_t>(kChunkK, ((in + pieces - 1) / pieces + 31) / 32 * 32) : in;
+  const int64_t chunk = k_chunk(in);
   for (int64_t k0 = 0; k0 < in; k0 += chunk) {
     const int64_t kc = std::min(chunk, in - k0);
     run_dnnl(1, 0, 0, 0, false, true, R, out, kc, 1.f, x + k0, in, w + k0, in, k0 == 0 ? 0.f : 1.f, y, out, false,
