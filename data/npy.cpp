@@ -28,6 +28,12 @@ namespace {
   throw std::runtime_error(path + ": " + what);
 }
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "(";
+  for (size_t k = 0; k < shape.size(); ++k) out += (k ? ", " : "") + std::to_string(shape[k]);
+  return out + (shape.size() == 1 ? ",)" : ")");
+}
+
 // A tiny parser for the header, a Python dict literal such as
 // {'descr': '<f8', 'fortran_order': False, 'shape': (3, 51, 75), }
 struct DictParser {
@@ -215,12 +221,19 @@ NpyHeader read_npy_header(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) fail(path, "cannot stat .npy file");
   {
     // The element count must fit before it is multiplied out (npy fuzzer: a shape of
-    // (2, 1, 7777777777777771, 7777777777777774, 224) overflowed int64, undefined behaviour).
-    long double bytes = h.itemsize;
-    for (int64_t d : h.shape) bytes *= (long double)(d);
-    if (bytes > (long double)(int64_t(st.st_size)))
-      fail(path, "truncated .npy data: shape needs " + std::to_string(uint64_t(std::min(bytes, 1e19L))) +
-                     " bytes of data, file has " + std::to_string(int64_t(st.st_size)));
+    // (2, 1, 7777777777777771, 7777777777777774, 224) overflowed int64, undefined behaviour; and
+    // (5, 3, 773, 7770, 3, 777, 777777774, 7773883, 0, ...) overflowed on its way to 0). As
+    // NumPy does, the product of the non-zero dimensions times the item size must fit, so
+    // numel() and row_numel() never overflow, whatever zero the shape holds.
+    int64_t bytes = h.itemsize;
+    for (int64_t d : h.shape)
+      if (d != 0 && __builtin_mul_overflow(bytes, d, &bytes))
+        fail(path, "malformed .npy header: shape " + shape_text(h.shape) + " of " + std::to_string(h.itemsize) +
+                       "-byte items is larger than 2^63 bytes");
+    if (h.numel() * h.itemsize > int64_t(st.st_size))
+      fail(path, "truncated .npy data: shape needs " + std::to_string(h.numel() * h.itemsize) +
+                     " bytes of data, file has " + std::to_string(int64_t(st.st_size)) + " (shape " +
+                     shape_text(h.shape) + ")");
   }
   int64_t need = h.data_offset + h.numel() * h.itemsize;
   if (int64_t(st.st_size) < need)

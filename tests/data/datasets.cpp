@@ -190,7 +190,17 @@ TEST_CASE("data: npy errors name the file and the problem") {
   bad("shape_overflow.npy",
       npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (7777777777777771, 7777777777777774), }",
                 eight),
-      "truncated .npy data: shape needs");
+      "shape (7777777777777771, 7777777777777774) of 8-byte items is larger than 2^63 bytes");
+  // npy fuzzer finding, session 5 (UBSan): huge dimensions before a 0, whose running product
+  // overflowed on its way to 0 elements; refused as NumPy does (the non-zero dimensions' product).
+  bad("shape_overflow_then_zero.npy",
+      npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 777777777774, 7773883, 0, 8), }", eight),
+      "shape (3, 777777777774, 7773883, 0, 8) of 8-byte items is larger than 2^63 bytes");
+  // ... while a shape with a 0 whose other dimensions fit is an empty array, as in NumPy.
+  write_file(dir / "empty_rows.npy",
+             npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (0, 51, 75), }", ""));
+  CHECK(read_npy_double((dir / "empty_rows.npy").string()).data.empty());
+  CHECK(read_npy_double((dir / "empty_rows.npy").string()).shape == std::vector<int64_t>{0, 51, 75});
   CHECK(contains(error_of([&] { read_npy_double((dir / "missing.npy").string()); }), "missing.npy"));
   // Version 2 with a hand-written header reads fine.
   std::string data(16, '\0');
