@@ -82,6 +82,7 @@ class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias, Rng& init);
   Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor forward_relu(const Tensor& x) const { return linear_relu(x, weight, bias); }  // relu(forward(x))
   Tensor weight, bias;
   int64_t in_features, out_features;
 };

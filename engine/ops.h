@@ -59,6 +59,8 @@ std::vector<int64_t> argmax(const Tensor& a, int64_t dim);         // no grad
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // y = x W^T + b, x [..., in], W [out, in], b [out] or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// relu(linear(x, w, b)); without gradients one kernel (bias and relu in the product's epilogue), the same bits.
+Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // ---- shape ops, all copying (ops/shape.cpp) ----------------------------------------
 Tensor permute(const Tensor& a, const std::vector<int64_t>& dims);

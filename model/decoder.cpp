@@ -35,7 +35,7 @@ DecoderLayer::Output DecoderLayer::cross_block(const Tensor& tgt, const Tensor& 
   auto cross = multihead_attn->forward(t2, memory, memory);
   t = add(t, dropout2->forward(cross.out));                                       // t += Drop(CrossAttn(LN2 t, m))
   t2 = norm3->forward(t);
-  t2 = linear2->forward(dropout->forward(relu(linear1->forward(t2))));
+  t2 = linear2->forward(dropout->forward(linear1->forward_relu(t2)));
   t = add(t, dropout3->forward(t2));                                              // t += Drop(FFN(LN3 t))
   return {t, cross.attn_weights};
 }

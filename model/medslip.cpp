@@ -75,8 +75,8 @@ std::pair<Tensor, Tensor> Medslip::image_encoder(const Tensor& image) {
   Tensor m = mask_generator->forward(x);                  // [B*P,C], unbounded: no sigmoid (spec A.2.3)
   Tensor x_p = mul(m, x);                                 // pathology stream  m . F
   Tensor x_a = mul(rsub(1.f, m), x);                      // anatomy stream (1-m) . F
-  Tensor h_p = res_l2_pathology->forward(relu(res_l1_pathology->forward(x_p)));  // [B*P,d]
-  Tensor h_a = res_l2_anatomy->forward(relu(res_l1_anatomy->forward(x_a)));      // [B*P,d]
+  Tensor h_p = res_l2_pathology->forward(res_l1_pathology->forward_relu(x_p));  // [B*P,d]
+  Tensor h_a = res_l2_anatomy->forward(res_l1_anatomy->forward_relu(x_a));      // [B*P,d]
   const int64_t d = h_p.size(1);
   std::pair<Tensor, Tensor> mem = {transpose(h_p.reshape({B, P, d}), 0, 1),  // [P,B,d]
                                    transpose(h_a.reshape({B, P, d}), 0, 1)};

@@ -31,9 +31,11 @@ void repeat_dim(const float* x, float* y, int64_t outer, int64_t n, int64_t inne
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                   int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC);
 
-// y [R, out] = x [R, in] w [out, in]^T + b [out] (b may be null): the linear layer's forward,
-// the same bits as gemm_batched then the broadcast add (the CPU adds b in the product's epilogue)
-void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out);
+// y [R, out] = x [R, in] w [out, in]^T + b [out] (b may be null), then (relu) relu(y): the linear
+// layer's forward, the same bits as gemm_batched, the broadcast add and unary_forward(Relu) (the
+// CPU applies b and the relu in the product's epilogue)
+void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out,
+                    bool relu = false);
 
 // ---- shape (shape.cpp / .cu) ------------------------------------------------------------------
 

@@ -78,28 +78,37 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return c;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  if (w.dim() != 2) throw std::invalid_argument("linear: weight must be 2-D [out,in], got " + shape_str(w.shape()));
+namespace {
+// linear and linear_relu: checks, then without gradients one kernel (bias and relu in the
+// product's epilogue, the same bits), else the ops in turn.
+Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu_after) {
+  const char* name = relu_after ? "linear_relu" : "linear";
+  if (w.dim() != 2) throw std::invalid_argument(std::string(name) + ": weight must be 2-D [out,in], got " + shape_str(w.shape()));
   const int64_t in = w.size(1), out = w.size(0);
   if (x.dim() < 1 || x.size(-1) != in)
-    throw std::invalid_argument("linear: input " + shape_str(x.shape()) + " does not end in " + std::to_string(in) +
-                                " (weight " + shape_str(w.shape()) + ")");
+    throw std::invalid_argument(std::string(name) + ": input " + shape_str(x.shape()) + " does not end in " +
+                                std::to_string(in) + " (weight " + shape_str(w.shape()) + ")");
   if (b.defined() && b.shape() != Shape{out})
-    throw std::invalid_argument("linear: bias " + shape_str(b.shape()) + " for weight " + shape_str(w.shape()));
+    throw std::invalid_argument(std::string(name) + ": bias " + shape_str(b.shape()) + " for weight " +
+                                shape_str(w.shape()));
   Shape out_shape = x.shape();
   out_shape.back() = out;
   if (b.defined() && !any_requires_grad({x, w, b})) {
-    // No gradient: one kernel, the bias added in the product's epilogue (the same bits).
-    const Device dev = common_device({x, w, b}, "linear");
+    const Device dev = common_device({x, w, b}, name);
     const int64_t R = x.numel() / in;
     Tensor xc = x.reshape({R, in});
     Tensor y = Tensor::empty({R, out}, dev);
-    MS_DISPATCH(dev, linear_forward, xc.data(), w.data(), b.data(), y.data(), R, in, out);
+    MS_DISPATCH(dev, linear_forward, xc.data(), w.data(), b.data(), y.data(), R, in, out, relu_after);
     return y.reshape(out_shape);
   }
   Tensor y = matmul(x.reshape({x.numel() / in, in}), w, false, true);  // [R,in] x [out,in]^T
   if (b.defined()) y = add(std::move(y), b);  // the bias added over the product itself
+  if (relu_after) y = relu(std::move(y));
   return y.reshape(out_shape);
 }
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) { return linear_impl(x, w, b, false); }
+Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) { return linear_impl(x, w, b, true); }
 
 }  // namespace ms

@@ -3,7 +3,9 @@
 // BF16 precision against an exact product of the BF16-rounded inputs.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <vector>
 
@@ -134,11 +136,12 @@ TEST_CASE("engine: CPU gemm, BF16 precision is the FP32-summed product of BF16-r
   cpu::set_gemm_precision(cpu::Precision::FP32);
 }
 
-// Without a gradient, linear's bias goes into the product's epilogue (oneDNN: after the last
-// K chunk's sum, linear_forward): the same bits as the product and then the broadcast add (the
-// path with a gradient), for K in one chunk and several, odd sizes, 1 and 2 threads, and with
-// OpenBLAS (which adds the bias in a loop of its own).
-TEST_CASE("engine: linear without a gradient gives the bits of the product then the bias add") {
+// Without a gradient, linear's bias (and linear_relu's relu) go into the product's epilogue
+// (oneDNN: after the last K chunk's sum, linear_forward): the same bits as the product, then
+// the broadcast add, then the relu op (the path with a gradient), for K in one chunk and several,
+// odd sizes, 1 and 2 threads, and with OpenBLAS (which adds the bias and the relu in loops of its
+// own). Rows of zeros, -0 and NaN check relu's rule at the edges: x > 0 kept, else +0.
+TEST_CASE("engine: linear and linear_relu without a gradient give the bits of the product, bias add, relu") {
   Rng r(23, kStreamInit);
   auto normal = [&](const Shape& s) {
     Tensor t = Tensor::empty(s);
@@ -147,25 +150,86 @@ TEST_CASE("engine: linear without a gradient gives the bits of the product then 
   };
   const auto backend = cpu::gemm_backend();
   const int threads = num_threads();
+  int64_t zeros = 0, nans = 0, negative = 0;
   for (auto be : {cpu::GemmBackend::Dnnl, cpu::GemmBackend::OpenBlas})
     for (int th : {1, 2})
       for (int64_t in : {37, 256, 300, 1024})
-        for (int64_t R : {1, 75, 1200}) {
-          cpu::set_gemm_backend(be);
-          set_num_threads(th);
-          const int64_t out = 96;
-          Tensor x = normal({R, in}), w = normal({out, in}).requires_grad_(), b = normal({out}).requires_grad_();
-          Tensor with_grad = linear(x, w, b);  // the product, then add
-          Tensor fused;
-          {
-            NoGradGuard ng;
-            fused = linear(x, w, b);
+        for (int64_t R : {1, 75, 1200})
+          for (bool with_relu : {false, true}) {
+            cpu::set_gemm_backend(be);
+            set_num_threads(th);
+            const int64_t out = 96;
+            Tensor x = normal({R, in}), w = normal({out, in}).requires_grad_(), b = normal({out}).requires_grad_();
+            if (R > 2) {
+              std::fill(x.data(), x.data() + in, 0.f);                       // row 0: b exactly
+              std::fill(x.data() + in, x.data() + 2 * in, -0.f);             // row 1: b exactly, from -0
+              x.data()[2 * in + 3] = std::numeric_limits<float>::quiet_NaN();  // row 2: NaN
+              b.data()[5] = 0.f;
+              b.data()[6] = -0.f;
+            }
+            auto op = [&] { return with_relu ? linear_relu(x, w, b) : linear(x, w, b); };
+            Tensor with_grad = op();  // the product, then add (then relu)
+            Tensor fused;
+            {
+              NoGradGuard ng;
+              fused = op();
+            }
+            CAPTURE(in);
+            CAPTURE(R);
+            CAPTURE(th);
+            CAPTURE(with_relu);
+            CHECK(std::memcmp(fused.data(), with_grad.detach().data(), size_t(R * out) * sizeof(float)) == 0);
+            if (with_relu)
+              for (int64_t i = 0; i < R * out; ++i) {
+                const float v = fused.data()[i];
+                negative += std::signbit(v);
+                zeros += v == 0.f;
+                nans += std::isnan(v);
+              }
           }
-          CAPTURE(in);
-          CAPTURE(R);
-          CAPTURE(th);
-          CHECK(std::memcmp(fused.data(), with_grad.detach().data(), size_t(R * out) * sizeof(float)) == 0);
-        }
+  CHECK(zeros > 1000);  // relu did cut (about half the outputs) ...
+  CHECK(nans == 0);     // ... turned the NaN row into +0, as the relu op does
+  CHECK(negative == 0);  // ... and left no negative value nor -0
+  cpu::set_gemm_backend(backend);
+  set_num_threads(threads);
+}
+
+// A convolution whose columns outgrow L2 but whose weights do not (the 7x7 stem) runs its
+// im2col and GEMM in bands of output rows (conv.cpp): the same bits as one im2col of the whole
+// image and one product, which is what the other convolutions do; on 1 and 2 threads, with
+// bands that do not divide the output evenly (OH = 112 and 75), both GEMM backends.
+TEST_CASE("engine: conv2d in bands of output rows gives the bits of one whole-image product") {
+  Rng r(29, kStreamInit);
+  const int threads = num_threads();
+  const auto backend = cpu::gemm_backend();
+  for (auto be : {cpu::GemmBackend::Dnnl, cpu::GemmBackend::OpenBlas})
+  for (int64_t S : {224, 150})
+    for (int th : {1, 2}) {
+      cpu::set_gemm_backend(be);
+      set_num_threads(th);
+      const int64_t N = 2, C = 3, O = 64, k = 7, stride = 2, pad = 3, OH = (S + 2 * pad - k) / stride + 1;
+      Tensor x = Tensor::empty({N, C, S, S}), w = Tensor::empty({O, C, k, k});
+      r.fill_normal(x.data(), x.numel());
+      r.fill_normal(w.data(), w.numel());
+      Tensor y;
+      {
+        NoGradGuard ng;
+        y = conv2d(x, w, Tensor(), stride, pad);
+      }
+      const int64_t K = C * k * k, L = OH * OH;
+      REQUIRE(K * L > (int64_t(128) << 10));  // banded: the columns are over 512 KiB
+      std::vector<float> col(size_t(K * L)), ref(size_t(O * L));
+      int64_t differ = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        cpu::im2col(x.data() + n * C * S * S, col.data(), C, S, S, k, k, stride, pad, OH, OH);
+        cpu::gemm_batched(false, false, 1, O, L, K, 1.f, w.data(), 0, col.data(), 0, 0.f, ref.data(), 0);
+        differ += std::memcmp(ref.data(), y.data() + n * O * L, ref.size() * sizeof(float)) != 0;
+      }
+      CAPTURE(S);
+      CAPTURE(th);
+      CAPTURE(int(be));
+      CHECK(differ == 0);
+    }
   cpu::set_gemm_backend(backend);
   set_num_threads(threads);
 }

@@ -229,6 +229,13 @@ std::vector<GradCase> grad_cases() {
                  [](const V& v) { return linear(v[0], v[1], v[2]); }));
   t.push_back(gc("linear", "no bias", [] { return V{uniform({3, 4}, 39), uniform({2, 4}, 40)}; },
                  [](const V& v) { return linear(v[0], v[1]); }));
+  // |x w^T| <= 0.36 and |b| in [1, 2]: outputs of either sign, none near relu's kink
+  t.push_back(gc("linear_relu", "3-D input with bias (relu after)",
+                 [] {
+                   return V{uniform({2, 3, 4}, 901, -0.3f, 0.3f), uniform({5, 4}, 902, -0.3f, 0.3f),
+                            away_from_zero({5}, 903, 1.f, 2.f)};
+                 },
+                 [](const V& v) { return linear_relu(v[0], v[1], v[2]); }));
   // ---- shape ops ----
   t.push_back(gc("reshape", "Tensor::reshape view", [] { return V{uniform({2, 3, 4}, 41)}; },
                  [](const V& v) { return mul(v[0].reshape({4, -1}), 1.5f); }));

@@ -10,6 +10,7 @@
 
 #include <omp.h>
 
+#include "engine/kernels/cpu/gemm.h"
 #include "engine/kernels/cpu/bn_act.h"
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/cpu/winograd.h"
@@ -27,10 +28,11 @@ static inline void valid_range(int64_t j, int64_t W, int64_t stride, int64_t pad
   hi = std::max(lo, std::min(hi, OW));
 }
 
-// col[(c*kh + i)*kw + j, oh*OW + ow] = x[c, oh*stride - pad + i, ow*stride - pad + j], 0 outside.
-void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride,
-            int64_t pad, int64_t OH, int64_t OW) {
-  const int64_t rows = C * kh * kw, L = OH * OW;
+// col[(c*kh + i)*kw + j, (oh - oh_begin)*OW + ow] = x[c, oh*stride - pad + i, ow*stride - pad + j]
+// for the output rows oh in [oh_begin, oh_end) (default: all OH), 0 outside the image.
+static void im2col_rows(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                        int64_t stride, int64_t pad, int64_t OH, int64_t OW, int64_t oh_begin, int64_t oh_end) {
+  const int64_t rows = C * kh * kw, L = (oh_end - oh_begin) * OW;
 #pragma omp parallel for schedule(static) if (rows * L > 32768)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
@@ -38,7 +40,7 @@ void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t
     valid_range(j, W, stride, pad, OW, lo, hi);
     const float* xc = x + c * H * W;
     float* cr = col + r * L;
-    if (stride == 1 && OW == W) {
+    if (stride == 1 && OW == W && oh_begin == 0 && oh_end == OH) {
       // Same-width stride-1 rows: col[oh*W + ow] = xc[oh*W + ow + off] with one offset for the
       // whole block of rows that lie inside the image, so one copy, then the few columns that
       // fall outside (ow < lo, ow >= hi) zeroed; rows above and below the image are zero.
@@ -54,8 +56,8 @@ void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t
       }
       continue;
     }
-    for (int64_t oh = 0; oh < OH; ++oh) {
-      float* dst = cr + oh * OW;
+    for (int64_t oh = oh_begin; oh < oh_end; ++oh) {
+      float* dst = cr + (oh - oh_begin) * OW;
       const int64_t ih = oh * stride - pad + i;
       if (ih < 0 || ih >= H) {
         std::memset(dst, 0, size_t(OW) * sizeof(float));
@@ -71,6 +73,11 @@ void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t
       for (int64_t ow = hi; ow < OW; ++ow) dst[ow] = 0.f;
     }
   }
+}
+
+void im2col(const float* x, float* col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride,
+            int64_t pad, int64_t OH, int64_t OW) {
+  im2col_rows(x, col, C, H, W, kh, kw, stride, pad, OH, OW, 0, OH);
 }
 
 // The adjoint of im2col: x[c, ih, iw] += col[...]. One thread owns a channel and adds its
@@ -236,6 +243,9 @@ static void sum_parts(const float* parts, float* y, int64_t n, int64_t len) {
   }
 }
 
+// Columns per band: 512 KiB, half a core's L2 (this EPYC: 1 MiB).
+constexpr int64_t kColBand = int64_t(128) << 10;
+
 // Images spread over the threads, each with its own im2col scratch; a pointwise convolution
 // (1x1, stride 1, no padding) is one batched GEMM on x itself; a 3x3 stride-1 one may take the
 // Winograd path (winograd.cpp) where winograd_tile says it pays (MEDSLIP_CONV_ALGO=im2col: never).
@@ -256,16 +266,27 @@ static void forward(const float* x, const float* w, float* y, const Conv2dShape&
   }
   if (s.N == 0) return;
   const int workers = conv_workers(s.N);
-  Scratch col(s.pointwise() ? 1 : workers * K * L);
+  // An image's columns in bands of whole output rows when they would not fit in a core's L2 but
+  // the weights would (the 7x7 stem: 7 MB of columns, 37 KB of weights): each band's im2col then
+  // feeds its GEMM from cache instead of memory (stem, b16: 33 -> 24 ms). With big weights (the
+  // strided 3x3s: 0.6-2.4 MB) every band would read them again: measured slower, not banded.
+  // Fixed by the shape alone (the bits do not depend on the threads); a column of y = W col
+  // depends on its column of col only, so the bands give the whole product's bits (test).
+  const bool banded = !s.pointwise() && K * L > kColBand && s.O * K <= kColBand / 4;
+  const int64_t band = banded ? std::clamp<int64_t>(kColBand / (K * s.OW), 1, s.OH) : s.OH;
+  Scratch col(s.pointwise() ? 1 : workers * K * band * s.OW);
   for_each_image(s.N, workers, [&](int64_t n, int t) {
     const float* xn = x + n * s.C * s.H * s.W;
-    const float* c = xn;  // a pointwise convolution's x[n] is its own im2col
-    if (!s.pointwise()) {
-      float* cn = col.data + int64_t(t) * K * L;
-      im2col(xn, cn, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW);
-      c = cn;
+    if (s.pointwise()) {  // a pointwise convolution's x[n] is its own im2col
+      gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, xn, 0, 0.f, y + n * s.O * L, 0);  // y[n] = W x[n]
+    } else {
+      float* cn = col.data + int64_t(t) * K * band * s.OW;
+      for (int64_t oh = 0; oh < s.OH; oh += band) {
+        const int64_t oh1 = std::min(s.OH, oh + band), Lb = (oh1 - oh) * s.OW;
+        im2col_rows(xn, cn, s.C, s.H, s.W, s.kh, s.kw, s.stride, s.pad, s.OH, s.OW, oh, oh1);
+        gemm_ldc(s.O, Lb, K, w, cn, y + n * s.O * L + oh * s.OW, L);  // y[n][:, band] = W col_band
+      }
     }
-    gemm_batched(false, false, 1, s.O, L, K, 1.f, w, 0, c, 0, 0.f, y + n * s.O * L, 0);  // y[n] = W col
     if (ep) ep->apply(y, n, n + 1, s.O, L);
   });
 }

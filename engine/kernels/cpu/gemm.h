@@ -23,4 +23,8 @@ const char* precision_name(Precision p);
 Precision parse_precision(const std::string& name);  // throws std::invalid_argument
 bool bf16_supported();
 
+// C (M x N, rows ldc >= N apart) = A (M x K) B (K x N), both dense row-major: gemm_batched's
+// product (the same bits, column for column) into a block of columns of a wider matrix.
+void gemm_ldc(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C, int64_t ldc);
+
 }  // namespace ms::cpu

@@ -98,7 +98,7 @@ struct Key {
   int64_t batch, sa, sb, sc, M, N, K, lda, ldb, ldc;
   float alpha, beta;
   int flags;  // ta | tb << 1 | bf16 << 2 | nested << 3, threads << 4
-  int bias;   // 1: + a row vector [N] after the sum (linear_forward), else 0 (fills the padding)
+  int epilogue;  // 1: + a row vector [N] after the sum (linear_forward); | 2: then relu; else 0 (fills the padding)
   bool operator==(const Key& o) const { return std::memcmp(this, &o, sizeof(Key)) == 0; }
 };
 struct KeyHash {
@@ -156,8 +156,12 @@ Product make_product(const Key& k) {
   // C = acc (+ beta C) (+ bias): each step rounded in turn, as the separate add would
   dnnl::post_ops po;
   if (k.beta != 0.f) po.append_sum(k.beta);
-  if (k.bias) po.append_binary(dnnl::algorithm::binary_add, dnnl::memory::desc({1, k.N}, dt::f32, dnnl::memory::dims{k.N, 1}));
-  if (k.beta != 0.f || k.bias) attr.set_post_ops(po);
+  if (k.epilogue & 1)
+    po.append_binary(dnnl::algorithm::binary_add, dnnl::memory::desc({1, k.N}, dt::f32, dnnl::memory::dims{k.N, 1}));
+  // relu with alpha 0 is max(x, +0) in oneDNN's kernels: x where x > 0, else +0 (NaN and -0 too),
+  // the relu op's own rule (bn_act.h), so the same bits (test "linear_relu").
+  if (k.epilogue & 2) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  if (k.beta != 0.f || k.epilogue) attr.set_post_ops(po);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, p.b, p.c), attr, dnnl_engine());
   p.scratch_bytes = pd.scratchpad_desc().get_size();
   p.mm = dnnl::matmul(pd);
@@ -168,12 +172,12 @@ Product make_product(const Key& k) {
 // product), inputs FP32 or (bf16) BF16.
 void run_dnnl(int64_t batch, int64_t sa, int64_t sb, int64_t sc, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
               float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, float* c, int64_t ldc,
-              bool bf16, const float* bias = nullptr) {
+              bool bf16, const float* bias = nullptr, bool relu = false) {
   ThreadState& ts = thread_state();
   const bool nested = omp_in_parallel();
   const Key key{batch, sa, sb, sc, M, N, K, lda, ldb, ldc, alpha, beta,
                 int(ta) | int(tb) << 1 | int(bf16) << 2 | int(nested) << 3 | (nested ? 1 : omp_get_max_threads()) << 4,
-                bias ? 1 : 0};
+                (bias ? 1 : 0) | (relu ? 2 : 0)};
   auto it = ts.products.find(key);
   if (it == ts.products.end()) {
     // A training or evaluation loop has a few hundred shapes; a caller with ever new ones (e.g.
@@ -243,16 +247,22 @@ bool bf16_supported() {
 
 // ---- the products ----------------------------------------------------------------------------
 
-void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                  int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) {
+// gemm_batched with C's rows ldc (>= N) apart.
+static void gemm_impl(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                      int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC,
+                      int64_t ldc) {
   g_gemm_flops.fetch_add(uint64_t(2 * batch * M * N * K), std::memory_order_relaxed);
   if (batch <= 0 || M <= 0 || N <= 0) return;
   if (K == 0) {  // sgemm with K=0 would still apply beta; do it ourselves for clarity
     for (int64_t b = 0; b < batch; ++b)
-      for (int64_t i = 0; i < M * N; ++i) C[b * strideC + i] = beta == 0.f ? 0.f : beta * C[b * strideC + i];
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          float& c = C[b * strideC + i * ldc + j];
+          c = beta == 0.f ? 0.f : beta * c;
+        }
     return;
   }
-  const int64_t lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
   const bool dnnl = gemm_backend() == GemmBackend::Dnnl || g_precision == Precision::BF16;
   const bool bf16 = g_precision == Precision::BF16;
   const int64_t chunk = k_chunk(K);
@@ -316,13 +326,25 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   }
 }
 
-// y = x w^T + b, the linear layer: with oneDNN (FP32) the bias is added in the last K chunk's
-// epilogue, after the chunk sum, so y = ((acc_0 + acc_1) + ...) + b exactly as gemm_batched
-// followed by the broadcast add, without a pass of its own over y.
-void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out) {
+void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t strideA, const float* B, int64_t strideB, float beta, float* C, int64_t strideC) {
+  gemm_impl(ta, tb, batch, M, N, K, alpha, A, strideA, B, strideB, beta, C, strideC, N);
+}
+
+void gemm_ldc(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C, int64_t ldc) {
+  gemm_impl(false, false, 1, M, N, K, 1.f, A, 0, B, 0, 0.f, C, 0, ldc);
+}
+
+// y = x w^T + b, the linear layer (relu: then relu(y)): with oneDNN (FP32) the bias, and the
+// relu, are applied in the last K chunk's epilogue, after the chunk sum, so y = relu(((acc_0 +
+// acc_1) + ...) + b) exactly as gemm_batched followed by the broadcast add and the relu op,
+// without passes of their own over y.
+void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out,
+                    bool relu) {
   if (!b || in == 0 || gemm_backend() != GemmBackend::Dnnl || g_precision != Precision::FP32) {
     gemm_batched(false, true, 1, R, out, in, 1.f, x, 0, w, 0, 0.f, y, 0);
     if (b && R > 0 && out > 0) binary_forward(BinaryOp::Add, y, b, y, make_broadcast({R, out}, {R, out}, {out}));
+    if (relu && R > 0 && out > 0) unary_forward(UnaryOp::Relu, y, y, R * out, 0.f);
     return;
   }
   g_gemm_flops.fetch_add(uint64_t(2 * R * out * in), std::memory_order_relaxed);
@@ -330,8 +352,9 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
   const int64_t chunk = k_chunk(in);
   for (int64_t k0 = 0; k0 < in; k0 += chunk) {
     const int64_t kc = std::min(chunk, in - k0);
+    const bool last = k0 + kc >= in;
     run_dnnl(1, 0, 0, 0, false, true, R, out, kc, 1.f, x + k0, in, w + k0, in, k0 == 0 ? 0.f : 1.f, y, out, false,
-             k0 + kc >= in ? b : nullptr);
+             last ? b : nullptr, last && relu);
   }
 }
 

@@ -65,10 +65,13 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
                                          CUBLAS_GEMM_DEFAULT));
 }
 
-// The linear layer: the product, then the bias as a broadcast add over it (as the op did).
-void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out) {
+// The linear layer: the product, then the bias as a broadcast add over it (as the op did),
+// then (relu) the relu op's kernel.
+void linear_forward(const float* x, const float* w, const float* b, float* y, int64_t R, int64_t in, int64_t out,
+                    bool relu) {
   gemm_batched(false, true, 1, R, out, in, 1.f, x, 0, w, 0, 0.f, y, 0);
   if (b && R > 0 && out > 0) binary_forward(BinaryOp::Add, y, b, y, make_broadcast({R, out}, {R, out}, {out}));
+  if (relu && R > 0 && out > 0) unary_forward(UnaryOp::Relu, y, y, R * out, 0.f);
 }
 
 }  // namespace cuda
