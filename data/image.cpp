@@ -498,8 +498,11 @@ bool dcmtk_jpeg_walk_hangs(const Uint8* d, Uint32 n) {
     if ((m >= 0xFFC0 && m <= 0xFFCF && m != 0xFFC4 && m != 0xFFC8 && m != 0xFFCC)) return false;  // SOFn: found
     if ((m >= 0xFFD0 && m <= 0xFFD9)) {
       off += 2;  // RSTn, SOI, EOI
-    } else if (m == 0xFFC4 || m == 0xFFCC || (m >= 0xFFDA && m <= 0xFFDF) || (m >= 0xFFE0 && m <= 0xFFFE)) {
-      off += ((unsigned(d[off + 2]) << 8) | d[off + 3]) + 2;  // a segment with a length
+    } else if (m == 0xFFFF) {
+      off += 1;  // a fill byte (dicom fuzzer, session 5: FF FF FF 01 hung DCMTK past the old walk)
+    } else if (m == 0xFFC4 || m == 0xFFC8 || m == 0xFFCC || (m >= 0xFFDA && m <= 0xFFDF) ||
+               (m >= 0xFFE0 && m <= 0xFFFE)) {
+      off += ((unsigned(d[off + 2]) << 8) | d[off + 3]) + 2;  // a segment with a length (JPG, FFC8, too)
     } else if (d[off] == 0xFF && d[off + 1] > 2 && d[off + 1] <= 0xBF) {
       off += 2;  // reserved markers
     } else {

@@ -772,6 +772,22 @@ TEST_CASE("data: image a DICOM JPEG fragment with a TEM marker before its frame 
   msg = error_of([&] { read_image(q); });
   CHECK_MESSAGE(msg.find(q) != std::string::npos, msg);
   CHECK_MESSAGE(msg.find("TEM marker") != std::string::npos, msg);
+  // dicom fuzzer finding (session 5): the TEM behind fill bytes (FF FF, which DCMTK steps over
+  // one byte at a time) or behind an FFC8 segment (skipped by its length): the first walk here
+  // stopped at those and let DCMTK hang. Both made in place from the valid file, and the finding.
+  for (const std::string& marker : {std::string("\xFF\xD8\xFF\xFF\xFF\x01", 6),
+                                    std::string("\xFF\xD8\xFF\xC8\x00\x02\xFF\x01", 8)}) {
+    std::string b = bytes;
+    b.replace(at, marker.size(), marker);
+    const std::string r = (dir / "tem_hidden.dcm").string();
+    std::ofstream(r, std::ios::binary | std::ios::trunc) << b;
+    msg = error_of([&] { read_image(r); });
+    CHECK_MESSAGE(msg.find("TEM marker (FF01)") != std::string::npos, msg);
+  }
+  const std::string fill = "tests/fuzz/corpus/dicom/reg_tem_after_fill_bytes_hang.dcm";
+  msg = error_of([&] { read_image(fill); });
+  CHECK_MESSAGE(msg.find(fill) != std::string::npos, msg);
+  CHECK_MESSAGE(msg.find("TEM marker (FF01)") != std::string::npos, msg);
 }
 
 TEST_CASE("data: image write_png round trip") {
