@@ -18,6 +18,9 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+// {m * x, (1 - m) * x}: MeDSLIP's pathology and anatomy streams; without gradients (same
+// shapes) one pass over m and x instead of three ops, the same bits.
+std::pair<Tensor, Tensor> mask_split(const Tensor& m, const Tensor& x);
 Tensor add(const Tensor& a, float s);
 Tensor mul(const Tensor& a, float s);
 Tensor rsub(float s, const Tensor& a);  // s - a

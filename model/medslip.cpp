@@ -73,8 +73,7 @@ std::pair<Tensor, Tensor> Medslip::image_encoder(const Tensor& image) {
   const int64_t C = f.size(1), P = f.size(2) * f.size(3);
   Tensor x = permute(f, {0, 2, 3, 1}).reshape({B * P, C});  // [B*P,C], patch n = 14h + w
   Tensor m = mask_generator->forward(x);                  // [B*P,C], unbounded: no sigmoid (spec A.2.3)
-  Tensor x_p = mul(m, x);                                 // pathology stream  m . F
-  Tensor x_a = mul(rsub(1.f, m), x);                      // anatomy stream (1-m) . F
+  auto [x_p, x_a] = mask_split(m, x);                     // pathology stream m . F, anatomy stream (1-m) . F
   Tensor h_p = res_l2_pathology->forward(res_l1_pathology->forward_relu(x_p));  // [B*P,d]
   Tensor h_a = res_l2_anatomy->forward(res_l1_anatomy->forward_relu(x_a));      // [B*P,d]
   const int64_t d = h_p.size(1);

@@ -15,6 +15,9 @@ void unary_backward(UnaryOp op, const float* x, const float* y, const float* gy,
 void binary_forward(BinaryOp op, const float* a, const float* b, float* out, const Broadcast& bc);
 // out = mask ? a : b over broadcast operands
 void where_forward(const uint8_t* mask, const float* a, const float* b, float* out, const Broadcast& bc);
+// pa = m * x and pb = (1 - m) * x over n elements (MeDSLIP's two streams): one pass, the bits
+// of binary_forward(Mul) and unary_forward(RSubScalar, s = 1)
+void mask_split_forward(const float* m, const float* x, float* pa, float* pb, int64_t n);
 
 // ---- reductions over the middle axis of [outer, n, inner] (reduce.cpp / .cu) ---------------
 

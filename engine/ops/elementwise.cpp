@@ -128,6 +128,15 @@ Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, "sub
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, "mul", a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, "div", a, b); }
 
+std::pair<Tensor, Tensor> mask_split(const Tensor& m, const Tensor& x) {
+  if (m.shape() != x.shape() || any_requires_grad({m, x}))  // the ops (broadcasting, gradients)
+    return {mul(m, x), mul(rsub(1.f, m), x)};
+  const Device dev = common_device({m, x}, "mask_split");
+  Tensor pa = Tensor::empty(x.shape(), dev), pb = Tensor::empty(x.shape(), dev);
+  MS_DISPATCH(dev, mask_split_forward, m.data(), x.data(), pa.data(), pb.data(), x.numel());
+  return {pa, pb};
+}
+
 // ---- where / masked_fill ----------------------------------------------------------------
 
 Tensor where(const std::vector<uint8_t>& mask, const Tensor& a, const Tensor& b) {

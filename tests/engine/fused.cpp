@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <tuple>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -163,4 +165,43 @@ TEST_CASE("engine: conv2d_bn_act with a gradient wanted is conv2d then batch_nor
   NoGradGuard ng;
   CHECK_THROWS_WITH_AS(conv2d_bn_act(x, w, Tensor(), 1, 1, g, b, rm, rv, 1e-5f, normal({2, 12, 9, 9}, 13), true),
                        doctest::Contains("residual [2,12,9,9]"), std::invalid_argument);
+}
+
+// MeDSLIP's stream split without gradients is one pass (mask_split_forward): the bits of
+// mul(m, x) and mul(rsub(1, m), x), special values included; with a gradient wanted it is those
+// ops, and the gradients reach m and x.
+TEST_CASE("engine: mask_split equals mul and rsub bit for bit, and is the ops with gradients") {
+  const int keep = num_threads();
+  for (int th : {1, 2}) {
+    set_num_threads(th);
+    for (int64_t n : {int64_t(7), int64_t(3136 * 64)}) {  // serial and parallel loops
+      Tensor m = normal({n}, 71, 3.f), x = normal({n}, 72);
+      m.data()[0] = 1.f;  // 1 - m = +0
+      m.data()[1] = -0.f;
+      x.data()[2] = -0.f;
+      x.data()[3] = std::numeric_limits<float>::infinity();
+      m.data()[4] = std::numeric_limits<float>::quiet_NaN();
+      m.data()[5] = 1e30f;  // (1 - m) x overflows like the ops do
+      x.data()[5] = 1e30f;
+      Tensor pa, pb;
+      {
+        NoGradGuard ng;
+        std::tie(pa, pb) = mask_split(m, x);
+      }
+      Tensor ra = mul(m, x), rb = mul(rsub(1.f, m), x);
+      CAPTURE(n);
+      CAPTURE(th);
+      CHECK(std::memcmp(pa.data(), ra.data(), size_t(n) * sizeof(float)) == 0);
+      CHECK(std::memcmp(pb.data(), rb.data(), size_t(n) * sizeof(float)) == 0);
+    }
+  }
+  set_num_threads(keep);
+  Tensor m = normal({2, 5}, 73).requires_grad_(), x = normal({2, 5}, 74).requires_grad_();
+  auto [pa, pb] = mask_split(m, x);
+  sum(add(mul(pa, 2.f), pb)).backward();  // d/dm = 2x - x = x, d/dx = 2m + 1 - m = 1 + m
+  for (int64_t i = 0; i < 10; ++i) {
+    CHECK(m.grad().data()[i] == doctest::Approx(x.data()[i]).epsilon(1e-6));
+    CHECK(x.grad().data()[i] == doctest::Approx(1.f + m.data()[i]).epsilon(1e-6));
+  }
+  CHECK_THROWS_AS(mask_split(normal({3}, 75), normal({4}, 76)), std::invalid_argument);
 }

@@ -208,4 +208,13 @@ void where_forward(const uint8_t* mask, const float* a, const float* b, float* o
   });
 }
 
+void mask_split_forward(const float* m, const float* x, float* pa, float* pb, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    const float mi = m[i], xi = x[i];
+    pa[i] = mi * xi;
+    pb[i] = (1.f - mi) * xi;
+  }
+}
+
 }  // namespace ms::cpu

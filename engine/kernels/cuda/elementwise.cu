@@ -135,6 +135,20 @@ void binary_forward(BinaryOp op, const float* a, const float* b, float* out, con
   cudaCheckLaunch();
 }
 
+__global__ void mask_split_kernel(const float* m, const float* x, float* pa, float* pb, int64_t n) {
+  CUDA_FOR(i, n) {
+    const float mi = m[i], xi = x[i];
+    pa[i] = __fmul_rn(mi, xi);  // no contraction into an FMA: the bits of mul and rsub
+    pb[i] = __fmul_rn(__fsub_rn(1.f, mi), xi);
+  }
+}
+
+void mask_split_forward(const float* m, const float* x, float* pa, float* pb, int64_t n) {
+  if (n <= 0) return;
+  mask_split_kernel<<<grid_for(n), kBlock>>>(m, x, pa, pb, n);
+  cudaCheckLaunch();
+}
+
 void where_forward(const uint8_t* mask, const float* a, const float* b, float* out, const Broadcast& bc) {
   if (bc.numel <= 0) return;
   where_kernel<<<grid_for(bc.numel), kBlock>>>(mask, a, b, out, bc);
