@@ -268,7 +268,7 @@ static void forward(const float* x, const float* w, float* y, const Conv2dShape&
   const int workers = conv_workers(s.N);
   // An image's columns in bands of whole output rows when they would not fit in a core's L2 but
   // the weights would (the 7x7 stem: 7 MB of columns, 37 KB of weights): each band's im2col then
-  // feeds its GEMM from cache instead of memory (stem, b16: 33 -> 24 ms). With big weights (the
+  // feeds its GEMM from cache instead of memory (stem, b16: 28-34 -> 24 ms). With big weights (the
   // strided 3x3s: 0.6-2.4 MB) every band would read them again: measured slower, not banded.
   // Fixed by the shape alone (the bits do not depend on the threads); a column of y = W col
   // depends on its column of col only, so the bands give the whole product's bits (test).
