@@ -22,9 +22,6 @@
 #include <vector>
 
 #include <omp.h>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 namespace ms::cpu {
 
@@ -104,47 +101,8 @@ struct Wino<4> {  // points 0, -1, 1, -2, 2 and infinity
 };
 
 // out[i][s][t] = sum_r P[i][r] in[r][s][t] for an I x R matrix P over R x S planes of T floats
-// (zero coefficients skipped). The second half of a 2-D transform is the same with the planes'
-// roles swapped (left_apply's `sstride` / `rstride` arguments).
-//
-// The sum is, for every element, the first nonzero term's product and then one fused
-// multiply-add per further term, in r order: written out with FMA intrinsics (on AVX2), each
-// 8 elements summed in a register and stored once. (A pass over out per term, as the plain loop
-// below does, puts a store-to-load round trip on every term; that was half the time of these
-// transforms on small planes. GCC -O2 and up contracts the plain loop to the same FMAs, so the
-// two give the same bits there; at -O1, as in the sanitizer build, only the intrinsics do.)
-#if defined(__AVX2__) && defined(__FMA__)
-template <int R, class Load>
-static inline __m256 term_sum(const float (&P)[R], const float* in, int64_t in_r, Load load) {
-  __m256 acc = _mm256_setzero_ps();  // an all-zero row of P gives 0
-  bool first = true;
-  for (int r = 0; r < R; ++r) {
-    if (P[r] == 0.f) continue;
-    const __m256 v = load(in + r * in_r), c = _mm256_set1_ps(P[r]);
-    acc = first ? _mm256_mul_ps(c, v) : _mm256_fmadd_ps(c, v, acc);
-    first = false;
-  }
-  return acc;
-}
-
-template <int I, int R>
-static inline void left_apply(const float (&P)[I][R], const float* in, int64_t in_r, int64_t in_s, float* out,
-                              int64_t out_i, int64_t out_s, int S, int64_t T) {
-  const int64_t full = T / 8 * 8;
-  alignas(32) int32_t lanes[8];
-  for (int l = 0; l < 8; ++l) lanes[l] = l < T - full ? -1 : 0;
-  const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
-  const auto load = [](const float* p) { return _mm256_loadu_ps(p); };
-  const auto load_tail = [mask](const float* p) { return _mm256_maskload_ps(p, mask); };
-  for (int i = 0; i < I; ++i)
-    for (int s = 0; s < S; ++s) {
-      float* o = out + i * out_i + s * out_s;
-      const float* p = in + s * in_s;
-      for (int64_t t = 0; t < full; t += 8) _mm256_storeu_ps(o + t, term_sum<R>(P[i], p + t, in_r, load));
-      if (full < T) _mm256_maskstore_ps(o + full, mask, term_sum<R>(P[i], p + full, in_r, load_tail));
-    }
-}
-#else
+// (zero coefficients skipped; the t loop vectorises). The second half of a 2-D transform is
+// the same with the planes' roles swapped (left_apply's `sstride` / `rstride` arguments).
 template <int I, int R>
 static inline void left_apply(const float (&P)[I][R], const float* in, int64_t in_r, int64_t in_s, float* out,
                               int64_t out_i, int64_t out_s, int S, int64_t T) {
@@ -168,7 +126,6 @@ static inline void left_apply(const float (&P)[I][R], const float* in, int64_t i
       if (first) std::fill(o, o + T, 0.f);
     }
 }
-#endif
 
 // Tile grid of one image: tH x tW tiles of m x m outputs (the last ones cropped).
 struct Grid {
