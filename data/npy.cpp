@@ -230,12 +230,10 @@ NpyHeader read_npy_header(const std::string& path) {
       if (d != 0 && __builtin_mul_overflow(bytes, d, &bytes))
         fail(path, "malformed .npy header: shape " + shape_text(h.shape) + " of " + std::to_string(h.itemsize) +
                        "-byte items is larger than 2^63 bytes");
-    if (h.numel() * h.itemsize > int64_t(st.st_size))
-      fail(path, "truncated .npy data: shape needs " + std::to_string(h.numel() * h.itemsize) +
-                     " bytes of data, file has " + std::to_string(int64_t(st.st_size)) + " (shape " +
-                     shape_text(h.shape) + ")");
   }
-  int64_t need = h.data_offset + h.numel() * h.itemsize;
+  // numel() x itemsize fits (it is at most the product checked above); the header's bytes on top may not
+  int64_t need = 0;
+  if (__builtin_add_overflow(h.data_offset, h.numel() * h.itemsize, &need)) need = INT64_MAX;
   if (int64_t(st.st_size) < need)
     fail(path, "truncated .npy data: shape needs " + std::to_string(need) + " bytes, file has " +
                    std::to_string(int64_t(st.st_size)));

@@ -81,11 +81,11 @@ ReportExtraction extract_report(const std::vector<ReportField>& fields, Negation
           if (clause[size_t(o.first)] != clause[size_t(a.first)]) continue;
           int lo = std::min(o.last, a.last), hi = std::max(o.first, a.first);
           int dist = std::max(0, hi - lo);
-          // strict: only link words between (no other finding, no "and"/"or"/","); the span
-          // [lo, hi) lies outside o, so any finding in it is another one
-          bool strict = hi <= lo || (not_link[size_t(hi)] == not_link[size_t(lo)] &&
-                                     in_finding[size_t(hi)] == in_finding[size_t(lo)]);
-          if (dist == 0) strict = true;  // overlapping ("low lung volumes", "pleural effusion")
+          // strict: overlapping ("low lung volumes", "pleural effusion"), or only link words
+          // between (no other finding, no "and"/"or"/","); the span [lo, hi) lies outside o, so
+          // any finding in it is another one
+          const bool strict = dist == 0 || (not_link[size_t(hi)] == not_link[size_t(lo)] &&
+                                            in_finding[size_t(hi)] == in_finding[size_t(lo)]);
           // Ties go to the finding after the anatomy ("left base atelectasis", "pulmonary edema").
           bool after = o.first >= a.last;
           if ((strict && !best_strict) || (strict == best_strict && (dist < best_dist || (dist == best_dist && after)))) {
