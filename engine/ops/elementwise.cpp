@@ -86,6 +86,14 @@ Tensor rsub(float s, const Tensor& a) { return unary(UnaryOp::RSubScalar, "rsub_
 
 // ---- binary ---------------------------------------------------------------------------
 
+// t's share of g: g itself where the shapes agree (accumulate_grad may then adopt the buffer
+// when the backward loop's handle is its only other holder, instead of copying it), else g
+// summed over t's broadcast dimensions.
+static void accumulate_summed(const Tensor& t, const Tensor& g) {
+  if (g.shape() == t.shape()) accumulate_grad(t, g);
+  else accumulate_grad(t, sum_to(g, t.shape()));
+}
+
 static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tensor& b, bool in_place = false) {
   Device dev = common_device({a, b}, name);
   Shape out_shape = broadcast_shape(a.shape(), b.shape(), name);
@@ -101,11 +109,11 @@ static Tensor binary(BinaryOp op, const char* name, const Tensor& a, const Tenso
                                bd = keep_b ? b.detach() : Tensor()](const Tensor& g) {
       switch (op) {
         case BinaryOp::Add:  // d(a+b) = (g, g)
-          accumulate_grad(a, sum_to(g, a.shape()));
-          accumulate_grad(b, sum_to(g, b.shape()));
+          accumulate_summed(a, g);
+          accumulate_summed(b, g);
           break;
         case BinaryOp::Sub:  // d(a-b) = (g, -g)
-          accumulate_grad(a, sum_to(g, a.shape()));
+          accumulate_summed(a, g);
           if (needs_grad(b)) accumulate_grad(b, sum_to(neg(g), b.shape()));
           break;
         case BinaryOp::Mul:  // d(ab) = (g b, g a)

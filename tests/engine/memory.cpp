@@ -112,3 +112,28 @@ TEST_CASE("engine: memory - max_pool2d without a backward gives the values of th
     for (size_t i = 0; i < a.size(); ++i) CHECK(((std::isnan(a[i]) && std::isnan(b[i])) || a[i] == b[i]));
   }
 }
+
+TEST_CASE("engine: memory - add hands its gradient to one operand and copies it for the other") {
+  // The backward loop's handle is the only other holder of the gradient that reaches add: the
+  // first operand of the same shape adopts that buffer, the second gets one copy (before: two).
+  Tensor a = random_tensor({64, 64}, 20).requires_grad_(), b = random_tensor({64, 64}, 21).requires_grad_();
+  Tensor c = random_tensor({64}, 22).requires_grad_();
+  Tensor y = add(a, b);
+  Tensor gy = random_tensor({64, 64}, 23);
+  const HostMemoryStats s0 = host_memory_stats();
+  y.backward(gy);  // gy stays the caller's: y's gradient is a copy (1 block), then b's copy (1)
+  const HostMemoryStats s1 = host_memory_stats();
+  CHECK(s1.allocations - s0.allocations == 2);
+  CHECK(a.grad().to_vector() == gy.to_vector());
+  CHECK(b.grad().to_vector() == gy.to_vector());
+  CHECK(a.grad().data() != b.grad().data());
+  // Adopted or copied, a later gradient adds into each on its own: a += 2 gy, b unchanged.
+  Tensor y2 = sub(mul(a, 2.f), mul(c, 0.f));  // sub with a broadcast second operand
+  y2.backward(gy);
+  auto ga = a.grad().to_vector(), gb = b.grad().to_vector(), g = gy.to_vector();
+  for (size_t i = 0; i < g.size(); ++i) {
+    CHECK(ga[i] == g[i] + 2.f * g[i]);
+    CHECK(gb[i] == g[i]);
+  }
+  for (float v : c.grad().to_vector()) CHECK(v == 0.f);
+}
