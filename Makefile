@@ -100,7 +100,7 @@ ifeq ($(MPI),1)
   endif
 endif
 
-.PHONY: all test test-full deps check-deps fixtures demo demo-finetune bench verify clean train eval fuzz fuzz-build triplets-eval
+.PHONY: all test test-full deps check-deps fuzz-deps fixtures demo demo-finetune bench verify clean train eval fuzz fuzz-build triplets-eval
 all: check-deps $(BUILD)/medslip $(BUILD)/medslip_tests $(if $(filter 1,$(MPI)),$(MPI_BUILD)/medslip,)
 ifeq ($(CUDA),1)
 	@mkdir -p build && ln -sf ../$(BUILD)/medslip build/medslip && ln -sf ../$(BUILD)/medslip_tests build/medslip_tests
@@ -240,7 +240,14 @@ FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_LIB_OBJS := $(patsubst %.cpp,$(FUZZ_BUILD)/%.o,$(filter-out train/%,$(LIB_SRCS)))
 FUZZ_LDLIBS := $(subst -lpthread,,$(LDLIBS)) -lgomp -lpthread
 
-$(FUZZ_BUILD)/%.o: %.cpp | check-deps
+# clang (Debian's clang 14 carries libFuzzer and the sanitizer runtimes) installed like make
+# deps does: as root with apt-get, otherwise the command to run.
+fuzz-deps: check-deps
+	@command -v $(FUZZ_CXX) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "make fuzz needs $(FUZZ_CXX). Run:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y clang"; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang; }
+$(FUZZ_BUILD)/%.o: %.cpp | fuzz-deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 $(FUZZ_BUILD)/libmedslip.a: $(FUZZ_LIB_OBJS)
