@@ -122,42 +122,39 @@ Rng& Module::rng() const {
 
 // ---- layers ---------------------------------------------------------------------------
 
-Linear::Linear(int64_t in, int64_t out, bool has_bias, Rng& init) : in_features(in), out_features(out) {
-  // PyTorch: kaiming_uniform(a=sqrt 5) == U(+-1/sqrt(fan_in)); bias U(+-1/sqrt(fan_in)).
-  const float bound = in > 0 ? 1.0f / std::sqrt(float(in)) : 0.f;
-  weight = Tensor::empty({out, in});
+// PyTorch's default for Linear and the convolutions: kaiming_uniform(a=sqrt 5) ==
+// U(+-1/sqrt(fan_in)) for the weight, the bias U(+-1/sqrt(fan_in)) too, drawn in that order.
+// The caller registers them.
+static void init_weight_and_bias(Tensor& weight, Tensor& bias, const Shape& weight_shape, int64_t out, float bound,
+                                 bool has_bias, Rng& init) {
+  weight = Tensor::empty(weight_shape);
   init.fill_uniform(weight.data(), weight.numel(), -bound, bound);
-  register_parameter("weight", weight);
   if (has_bias) {
     bias = Tensor::empty({out});
     init.fill_uniform(bias.data(), out, -bound, bound);
-    register_parameter("bias", bias);
   }
+}
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Rng& init) : in_features(in), out_features(out) {
+  const float bound = in > 0 ? 1.0f / std::sqrt(float(in)) : 0.f;
+  init_weight_and_bias(weight, bias, {out, in}, out, bound, has_bias, init);
+  register_parameter("weight", weight);
+  if (has_bias) register_parameter("bias", bias);
 }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t stride_, int64_t padding_, bool has_bias, Rng& init)
     : stride(stride_), padding(padding_) {
   const float bound = 1.0f / std::sqrt(float(in * k * k));
-  weight = Tensor::empty({out, in, k, k});
-  init.fill_uniform(weight.data(), weight.numel(), -bound, bound);
+  init_weight_and_bias(weight, bias, {out, in, k, k}, out, bound, has_bias, init);
   register_parameter("weight", weight);
-  if (has_bias) {
-    bias = Tensor::empty({out});
-    init.fill_uniform(bias.data(), out, -bound, bound);
-    register_parameter("bias", bias);
-  }
+  if (has_bias) register_parameter("bias", bias);
 }
 
 Conv1d::Conv1d(int64_t in, int64_t out, int64_t k, int64_t stride_, bool has_bias, Rng& init) : stride(stride_) {
   const float bound = 1.0f / std::sqrt(float(in * k));
-  weight = Tensor::empty({out, in, k});
-  init.fill_uniform(weight.data(), weight.numel(), -bound, bound);
+  init_weight_and_bias(weight, bias, {out, in, k}, out, bound, has_bias, init);
   register_parameter("weight", weight);
-  if (has_bias) {
-    bias = Tensor::empty({out});
-    init.fill_uniform(bias.data(), out, -bound, bound);
-    register_parameter("bias", bias);
-  }
+  if (has_bias) register_parameter("bias", bias);
 }
 
 Tensor Conv1d::forward(const Tensor& x) const {
@@ -173,14 +170,9 @@ ConvTranspose2d::ConvTranspose2d(int64_t in, int64_t out, int64_t k, int64_t str
                                  bool has_bias, Rng& init)
     : stride(stride_), padding(padding_) {
   const float bound = 1.0f / std::sqrt(float(out * k * k));  // fan_in = weight.size(1) * k * k
-  weight = Tensor::empty({in, out, k, k});
-  init.fill_uniform(weight.data(), weight.numel(), -bound, bound);
+  init_weight_and_bias(weight, bias, {in, out, k, k}, out, bound, has_bias, init);
   register_parameter("weight", weight);
-  if (has_bias) {
-    bias = Tensor::empty({out});
-    init.fill_uniform(bias.data(), out, -bound, bound);
-    register_parameter("bias", bias);
-  }
+  if (has_bias) register_parameter("bias", bias);
 }
 
 BatchNorm2d::BatchNorm2d(int64_t c, float eps_, float momentum_) : eps(eps_), momentum(momentum_) {
