@@ -88,32 +88,8 @@ void batch_norm_apply(const float* x, const float* mean, const float* rstd, cons
 // Any of gx, gw, gb may be null; all are written, not accumulated.
 void batch_norm_backward(const float* x, const float* mean, const float* rstd, const float* w, const float* gy,
                          float* gx, float* gw, float* gb, int64_t N, int64_t C, int64_t HW, bool training) {
-  const double M = double(N * HW);
-#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
-  for (int64_t c = 0; c < C; ++c) {
-    const float m = mean[c], rs = rstd[c], wc = w ? w[c] : 1.f;
-    double sg = 0.0, sd = 0.0;
-    if (gw || gb || (gx && training)) {
-      double lg[kLanes] = {}, ld[kLanes] = {};
-      for (int64_t n = 0; n < N; ++n) plane_grad_sums(x + (n * C + c) * HW, gy + (n * C + c) * HW, HW, m, lg, ld);
-      sg = lanes_total(lg);
-      sd = lanes_total(ld);
-    }
-    if (gb) gb[c] = float(sg);
-    if (gw) gw[c] = float(sd * rs);
-    if (!gx) continue;
-    const float a = wc * rs;
-    const float gmean = float(sg / M), proj = float(sd * double(rs) * double(rs) / M);
-    for (int64_t n = 0; n < N; ++n) {
-      const float* xp = x + (n * C + c) * HW;
-      const float* gp = gy + (n * C + c) * HW;
-      float* op = gx + (n * C + c) * HW;
-      if (training)
-        for (int64_t i = 0; i < HW; ++i) op[i] = (gp[i] - gmean - (xp[i] - m) * proj) * a;
-      else
-        for (int64_t i = 0; i < HW; ++i) op[i] = gp[i] * a;
-    }
-  }
+  // batch_norm_act_backward without relu or residual computes exactly this, in the same order.
+  batch_norm_act_backward(x, nullptr, mean, rstd, w, gy, gx, gw, gb, nullptr, N, C, HW, training, false);
 }
 
 // The fused batch_norm2d_act (engine/ops/batch_norm.cpp): y = x a + b' as batch_norm_apply,
