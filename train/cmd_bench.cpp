@@ -14,6 +14,9 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -379,6 +382,65 @@ double sgemm_ceiling_gflops() {
   return best;
 }
 
+// This CPU's FP32 multiply-add peak on this process's threads: per thread 12 independent
+// chains of vector FMAs (enough to cover the FMA latency on 2-3 pipes), no memory traffic;
+// AVX2 and, where the CPU has it, AVX-512 (the larger counts: CPUs that split 512-bit ops in
+// two, like Zen 4, give the same figure for both). 0 on other architectures. What the sgemm
+// ceiling and each row's GFLOP/s are a share of.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static float fma_chains_avx2(int64_t iters) {
+  __m256 a[12];
+  const __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i));
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  float s = 0;
+  for (int i = 0; i < 12; ++i) s += _mm256_cvtss_f32(a[i]);
+  return s;
+}
+__attribute__((target("avx512f"))) static float fma_chains_avx512(int64_t iters) {
+  __m512 a[12];
+  const __m512 b = _mm512_set1_ps(1.0000001f), c = _mm512_set1_ps(1e-7f);
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(float(i));
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  float s = 0;
+  for (int i = 0; i < 12; ++i) s += _mm512_cvtss_f32(a[i]);
+  return s;
+}
+#endif
+
+struct FmaPeak {
+  double gflops = 0;
+  const char* isa = "none";
+};
+
+FmaPeak fma_peak_gflops() {
+  FmaPeak best;
+#if defined(__x86_64__)
+  const int64_t iters = 20'000'000;
+  auto time_it = [&](int width, float (*chains)(int64_t), const char* isa) {
+    for (int r = 0; r < 3; ++r) {
+      volatile float sink = 0;
+      const auto t0 = Clock::now();
+#pragma omp parallel
+      {
+        const float v = chains(iters);
+#pragma omp critical
+        sink = sink + v;
+      }
+      const double s = seconds_since(t0);
+      const double g = 2.0 * width * 12 * double(iters) * num_threads() / s / 1e9;
+      if (g > best.gflops) best = {g, isa};
+    }
+  };
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) time_it(8, fma_chains_avx2, "AVX2 FMA");
+  if (__builtin_cpu_supports("avx512f")) time_it(16, fma_chains_avx512, "AVX-512 FMA");
+#endif
+  return best;
+}
+
 bool python_has_torch(const std::string& python) {
   const std::string cmd = "'" + python + "' -c 'import torch, yaml' >/dev/null 2>&1";
   return std::system(cmd.c_str()) == 0;
@@ -703,8 +765,14 @@ int run_driver(bool full, const std::string& official, const std::string& python
   const double ceiling1 = sgemm_ceiling_gflops();
   const double ceiling = std::max(ceiling0, ceiling1);
 
-  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n\n",
+  const FmaPeak peak = fma_peak_gflops();
+  fmt::print("sgemm ceiling (2048^3, {} threads): {:.0f} GFLOP/s before, {:.0f} after; load average now {}\n",
              num_threads(), ceiling0, ceiling1, loadavg());
+  if (peak.gflops > 0)
+    fmt::print("FP32 FMA peak ({} threads, {} loop): {:.0f} GFLOP/s; the sgemm ceiling is {:.0f} % of it\n\n",
+               num_threads(), peak.isa, peak.gflops, 100.0 * ceiling / peak.gflops);
+  else
+    fmt::print("FP32 FMA peak: not measured (not an x86-64 CPU with AVX2)\n\n");
   const json jrows = print_table(results, ceiling);
   print_rounds(results);
   for (const auto& r : results)
@@ -716,7 +784,7 @@ int run_driver(bool full, const std::string& official, const std::string& python
   print_phases(results, steps);
   if (!json_out.empty()) {
     json j = {{"date", date}, {"version", build_version()}, {"cpu", cpu_model()}, {"threads", num_threads()},
-              {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"rows", jrows}, {"rounds", rounds},
+              {"blas", blas_info()}, {"sgemm_ceiling_gflops", ceiling}, {"fma_peak_gflops", peak.gflops}, {"rows", jrows}, {"rounds", rounds},
               {"warmup", warmup}, {"steps", steps}, {"threads_settings", thread_settings()}};
     write_file_atomic(json_out, j.dump(1) + "\n");
   }
