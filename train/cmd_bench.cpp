@@ -385,8 +385,8 @@ double sgemm_ceiling_gflops() {
 // This CPU's FP32 multiply-add peak on this process's threads: per thread 12 independent
 // chains of vector FMAs (enough to cover the FMA latency on 2-3 pipes), no memory traffic;
 // AVX2 and, where the CPU has it, AVX-512 (the larger counts: CPUs that split 512-bit ops in
-// two, like Zen 4, give the same figure for both). 0 on other architectures. What the sgemm
-// ceiling and each row's GFLOP/s are a share of.
+// two, like Zen 4, give the same figure for both). 0 on other architectures. Printed under
+// the sgemm ceiling, with the ceiling as a share of it.
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) static float fma_chains_avx2(int64_t iters) {
   __m256 a[12];
@@ -419,18 +419,23 @@ FmaPeak fma_peak_gflops() {
   FmaPeak best;
 #if defined(__x86_64__)
   const int64_t iters = 20'000'000;
+  const int threads = num_threads();
   auto time_it = [&](int width, float (*chains)(int64_t), const char* isa) {
     for (int r = 0; r < 3; ++r) {
       volatile float sink = 0;
+      int ran = 0;  // the threads the team really had
       const auto t0 = Clock::now();
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
       {
         const float v = chains(iters);
 #pragma omp critical
-        sink = sink + v;
+        {
+          sink = sink + v;
+          ++ran;
+        }
       }
       const double s = seconds_since(t0);
-      const double g = 2.0 * width * 12 * double(iters) * num_threads() / s / 1e9;
+      const double g = 2.0 * width * 12 * double(iters) * ran / s / 1e9;
       if (g > best.gflops) best = {g, isa};
     }
   };
