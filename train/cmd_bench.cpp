@@ -655,7 +655,7 @@ json print_table(const std::vector<RowResult>& results, double ceiling) {
   return jrows;
 }
 
-void print_rounds(const std::vector<RowResult>& results) {
+void print_rounds(const std::vector<RowResult>& results, double fma_peak) {
   // Per round: each side's median s/step of its own run and their ratio; CPU seconds (a check
   // on machine load: on an idle machine CPU seconds are about threads x wall seconds); peaks.
   fmt::print("Per row and round: median s/step of each side's own run (img/s), original/ours; then the median\n"
@@ -678,6 +678,15 @@ void print_rounds(const std::vector<RowResult>& results) {
                           median(r.orig_cpu), median(r.orig_s), r.orig_peak_mib, 100.0 * r.peak_mib / r.orig_peak_mib,
                           median_ratio(r));
     fmt::print("{}\n", line);
+    // The floor of an FP32 CPU row: its matrix products alone at the FMA peak (nothing else
+    // of the step counted), against ours and, with the original, against half its step.
+    if (w.device == "cpu" && fma_peak > 0 && r.flop > 0) {
+      const double floor_s = r.flop / (fma_peak * 1e9);
+      std::string fl = fmt::format("    products: {:.1f} GFLOP per step, {:.3f} s at the FMA peak ({:.0f} % of ours)",
+                                   r.flop / 1e9, floor_s, 100.0 * floor_s / median(r.ours_s));
+      if (!r.orig_s.empty()) fl += fmt::format("; 2x the original is a step of {:.3f} s", median(r.orig_s) / 2);
+      fmt::print("{}\n", fl);
+    }
   }
 }
 
@@ -779,7 +788,7 @@ int run_driver(bool full, const std::string& official, const std::string& python
   else
     fmt::print("FP32 FMA peak: not measured (not an x86-64 CPU with AVX2)\n\n");
   const json jrows = print_table(results, ceiling);
-  print_rounds(results);
+  print_rounds(results, peak.gflops);
   for (const auto& r : results)
     if (!r.orig_ready.is_null()) {  // what the original's process says about its threads and libraries
       fmt::print("original's settings: {}\n", r.orig_ready.value("settings", json()).dump());
